@@ -1,0 +1,22 @@
+//! # vgg
+//!
+//! The VGG family of very deep convolutional networks (K. Simonyan, A. Zisserman, "Very Deep
+//! Convolutional Networks for Large-Scale Image Recognition", ICLR 2015) on burn 0.22.
+//!
+//! - [`arch`]: the paper's Table 1 as data ([`Layer`] tokens) and [`VggConfig`], from which the
+//!   model, its parameter and MAC counts and its checkpoint keys derive.
+//! - [`model`]: the [`Vgg`] module (torchvision's layout and head).
+//! - [`weights`]: torchvision state dicts from `.pth` / `.safetensors`, strict loading.
+//! - [`summary`]: a per-layer table of output shapes, parameters and multiply-adds.
+
+pub mod arch;
+pub mod error;
+pub mod model;
+pub mod record;
+pub mod summary;
+pub mod weights;
+
+pub use arch::{Layer, VggConfig};
+pub use error::VggError;
+pub use model::{InitScheme, Vgg};
+pub use weights::{StateDict, StateTensor};

@@ -1,0 +1,284 @@
+//! The VGG network (paper Section 2.1; torchvision's `VGG` module).
+//!
+//! The module holds only what has weights: one [`ConvBlock`] per convolution and the three FC
+//! layers. The order of convolutions, LRNs and pools comes from [`VggConfig::layers`], the same
+//! table that names the checkpoint keys, so the forward pass and the keys cannot drift apart.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
+    LocalResponseNorm, LocalResponseNormConfig, PaddingConfig2d,
+};
+use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{Layer, VggConfig};
+use crate::error::VggError;
+
+/// How fresh weights are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum InitScheme {
+    /// The paper (Section 3.1): every weight from N(0, 0.01^2), biases 0.
+    Paper,
+    /// Glorot & Bengio (2010), which the authors note works without pre-training: uniform
+    /// with variance 2 / (fan_in + fan_out), biases 0.
+    Glorot,
+    /// torchvision's `VGG._initialize_weights`: Kaiming-normal convs (fan_out, ReLU gain),
+    /// N(0, 0.01^2) linears, zero biases, BatchNorm weight 1 and bias 0.
+    #[default]
+    Kaiming,
+}
+
+impl InitScheme {
+    fn conv(self) -> Initializer {
+        match self {
+            Self::Paper => Initializer::Normal {
+                mean: 0.0,
+                std: 0.01,
+            },
+            Self::Glorot => Initializer::XavierUniform { gain: 1.0 },
+            // std = sqrt(2) / sqrt(fan_out), as torch's kaiming_normal_(mode="fan_out", nonlinearity="relu").
+            Self::Kaiming => Initializer::KaimingNormal {
+                gain: 2f64.sqrt(),
+                fan_out_only: true,
+            },
+        }
+    }
+
+    fn linear(self) -> Initializer {
+        match self {
+            Self::Glorot => Initializer::XavierUniform { gain: 1.0 },
+            Self::Paper | Self::Kaiming => Initializer::Normal {
+                mean: 0.0,
+                std: 0.01,
+            },
+        }
+    }
+}
+
+/// A convolution, its optional BatchNorm, and the ReLU that follows (applied in `forward`).
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    pub conv: Conv2d,
+    pub bn: Option<BatchNorm>,
+}
+
+impl ConvBlock {
+    fn new(
+        kernel: usize,
+        inputs: usize,
+        outputs: usize,
+        batch_norm: bool,
+        init: InitScheme,
+        device: &Device,
+    ) -> Self {
+        let padding = kernel / 2;
+        let conv = Conv2dConfig::new([inputs, outputs], [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(
+                padding, padding, padding, padding,
+            ))
+            .with_initializer(init.conv())
+            .init(device);
+        let conv = zero_bias_conv(conv);
+        // PyTorch's defaults: eps 1e-5, momentum 0.1.
+        let bn = batch_norm.then(|| {
+            BatchNormConfig::new(outputs)
+                .with_epsilon(1e-5)
+                .with_momentum(0.1)
+                .init(device)
+        });
+        Self { conv, bn }
+    }
+
+    /// conv -> [BN] -> ReLU. `[N, C_in, H, W] -> [N, C_out, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        let x = match &self.bn {
+            Some(bn) => bn.forward(x),
+            None => x,
+        };
+        relu(x)
+    }
+}
+
+fn zero_bias_conv(mut conv: Conv2d) -> Conv2d {
+    conv.bias = conv.bias.map(|b| b.map(|t| t.zeros_like()));
+    conv
+}
+
+fn zero_bias_linear(mut linear: Linear) -> Linear {
+    linear.bias = linear.bias.map(|b| b.map(|t| t.zeros_like()));
+    linear
+}
+
+/// A VGG network: `features` (the conv stack) then torchvision's head (adaptive average pool,
+/// FC-ReLU-Dropout x2, FC). Dropout and BatchNorm behave as in training only on an autodiff
+/// device and after [`Module::train`]; [`Module::valid`] gives the inference behaviour.
+#[derive(Module, Debug)]
+pub struct Vgg {
+    /// One block per convolution, in the order of `config.layers`.
+    pub convs: Vec<ConvBlock>,
+    /// FC1 (`classifier.0`); a 7x7 convolution in dense evaluation.
+    pub fc1: Linear,
+    /// FC2 (`classifier.3`).
+    pub fc2: Linear,
+    /// FC3 (`classifier.6`), the class scores.
+    pub fc3: Linear,
+    dropout: Dropout,
+    pool: MaxPool2d,
+    /// Krizhevsky's LRN (A-LRN): `torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)`,
+    /// i.e. the paper's `a / (2 + 1e-4 * sum a^2)^0.75` (PyTorch and burn divide alpha by 5).
+    lrn: LocalResponseNorm,
+    #[module(skip)]
+    config: VggConfig,
+    /// BatchNorm's `num_batches_tracked`, kept so torchvision checkpoints round-trip exactly.
+    #[module(skip)]
+    pub batches_tracked: i64,
+}
+
+impl Vgg {
+    /// Builds a network with fresh weights drawn by `init`.
+    pub fn new(config: &VggConfig, init: InitScheme, device: &Device) -> Result<Self, VggError> {
+        config.validate()?;
+        let mut convs = Vec::new();
+        let mut channels = config.in_channels;
+        for layer in &config.layers {
+            let (kernel, outputs) = match *layer {
+                Layer::Conv3(n) => (3, n),
+                Layer::Conv1(n) => (1, n),
+                Layer::Lrn | Layer::Pool => continue,
+            };
+            convs.push(ConvBlock::new(
+                kernel,
+                channels,
+                outputs,
+                config.batch_norm,
+                init,
+                device,
+            ));
+            channels = outputs;
+        }
+        let linear = |inputs: usize, outputs: usize| {
+            zero_bias_linear(
+                LinearConfig::new(inputs, outputs)
+                    .with_initializer(init.linear())
+                    .init(device),
+            )
+        };
+        Ok(Self {
+            convs,
+            fc1: linear(config.fc1_inputs(), config.hidden),
+            fc2: linear(config.hidden, config.hidden),
+            fc3: linear(config.hidden, config.num_classes),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            lrn: LocalResponseNormConfig::new(5)
+                .with_alpha(5e-4)
+                .with_beta(0.75)
+                .with_k(2.0)
+                .init(),
+            config: config.clone(),
+            batches_tracked: 0,
+        })
+    }
+
+    /// The configuration this network was built from.
+    pub fn config(&self) -> &VggConfig {
+        &self.config
+    }
+
+    /// Checks that a batch can pass through the network: 4-D, the right channels, and at least
+    /// `2^pools` pixels a side.
+    pub fn check_input(&self, dims: &[usize]) -> Result<(), VggError> {
+        let [_, c, h, w] = dims else {
+            return Err(VggError::BadInputShape {
+                shape: dims.to_vec(),
+            });
+        };
+        if *c != self.config.in_channels {
+            return Err(VggError::ChannelMismatch {
+                expected: self.config.in_channels,
+                got: *c,
+            });
+        }
+        let min = self.config.min_input();
+        if *h < min || *w < min {
+            return Err(VggError::InputTooSmall {
+                height: *h,
+                width: *w,
+                pools: self.config.num_pools(),
+                min,
+            });
+        }
+        Ok(())
+    }
+
+    /// Class scores (logits), after checking the input. `[N, C, H, W] -> [N, classes]`.
+    pub fn try_forward(&self, x: Tensor<4>) -> Result<Tensor<2>, VggError> {
+        self.check_input(&x.dims())?;
+        Ok(self.forward(x))
+    }
+
+    /// Class scores (logits). `[N, C, H, W] -> [N, classes]`; panics on an input that cannot
+    /// pass the pools: use [`Vgg::try_forward`] on untrusted input.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.features(x); // [N, 512, H/32, W/32]
+        self.head(x)
+    }
+
+    /// The convolutional part (torchvision's `features`): `[N, C, H, W] -> [N, 512, H/32, W/32]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features_traced(x, |_, _| {})
+    }
+
+    /// [`Vgg::features`], calling `tap(layer_index, &output)` after each entry of
+    /// `config.layers` (the ReLU of a conv included), for summaries and feature extraction.
+    pub fn features_traced(
+        &self,
+        x: Tensor<4>,
+        mut tap: impl FnMut(usize, &Tensor<4>),
+    ) -> Tensor<4> {
+        let mut convs = self.convs.iter();
+        let mut x = x;
+        for (i, layer) in self.config.layers.iter().enumerate() {
+            x = match layer {
+                // [N, C_in, H, W] -> [N, C_out, H, W]
+                Layer::Conv3(_) | Layer::Conv1(_) => {
+                    convs.next().expect("one block per conv").forward(x)
+                }
+                // [N, C, H, W] -> [N, C, H, W]
+                Layer::Lrn => self.lrn.forward(x),
+                // [N, C, H, W] -> [N, C, H/2, W/2]
+                Layer::Pool => self.pool.forward(x),
+            };
+            tap(i, &x);
+        }
+        x
+    }
+
+    /// torchvision's head: adaptive average pool to `pool x pool`, flatten, FC-ReLU-Dropout x2,
+    /// FC. `[N, 512, h, w] -> [N, classes]`.
+    pub fn head(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.avgpool(x); // [N, 512, 7, 7]
+        let x: Tensor<2> = x.flatten(1, 3); // [N, 512*7*7]
+        let x = self.dropout.forward(relu(self.fc1.forward(x))); // [N, 4096]
+        let x = self.dropout.forward(relu(self.fc2.forward(x))); // [N, 4096]
+        self.fc3.forward(x) // [N, classes]
+    }
+
+    /// torchvision's `AdaptiveAvgPool2d((7, 7))` (or the configured size). A map already of
+    /// that size passes unchanged.
+    pub fn avgpool(&self, x: Tensor<4>) -> Tensor<4> {
+        let p = self.config.pool_size;
+        let [_, _, h, w] = x.dims();
+        if h == p && w == p {
+            x
+        } else {
+            adaptive_avg_pool2d(x, [p, p])
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Weight files: exact round trips, strict loading, and the errors users meet.
+
+use burn::tensor::{Device, Tensor};
+use vgg::weights::{read_state_dict, write_safetensors};
+use vgg::{Vgg, VggConfig, VggError};
+
+use crate::common::*;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vgg-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn small(name: &str) -> VggConfig {
+    config_of(&case(name))
+}
+
+#[test]
+fn safetensors_round_trip_is_exact() {
+    let device = Device::flex();
+    let src = fixture("vgg16_bn_w16.pth");
+    let model = Vgg::load(&small("vgg16_bn_w16"), &src, &device).unwrap();
+    let out = tmp("rt.safetensors");
+    model.save(&out).unwrap();
+    let original = read_state_dict(&src).unwrap();
+    let written = read_state_dict(&out).unwrap();
+    assert_eq!(
+        original.keys().collect::<Vec<_>>(),
+        written.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &original {
+        assert_eq!(t.shape, written[k].shape, "{k}");
+        assert_eq!(
+            t.to_f32(),
+            written[k].to_f32(),
+            "{k}: values differ after the round trip"
+        );
+    }
+}
+
+#[test]
+fn burn_record_round_trip_is_exact() {
+    let device = Device::flex();
+    let config = small("vgg_a_lrn_w16");
+    let model = Vgg::load(&config, &fixture("vgg_a_lrn_w16.pth"), &device).unwrap();
+    let out = tmp("rt.bpk");
+    model.save(&out).unwrap();
+    let back = Vgg::load(&config, &out, &device).unwrap();
+    assert_eq!(model.state_dict(), back.state_dict());
+}
+
+#[test]
+fn strict_loading_lists_every_difference() {
+    let device = Device::flex();
+    let mut dict = read_state_dict(&fixture("vgg11_w16.safetensors")).unwrap();
+    dict.remove("features.3.bias");
+    let extra = dict["classifier.6.bias"].clone();
+    dict.insert("features.99.weight".into(), extra);
+    dict.get_mut("classifier.6.bias").unwrap().shape = vec![11];
+    let path = tmp("broken.safetensors");
+    write_safetensors(&dict, &path).unwrap_or_else(|_| {
+        // A shape that disagrees with its data cannot be written; fix the data too.
+        let t = dict.get_mut("classifier.6.bias").unwrap();
+        t.values = vgg::weights::Values::F32(vec![0.0; 11]);
+        write_safetensors(&dict, &path).unwrap()
+    });
+    let err = Vgg::load(&small("vgg11_w16"), &path, &device).unwrap_err();
+    let VggError::WeightMismatch {
+        missing,
+        unexpected,
+        misshaped,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(missing, &["features.3.bias"]);
+    assert_eq!(unexpected, &["features.99.weight"]);
+    assert_eq!(
+        misshaped,
+        &[("classifier.6.bias".to_string(), vec![10], vec![11])]
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("features.3.bias") && message.contains("expected [10], file has [11]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn weights_of_another_variant_are_refused() {
+    let device = Device::flex();
+    // vgg13 weights into a vgg11 network: the indices differ.
+    let err = Vgg::load(
+        &small("vgg11_w16"),
+        &fixture("vgg13_w16.safetensors"),
+        &device,
+    )
+    .unwrap_err();
+    assert!(matches!(err, VggError::WeightMismatch { .. }), "{err}");
+    // BN weights into a plain network.
+    let err = Vgg::load(
+        &small("vgg11_w16"),
+        &fixture("vgg11_bn_w16.safetensors"),
+        &device,
+    )
+    .unwrap_err();
+    assert!(matches!(err, VggError::WeightMismatch { .. }), "{err}");
+}
+
+#[test]
+fn missing_truncated_and_corrupt_files_are_named() {
+    let device = Device::flex();
+    let config = small("vgg11_w16");
+    let err = Vgg::load(&config, &tmp("nope.safetensors"), &device).unwrap_err();
+    assert!(
+        matches!(err, VggError::Io { .. }) && err.to_string().contains("nope.safetensors"),
+        "{err}"
+    );
+
+    for (src, name) in [
+        ("vgg11_w16.safetensors", "cut.safetensors"),
+        ("vgg11_w16.pth", "cut.pth"),
+    ] {
+        let bytes = std::fs::read(fixture(src)).unwrap();
+        let path = tmp(name);
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = Vgg::load(&config, &path, &device).unwrap_err();
+        assert!(
+            matches!(err, VggError::CorruptWeights { .. }),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(name), "{err}");
+
+        let path = tmp(&format!("garbage-{name}"));
+        std::fs::write(&path, b"this is not a weight file at all, just text").unwrap();
+        let err = Vgg::load(&config, &path, &device).unwrap_err();
+        assert!(
+            matches!(err, VggError::CorruptWeights { .. }),
+            "{name}: {err}"
+        );
+    }
+    let err = Vgg::load(&config, &tmp("weights.txt"), &device).unwrap_err();
+    assert!(matches!(err, VggError::UnknownFormat { .. }), "{err}");
+}
+
+#[test]
+fn inputs_that_cannot_pass_are_refused() {
+    let device = Device::flex();
+    let model = Vgg::load(
+        &small("vgg11_w16"),
+        &fixture("vgg11_w16.safetensors"),
+        &device,
+    )
+    .unwrap();
+    let err = model
+        .try_forward(Tensor::zeros([1, 3, 31, 64], &device))
+        .unwrap_err();
+    assert!(
+        matches!(err, VggError::InputTooSmall { min: 32, .. }),
+        "{err}"
+    );
+    let err = model
+        .try_forward(Tensor::zeros([1, 1, 32, 32], &device))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VggError::ChannelMismatch {
+                expected: 3,
+                got: 1
+            }
+        ),
+        "{err}"
+    );
+}
