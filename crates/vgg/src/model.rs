@@ -4,7 +4,7 @@
 //! layers. The order of convolutions, LRNs and pools comes from [`VggConfig::layers`], the same
 //! table that names the checkpoint keys, so the forward pass and the keys cannot drift apart.
 
-use burn::module::Module;
+use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{
@@ -13,7 +13,7 @@ use burn::nn::{
 };
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Layer, VggConfig};
@@ -135,9 +135,9 @@ pub struct Vgg {
     lrn: LocalResponseNorm,
     #[module(skip)]
     config: VggConfig,
-    /// BatchNorm's `num_batches_tracked`, kept so torchvision checkpoints round-trip exactly.
-    #[module(skip)]
-    pub batches_tracked: i64,
+    /// BatchNorm's `num_batches_tracked` (one count for every BN layer, as in any run that
+    /// trains them together), kept so torchvision checkpoints round-trip exactly.
+    batches_tracked: Param<Tensor<1, Int>>,
 }
 
 impl Vgg {
@@ -182,8 +182,24 @@ impl Vgg {
                 .with_k(2.0)
                 .init(),
             config: config.clone(),
-            batches_tracked: 0,
+            batches_tracked: Param::initialized(ParamId::new(), Tensor::zeros([1], device)),
         })
+    }
+
+    /// BatchNorm's `num_batches_tracked`.
+    pub fn batches_tracked(&self) -> i64 {
+        let data = self.batches_tracked.val().into_data().convert::<i64>();
+        data.try_into_vec::<i64>()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// Sets BatchNorm's `num_batches_tracked`.
+    pub fn set_batches_tracked(&mut self, n: i64) {
+        let device = self.fc3.weight.val().device();
+        let value = Tensor::from_data(burn::tensor::TensorData::new(vec![n], [1]), &device);
+        self.batches_tracked = Param::initialized(self.batches_tracked.id, value);
     }
 
     /// The configuration this network was built from.

@@ -363,6 +363,7 @@ impl Vgg {
     /// Used by strict loading after [`check_state_dict`], and by partial initialisation.
     pub fn load_state_dict_unchecked(mut self, dict: &StateDict, device: &Device) -> Self {
         let plan = self.config().plan();
+        let mut tracked = None;
         let mut blocks = self.convs.iter_mut();
         let mut block = None;
         for stage in plan {
@@ -397,14 +398,18 @@ impl Vgg {
                         bn.running_var = RunningState::new(tensor(v, device));
                     }
                     if let Some(n) = get("num_batches_tracked") {
-                        self.batches_tracked = n.to_f32().first().map(|&x| x as i64).unwrap_or(0);
-                        if let Values::I64(v) = &n.values {
-                            self.batches_tracked = v.first().copied().unwrap_or(0);
-                        }
+                        let count = match &n.values {
+                            Values::I64(v) => v.first().copied(),
+                            Values::F32(v) => v.first().map(|&x| x as i64),
+                        };
+                        tracked = count;
                     }
                 }
                 _ => {}
             }
+        }
+        if let Some(n) = tracked {
+            self.set_batches_tracked(n);
         }
         let fcs = self.config().fc_layers();
         for ((i, _, _), fc) in fcs
@@ -450,7 +455,7 @@ impl Vgg {
                         format!("{p}.num_batches_tracked"),
                         StateTensor {
                             shape: vec![],
-                            values: Values::I64(vec![self.batches_tracked]),
+                            values: Values::I64(vec![self.batches_tracked()]),
                         },
                     );
                 }

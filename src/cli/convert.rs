@@ -1,0 +1,48 @@
+//! `vgg convert IN OUT`: weights between PyTorch `.pth`, `.safetensors` and burn's `.bpk`,
+//! checked strictly against the architecture on the way.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vgg::Vgg;
+
+use super::arch_args::ArchArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Weights to read: .pth/.pt (torch.save of a state dict), .safetensors or .bpk.
+    pub input: PathBuf,
+    /// File to write: .safetensors (torchvision layout) or .bpk (burn).
+    pub output: PathBuf,
+    /// The architecture the weights belong to.
+    #[arg(long, default_value = "vgg16")]
+    pub arch: String,
+    #[command(flatten)]
+    pub net: ArchArgs,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.output.exists() && !args.force {
+        anyhow::bail!(
+            "{} exists; pass --force to replace it",
+            args.output.display()
+        );
+    }
+    let config = args.net.config(Some(&args.arch))?;
+    let device = super::device();
+    let model = Vgg::load(&config, &args.input, &device)?;
+    model
+        .save(&args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "{} -> {} ({}, {} parameters)",
+        args.input.display(),
+        args.output.display(),
+        config.name,
+        super::summary::thousands(config.num_params() as u64)
+    );
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Subcommands, one file each, and the flags they share.
+
+mod arch_args;
+mod convert;
+mod summary;
+
+use clap::{Parser, Subcommand};
+
+/// VGG very deep convolutional networks (Simonyan & Zisserman, ICLR 2015) on burn.
+#[derive(Parser, Debug)]
+#[command(name = "vgg", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Per-layer table of a network: output shapes, parameters, multiply-adds.
+    Summary(summary::Args),
+    /// Convert weights between .pth, .safetensors (torchvision layout) and .bpk (burn).
+    Convert(convert::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Summary(args) => summary::run(args),
+        Command::Convert(args) => convert::run(args),
+    }
+}
+
+/// The CPU device the tool runs on (burn's flex backend).
+pub fn device() -> burn::tensor::Device {
+    burn::tensor::Device::flex()
+}
