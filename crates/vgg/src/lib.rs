@@ -14,6 +14,7 @@ pub mod error;
 pub mod model;
 pub mod record;
 pub mod summary;
+pub mod train;
 pub mod weights;
 
 pub use arch::{Layer, VggConfig};

@@ -98,11 +98,43 @@ impl ConvBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.conv.forward(x);
         let x = match &self.bn {
+            Some(bn) if x.device().is_autodiff() && bn.training.is_enabled() => {
+                batch_norm_train(bn, x)
+            }
             Some(bn) => bn.forward(x),
             None => x,
         };
         relu(x)
     }
+}
+
+/// BatchNorm in training, as PyTorch's: normalise with the batch's biased variance, but update
+/// `running_var` with the unbiased one (`var * n / (n - 1)`, n = N*H*W). burn's own layer uses
+/// the biased variance for both, which drifts from torchvision's running statistics.
+fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let [n, _, h, w] = x.dims();
+    let count = (n * h * w) as f64;
+    let result =
+        burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let unbiased = if count > 1.0 {
+        count / (count - 1.0)
+    } else {
+        1.0
+    };
+    let m = bn.momentum;
+    let mean = bn
+        .running_mean
+        .value_sync()
+        .mul_scalar(1.0 - m)
+        .add(result.mean.detach().mul_scalar(m));
+    let var = bn
+        .running_var
+        .value_sync()
+        .mul_scalar(1.0 - m)
+        .add(result.variance.detach().mul_scalar(m * unbiased));
+    bn.running_mean.update(mean.detach());
+    bn.running_var.update(var.detach());
+    result.output
 }
 
 fn zero_bias_conv(mut conv: Conv2d) -> Conv2d {
@@ -200,6 +232,13 @@ impl Vgg {
         let device = self.fc3.weight.val().device();
         let value = Tensor::from_data(burn::tensor::TensorData::new(vec![n], [1]), &device);
         self.batches_tracked = Param::initialized(self.batches_tracked.id, value);
+    }
+
+    /// Counts `n` more training batches in `num_batches_tracked` (BN networks only).
+    pub fn add_batches_tracked(&mut self, n: i64) {
+        if self.config.batch_norm {
+            self.set_batches_tracked(self.batches_tracked() + n);
+        }
     }
 
     /// The configuration this network was built from.
