@@ -29,6 +29,10 @@ pub struct ArchArgs {
     /// Dropout after FC1 and FC2, in training.
     #[arg(long, value_name = "P")]
     pub dropout: Option<f64>,
+    /// Multiply every conv width by this (0.25 turns 64..512 into 16..128): a narrower VGG
+    /// for small data and small machines.
+    #[arg(long, value_name = "W")]
+    pub width: Option<f64>,
     /// Side of the adaptive average pool before FC1 (7 as torchvision; 1 for the compact
     /// 32x32 head).
     #[arg(long, value_name = "N")]
@@ -69,6 +73,10 @@ impl ArchArgs {
         }
         if let Some(p) = self.dropout {
             config = config.with_dropout(p);
+        }
+        if let Some(w) = self.width {
+            anyhow::ensure!(w > 0.0 && w.is_finite(), "--width must be positive");
+            config = config.with_width(w);
         }
         if let Some(n) = self.pool_size {
             config = config.with_pool_size(n);

@@ -2,7 +2,9 @@
 
 mod arch_args;
 mod convert;
+mod plot;
 mod summary;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Per-layer table of a network: output shapes, parameters, multiply-adds.
     Summary(summary::Args),
+    /// Train a network with the paper's recipe (default: on the embedded Fashion-MNIST demo).
+    Train(Box<train::Args>),
     /// Convert weights between .pth, .safetensors (torchvision layout) and .bpk (burn).
     Convert(convert::Args),
 }
@@ -26,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Summary(args) => summary::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Train(args) => train::run(*args),
     }
 }
 

@@ -335,6 +335,17 @@ impl VggConfig {
         self.pool_size = n;
         self
     }
+    /// Scales every conv width by `factor` (at least one channel each).
+    pub fn with_width(mut self, factor: f64) -> Self {
+        let scale = |n: usize| ((n as f64 * factor).round() as usize).max(1);
+        for layer in &mut self.layers {
+            match layer {
+                Layer::Conv3(n) | Layer::Conv1(n) => *n = scale(*n),
+                Layer::Lrn | Layer::Pool => {}
+            }
+        }
+        self
+    }
     pub fn with_batch_norm(mut self, bn: bool) -> Self {
         self.batch_norm = bn;
         self

@@ -63,6 +63,39 @@ pub enum VggError {
     #[error("{}: unknown weight format; use .pth/.pt (PyTorch), .safetensors or .bpk (burn)", path.display())]
     UnknownFormat { path: PathBuf },
 
+    /// A dataset that cannot be used as it is.
+    #[error("dataset {}: {reason}", path.display())]
+    Dataset { path: PathBuf, reason: String },
+
+    /// An image file that cannot be decoded.
+    #[error("{}: unreadable image: {reason} (pass --skip-bad to skip and count such files)", path.display())]
+    BadImage { path: PathBuf, reason: String },
+
+    /// A label not below the network's class count.
+    #[error(
+        "{dataset}: image {index} has label {label} but the network has {num_classes} classes; set --num-classes"
+    )]
+    LabelOutOfRange {
+        dataset: String,
+        index: usize,
+        label: usize,
+        num_classes: usize,
+    },
+
+    /// Training diverged.
+    #[error(
+        "the loss became {value} at epoch {epoch}, step {step}; training stopped and the last good checkpoint was kept (try a lower --lr)"
+    )]
+    NonFiniteLoss {
+        value: f32,
+        epoch: usize,
+        step: usize,
+    },
+
+    /// A run folder that exists already.
+    #[error("{} exists; pass --force to overwrite it or --resume {} to continue it", path.display(), path.display())]
+    RunExists { path: PathBuf },
+
     /// A state dict that does not fit the network: every difference is listed.
     #[error("{}: the weights do not fit {arch}:{}", path.display(), list_mismatch(missing, unexpected, misshaped))]
     WeightMismatch {

@@ -10,6 +10,7 @@
 //! - [`summary`]: a per-layer table of output shapes, parameters and multiply-adds.
 
 pub mod arch;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod record;

@@ -138,12 +138,16 @@ fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 fn zero_bias_conv(mut conv: Conv2d) -> Conv2d {
-    conv.bias = conv.bias.map(|b| b.map(|t| t.zeros_like()));
+    conv.bias = conv
+        .bias
+        .map(|b| b.map(|t| t.zeros_like()).set_require_grad(true));
     conv
 }
 
 fn zero_bias_linear(mut linear: Linear) -> Linear {
-    linear.bias = linear.bias.map(|b| b.map(|t| t.zeros_like()));
+    linear.bias = linear
+        .bias
+        .map(|b| b.map(|t| t.zeros_like()).set_require_grad(true));
     linear
 }
 

@@ -3,7 +3,9 @@
 //! validation accuracy stops improving.
 
 pub mod plateau;
+pub mod run;
 pub mod step;
 
 pub use plateau::Plateau;
+pub use run::{EpochRecord, Observer, Progress, RunState, TrainConfig, Trainer, evaluate};
 pub use step::{Sgd, SgdSettings, cross_entropy};

@@ -1,0 +1,201 @@
+//! Datasets for training and evaluation: an image folder, MNIST/Fashion-MNIST IDX files,
+//! CIFAR-10's binary batches, and the embedded Fashion-MNIST demo subset.
+//!
+//! Every source yields [`Image`]s (8-bit, planar `[C, H, W]`) with a class index; the
+//! [`transform`] module turns them into network inputs (Section 3.1's preprocessing and
+//! augmentation) and [`loader`] does so on worker threads.
+
+pub mod cifar;
+pub mod demo;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+pub mod transform;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::VggError;
+
+/// One 8-bit image, planar `[channels, height, width]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Where a dataset's images live: decoded in memory (IDX, CIFAR, demo) or as files decoded
+/// when needed (image folders, which may not fit in memory).
+#[derive(Debug, Clone)]
+pub enum Images {
+    Memory(Vec<Image>),
+    Files(Vec<PathBuf>),
+}
+
+/// A labelled set of images.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// What the set is, for messages and logs (`fashion-mnist train`, a folder path).
+    pub name: String,
+    pub images: Images,
+    pub labels: Vec<usize>,
+    /// Class names, indexed by label.
+    pub classes: Vec<String>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Image `i`, decoded.
+    pub fn image(&self, i: usize) -> Result<Image, VggError> {
+        match &self.images {
+            Images::Memory(images) => Ok(images[i].clone()),
+            Images::Files(paths) => folder::decode(&paths[i]),
+        }
+    }
+
+    /// Checks what training needs: at least one image, every label below the class count.
+    pub fn check(&self, num_classes: usize) -> Result<(), VggError> {
+        if self.is_empty() {
+            return Err(VggError::Dataset {
+                path: self.name.clone().into(),
+                reason: "it holds no images".into(),
+            });
+        }
+        if let Some((i, &label)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l >= num_classes)
+        {
+            return Err(VggError::LabelOutOfRange {
+                dataset: self.name.clone(),
+                index: i,
+                label,
+                num_classes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The subset at `indices` (in that order).
+    pub fn subset(&self, indices: &[usize], name: &str) -> Dataset {
+        let images = match &self.images {
+            Images::Memory(v) => Images::Memory(indices.iter().map(|&i| v[i].clone()).collect()),
+            Images::Files(v) => Images::Files(indices.iter().map(|&i| v[i].clone()).collect()),
+        };
+        Dataset {
+            name: name.to_string(),
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+        }
+    }
+
+    /// Splits off a held-out `fraction` for validation, with a fixed `seed`, keeping classes
+    /// in proportion. Returns `(train, validation)`.
+    pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let mut rng = Rng::new(seed);
+        let mut train = Vec::new();
+        let mut val = Vec::new();
+        for class in 0..self.classes.len().max(1) {
+            let mut members: Vec<usize> = (0..self.len())
+                .filter(|&i| self.labels[i] == class)
+                .collect();
+            rng.shuffle(&mut members);
+            let held = ((members.len() as f64) * fraction).round() as usize;
+            val.extend_from_slice(&members[..held]);
+            train.extend_from_slice(&members[held..]);
+        }
+        train.sort_unstable();
+        val.sort_unstable();
+        (
+            self.subset(&train, &format!("{} (train split)", self.name)),
+            self.subset(&val, &format!("{} (validation split)", self.name)),
+        )
+    }
+}
+
+/// Reads a dataset from `path`, recognising the format: a folder with one sub-folder per
+/// class; a folder or file of MNIST-style IDX (`*-images-idx3-ubyte[.gz]`, with the labels
+/// beside it); or CIFAR-10's binary batches (`data_batch_*.bin` / `test_batch.bin`).
+/// `split` is `train` or `test` for the formats that hold both.
+pub fn open(path: &Path, split: &str) -> Result<Dataset, VggError> {
+    if !path.exists() {
+        return Err(VggError::Dataset {
+            path: path.to_path_buf(),
+            reason: "no such file or folder".into(),
+        });
+    }
+    if let Some(found) = idx::find(path, split) {
+        return idx::read(&found.0, &found.1);
+    }
+    if let Some(files) = cifar::find(path, split) {
+        return cifar::read(&files);
+    }
+    if path.is_dir() {
+        return folder::read(path);
+    }
+    Err(VggError::Dataset {
+        path: path.to_path_buf(),
+        reason: "not a dataset: expected a folder of class folders, MNIST IDX files or CIFAR-10 .bin batches".into(),
+    })
+}
+
+/// A small, fast, seedable generator (SplitMix64), so that data order and augmentation are a
+/// function of (seed, epoch, index) alone: the same whatever the threads do, and resumable.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// A generator for one item of one epoch.
+    pub fn for_item(seed: u64, epoch: usize, index: usize) -> Self {
+        let mut r =
+            Rng::new(seed.wrapping_mul(0x100_0000_01B3) ^ ((epoch as u64) << 32) ^ index as u64);
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform integer in [lo, hi].
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.range(0, i);
+            items.swap(i, j);
+        }
+    }
+}

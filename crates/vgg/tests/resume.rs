@@ -1,0 +1,257 @@
+//! Its own test binary: dropout draws from the device's global generator, which tests running
+//! in parallel in one process would share.
+//!
+//! A run resumed from its checkpoint continues exactly: 2 epochs straight and 1 epoch +
+//! resume + 1 epoch give identical weights (momentum, schedule, data order and RNG restored).
+
+use burn::tensor::Device;
+use vgg::arch::parse_layers;
+use vgg::data::transform::{Normalize, Pca, Stats, Transform};
+use vgg::data::{Dataset, Image, Images, Rng};
+use vgg::train::{Observer, SgdSettings, TrainConfig, Trainer};
+use vgg::{InitScheme, VggConfig, VggError};
+
+/// Held by every test here, so that none draws random numbers while another runs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Silent;
+impl Observer for Silent {}
+
+/// 48 grey 36x36 images of 3 classes: noise plus a class-dependent bright square.
+pub fn toy_dataset(n: usize) -> Dataset {
+    let mut rng = Rng::new(7);
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let label = i % 3;
+        let mut pixels: Vec<u8> = (0..36 * 36).map(|_| (rng.uniform() * 60.0) as u8).collect();
+        for y in 4 + 8 * label..12 + 8 * label {
+            for x in 10..20 {
+                pixels[y * 36 + x] = 220;
+            }
+        }
+        images.push(Image {
+            channels: 1,
+            height: 36,
+            width: 36,
+            pixels,
+        });
+        labels.push(label);
+    }
+    Dataset {
+        name: "toy".into(),
+        images: Images::Memory(images),
+        labels,
+        classes: vec!["a".into(), "b".into(), "c".into()],
+    }
+}
+
+pub fn toy_config() -> TrainConfig {
+    let model = VggConfig::from_layers("toy", parse_layers("4,M,8,M,8,M,8,M,8,M").unwrap(), true)
+        .with_in_channels(1)
+        .with_num_classes(3)
+        .with_hidden(16)
+        .with_pool_size(1);
+    TrainConfig {
+        model,
+        init: InitScheme::Glorot,
+        init_from: None,
+        epochs: 2,
+        batch: 16,
+        micro_batch: 8,
+        lr: 0.01,
+        sgd: SgdSettings::default(),
+        lr_factor: 0.1,
+        patience: 1,
+        max_reductions: 3,
+        seed: 3,
+        workers: 2,
+        skip_bad: false,
+        transform: Transform {
+            channels: 1,
+            crop: 32,
+            scale_min: 32,
+            scale_max: 40,
+            eval_scale: 32,
+            flip: true,
+            pca_std: 0.1,
+            stats: Stats {
+                mean: vec![0.2],
+                pca: Pca {
+                    std: vec![0.1],
+                    vectors: vec![vec![1.0]],
+                },
+            },
+            normalize: Normalize::mean_only(vec![0.2]),
+        },
+        train_data: "toy".into(),
+        val_data: "toy".into(),
+        classes: vec!["a".into(), "b".into(), "c".into()],
+    }
+}
+
+fn dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vgg-resume-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn two_epochs_equal_one_plus_resume_plus_one() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut straight = Trainer::new(
+        toy_config(),
+        toy_dataset(40),
+        toy_dataset(12),
+        &dir("a"),
+        true,
+        &device,
+    )
+    .unwrap();
+    straight.run(&mut Silent).unwrap();
+    assert_eq!(straight.state.epoch, 2);
+
+    let mut first = Trainer::new(
+        toy_config(),
+        toy_dataset(40),
+        toy_dataset(12),
+        &dir("b"),
+        true,
+        &device,
+    )
+    .unwrap();
+    first.run_epochs(1, &mut Silent).unwrap();
+    drop(first);
+    let mut resumed =
+        Trainer::resume(&dir("b"), toy_dataset(40), toy_dataset(12), &device).unwrap();
+    assert_eq!(resumed.state.epoch, 1);
+    resumed.run(&mut Silent).unwrap();
+
+    let (a, b) = (straight.model.state_dict(), resumed.model.state_dict());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, t) in &a {
+        assert_eq!(t.to_f32(), b[k].to_f32(), "{k} differs after resume");
+    }
+    assert_eq!(straight.state.history.len(), resumed.state.history.len());
+    assert_eq!(
+        straight.state.history[1].train_loss,
+        resumed.state.history[1].train_loss
+    );
+    // The log has one row per epoch, resumed or not.
+    let log = std::fs::read_to_string(dir("b").join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(dir("b").join("best.safetensors").exists());
+}
+
+#[test]
+fn an_existing_run_folder_is_not_overwritten() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let path = dir("exists");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("precious.txt"), "keep me").unwrap();
+    let err = Trainer::new(
+        toy_config(),
+        toy_dataset(12),
+        toy_dataset(6),
+        &path,
+        false,
+        &device,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, VggError::RunExists { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(path.join("precious.txt")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
+fn labels_out_of_range_and_empty_sets_are_refused() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut bad = toy_dataset(6);
+    bad.labels[4] = 7;
+    let err = Trainer::new(
+        toy_config(),
+        bad,
+        toy_dataset(6),
+        &dir("labels"),
+        true,
+        &device,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(
+            err,
+            VggError::LabelOutOfRange {
+                index: 4,
+                label: 7,
+                num_classes: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let empty = Dataset {
+        name: "empty".into(),
+        images: Images::Memory(vec![]),
+        labels: vec![],
+        classes: vec![],
+    };
+    let err = Trainer::new(
+        toy_config(),
+        empty,
+        toy_dataset(6),
+        &dir("empty"),
+        true,
+        &device,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, VggError::Dataset { .. }), "{err}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut config = toy_config();
+    config.epochs = 3;
+    let path = dir("nan");
+    let mut trainer = Trainer::new(
+        config,
+        toy_dataset(24),
+        toy_dataset(6),
+        &path,
+        true,
+        &device,
+    )
+    .unwrap();
+    trainer.run_epochs(1, &mut Silent).unwrap();
+    let state_before = std::fs::read_to_string(path.join("state.json")).unwrap();
+    // A learning rate no run survives.
+    trainer.state.schedule.lr = 1e30;
+    let err = trainer.run(&mut Silent).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VggError::NonFiniteLoss { epoch: 2, .. } | VggError::NonFiniteLoss { epoch: 3, .. }
+        ),
+        "{err}"
+    );
+    // The checkpoint on disk is still epoch 1's, and it loads.
+    if let VggError::NonFiniteLoss { epoch: 2, .. } = err {
+        assert_eq!(
+            std::fs::read_to_string(path.join("state.json")).unwrap(),
+            state_before
+        );
+    }
+    let resumed = Trainer::resume(&path, toy_dataset(24), toy_dataset(6), &device).unwrap();
+    assert!(resumed.state.epoch >= 1);
+}
