@@ -536,7 +536,8 @@ pub fn evaluate(
 
 /// The paper's initialisation of deeper nets (Section 3.1): the first four conv layers and
 /// the three FC layers from a trained net (a torchvision-layout `.safetensors`/`.pth`, such as a
-/// run's `best.safetensors`), matched by order, where the shapes agree; the rest stays random.
+/// run's `best.safetensors`); each conv goes to the next layer of the same shape (A's conv1_1,
+/// conv2_1, conv3_1, conv3_2 to the deeper net's layers of those names); the rest stays random.
 pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggError> {
     let src = read_state_dict(source)?;
     let conv_keys = |keys: Vec<String>| -> Vec<String> {
@@ -584,8 +585,18 @@ pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggE
             }
         }
     };
-    for (from, to) in src_convs.iter().zip(&dst_convs).take(4) {
-        copy(from, to);
+    // Each of the source's first four convs goes to the next conv of the deeper net with the
+    // same shape: A's conv1_1, conv2_1, conv3_1, conv3_2 land on D's layers of those names.
+    let mut next = 0;
+    for from in src_convs.iter().take(4) {
+        let shape = src.get(&format!("{from}.weight")).map(|t| t.shape.clone());
+        if let Some(offset) = dst_convs[next..]
+            .iter()
+            .position(|to| shape_of(&format!("{to}.weight")) == shape)
+        {
+            copy(from, &dst_convs[next + offset]);
+            next += offset + 1;
+        }
     }
     for i in [0, 3, 6] {
         copy(&format!("classifier.{i}"), &format!("classifier.{i}"));

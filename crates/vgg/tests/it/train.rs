@@ -75,3 +75,42 @@ fn three_sgd_steps_match_pytorch() {
 fn three_sgd_steps_with_batchnorm_match_pytorch() {
     reproduce("vgg11_bn_w16_sgd");
 }
+
+/// Section 3.1: a deeper net starts from net A's first four conv layers and three FC layers.
+#[test]
+fn init_from_takes_four_convs_and_the_fcs_of_net_a() {
+    let device = Device::flex();
+    let a = config_of(&case("vgg11_w16"));
+    let d = config_of(&case("vgg16_w16"));
+    let source = vgg::Vgg::load(&a, &fixture("vgg11_w16.safetensors"), &device).unwrap();
+    let fresh = vgg::Vgg::new(&d, vgg::InitScheme::Glorot, &device).unwrap();
+    let before = fresh.state_dict();
+    let deeper =
+        vgg::train::run::init_from(fresh, &fixture("vgg11_w16.safetensors"), &device).unwrap();
+    let (src, dst) = (source.state_dict(), deeper.state_dict());
+    // A's conv1_1, conv2_1, conv3_1, conv3_2 (features.0, 3, 6, 8) land on D's layers of
+    // those names (features.0, 5, 10, 12); D's conv1_2 and conv2_2 stay random.
+    for (from, to) in [(0, 0), (3, 5), (6, 10), (8, 12)] {
+        assert_eq!(
+            src[&format!("features.{from}.weight")].to_f32(),
+            dst[&format!("features.{to}.weight")].to_f32(),
+            "features.{to}"
+        );
+        assert_eq!(
+            src[&format!("features.{from}.bias")].to_f32(),
+            dst[&format!("features.{to}.bias")].to_f32(),
+            "features.{to}"
+        );
+    }
+    for random in [2, 7, 14, 17] {
+        assert_eq!(
+            dst[&format!("features.{random}.weight")].to_f32(),
+            before[&format!("features.{random}.weight")].to_f32(),
+            "features.{random}"
+        );
+    }
+    assert_eq!(
+        src["classifier.3.weight"].to_f32(),
+        dst["classifier.3.weight"].to_f32()
+    );
+}
