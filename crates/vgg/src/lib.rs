@@ -11,7 +11,10 @@
 
 pub mod arch;
 pub mod data;
+pub mod dense;
 pub mod error;
+pub mod eval;
+pub mod features;
 pub mod model;
 pub mod record;
 pub mod summary;

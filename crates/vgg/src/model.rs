@@ -309,14 +309,22 @@ impl Vgg {
                 Layer::Conv3(_) | Layer::Conv1(_) => {
                     convs.next().expect("one block per conv").forward(x)
                 }
-                // [N, C, H, W] -> [N, C, H, W]
-                Layer::Lrn => self.lrn.forward(x),
-                // [N, C, H, W] -> [N, C, H/2, W/2]
-                Layer::Pool => self.pool.forward(x),
+                Layer::Lrn | Layer::Pool => self.features_layer(layer, x),
             };
             tap(i, &x);
         }
         x
+    }
+
+    /// One weightless layer of `features`.
+    pub(crate) fn features_layer(&self, layer: &Layer, x: Tensor<4>) -> Tensor<4> {
+        match layer {
+            // [N, C, H, W] -> [N, C, H, W]
+            Layer::Lrn => self.lrn.forward(x),
+            // [N, C, H, W] -> [N, C, H/2, W/2]
+            Layer::Pool => self.pool.forward(x),
+            Layer::Conv3(_) | Layer::Conv1(_) => unreachable!("convolutions have weights"),
+        }
     }
 
     /// torchvision's head: adaptive average pool to `pool x pool`, flatten, FC-ReLU-Dropout x2,

@@ -34,6 +34,22 @@ impl Normalize {
         }
     }
 
+    /// Applies the channel order, mean and std to a planar image (values already scaled).
+    pub fn apply(&self, mut x: Planar) -> Vec<f32> {
+        let plane = x.height * x.width;
+        if self.bgr && x.channels == 3 {
+            let (r, rest) = x.data.split_at_mut(plane);
+            r.swap_with_slice(&mut rest[plane..2 * plane]);
+        }
+        for c in 0..x.channels {
+            let (m, s) = (self.mean[c % self.mean.len()], self.std[c % self.std.len()]);
+            x.data[c * plane..(c + 1) * plane]
+                .iter_mut()
+                .for_each(|v| *v = (*v - m) / s);
+        }
+        x.data
+    }
+
     /// torchvision's ImageNet weights: RGB in [0, 1], mean (0.485, 0.456, 0.406),
     /// std (0.229, 0.224, 0.225).
     pub fn torchvision() -> Self {
@@ -347,20 +363,8 @@ impl Transform {
         self.finish(crop(&x, top, left, self.crop, self.crop, false))
     }
 
-    fn finish(&self, mut x: Planar) -> Vec<f32> {
-        let plane = x.height * x.width;
-        let n = &self.normalize;
-        if n.bgr && x.channels == 3 {
-            let (r, rest) = x.data.split_at_mut(plane);
-            r.swap_with_slice(&mut rest[plane..2 * plane]);
-        }
-        for c in 0..x.channels {
-            let (m, s) = (n.mean[c % n.mean.len()], n.std[c % n.std.len()]);
-            x.data[c * plane..(c + 1) * plane]
-                .iter_mut()
-                .for_each(|v| *v = (*v - m) / s);
-        }
-        x.data
+    fn finish(&self, x: Planar) -> Vec<f32> {
+        self.normalize.apply(x)
     }
 }
 

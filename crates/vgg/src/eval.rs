@@ -1,0 +1,217 @@
+//! Evaluation the paper's way (Section 3.2, Tables 3-6): rescale the shorter side to Q, then
+//! classify with a central crop (torchvision's protocol), the dense fully-convolutional net, a
+//! 5x5 grid of crops x 2 flips, or both; over one or several scales and one or several models,
+//! averaging the softmax.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Image;
+use crate::data::transform::{Normalize, Planar, crop, rescale_shorter, to_channels};
+use crate::error::VggError;
+use crate::model::Vgg;
+
+/// How the class probabilities of one image at one scale are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// One central crop of the network's size.
+    Center,
+    /// The fully-convolutional net on the whole image and its flip (Section 3.2).
+    Dense,
+    /// A 5x5 grid of crops and their flips: 50 crops per scale.
+    Multicrop,
+    /// The mean of `dense` and `multicrop` (Table 5's best).
+    DenseMulticrop,
+}
+
+impl Method {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "center" | "centre" => Some(Self::Center),
+            "dense" => Some(Self::Dense),
+            "multicrop" | "multi-crop" => Some(Self::Multicrop),
+            "dense+multicrop" | "dense-multicrop" => Some(Self::DenseMulticrop),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Center => "center",
+            Self::Dense => "dense",
+            Self::Multicrop => "multicrop",
+            Self::DenseMulticrop => "dense+multicrop",
+        }
+    }
+}
+
+/// A network with the preprocessing its weights expect.
+pub struct Classifier {
+    pub model: Vgg,
+    pub normalize: Normalize,
+    /// The training crop (224, or 32 for our small-image runs).
+    pub crop: usize,
+}
+
+impl Classifier {
+    fn channels(&self) -> usize {
+        self.model.config().in_channels
+    }
+
+    fn finish(&self, x: Planar) -> Vec<f32> {
+        self.normalize.apply(x)
+    }
+
+    fn batch(&self, crops: Vec<Vec<f32>>, h: usize, w: usize) -> Tensor<4> {
+        let n = crops.len();
+        let device = self.model.fc3.weight.val().device();
+        Tensor::from_data(
+            TensorData::new(crops.concat(), [n, self.channels(), h, w]),
+            &device,
+        )
+    }
+
+    /// Mean softmax over a batch of crops: `[K]`.
+    fn mean_probs(&self, x: Tensor<4>) -> Result<Vec<f32>, VggError> {
+        let [n, _, _, _] = x.dims();
+        let p = softmax(self.model.try_forward(x)?, 1)
+            .sum_dim(0)
+            .div_scalar(n as f64);
+        Ok(p.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32"))
+    }
+
+    /// Class probabilities of one image at scale `q` (shorter side). An image already at the
+    /// crop size is used as it is (no resize, no crop), so results compare exactly with PyTorch
+    /// on the same pixels.
+    pub fn probs(&self, img: &Image, method: Method, q: usize) -> Result<Vec<f32>, VggError> {
+        let x = to_channels(img, self.channels(), self.normalize.scale);
+        let c = self.crop;
+        if method == Method::Center && x.height == c && x.width == c {
+            return self.mean_probs(self.batch(vec![self.finish(x)], c, c));
+        }
+        let x = rescale_shorter(&x, q.max(c));
+        let (h, w) = (x.height, x.width);
+        match method {
+            Method::Center => {
+                let centre = crop(&x, (h - c) / 2, (w - c) / 2, c, c, false);
+                self.mean_probs(self.batch(vec![self.finish(centre)], c, c))
+            }
+            Method::Dense => {
+                let p = self
+                    .model
+                    .dense_probs(self.batch(vec![self.finish(x)], h, w))?;
+                Ok(p.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32"))
+            }
+            Method::Multicrop => {
+                let mut crops = Vec::with_capacity(50);
+                for i in 0..5 {
+                    for j in 0..5 {
+                        let (top, left) = ((h - c) * i / 4, (w - c) * j / 4);
+                        for flip in [false, true] {
+                            crops.push(self.finish(crop(&x, top, left, c, c, flip)));
+                        }
+                    }
+                }
+                // 50 crops in batches of 10 to bound memory at 224.
+                let mut sum = vec![0f32; self.model.config().num_classes];
+                for chunk in crops.chunks(10) {
+                    let p = self.mean_probs(self.batch(chunk.to_vec(), c, c))?;
+                    sum.iter_mut()
+                        .zip(p)
+                        .for_each(|(s, v)| *s += v * chunk.len() as f32 / 50.0);
+                }
+                Ok(sum)
+            }
+            Method::DenseMulticrop => {
+                let a = self.probs(img, Method::Dense, q)?;
+                let b = self.probs(img, Method::Multicrop, q)?;
+                Ok(a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect())
+            }
+        }
+    }
+}
+
+/// The softmax averaged over every scale and every classifier (multi-scale evaluation and
+/// ensembles, Tables 4 and 6).
+pub fn average_probs(
+    models: &[Classifier],
+    img: &Image,
+    method: Method,
+    scales: &[usize],
+) -> Result<Vec<f32>, VggError> {
+    let mut sum: Vec<f32> = Vec::new();
+    let count = (models.len() * scales.len()) as f32;
+    for m in models {
+        for &q in scales {
+            let p = m.probs(img, method, q)?;
+            if sum.is_empty() {
+                sum = vec![0.0; p.len()];
+            }
+            if p.len() != sum.len() {
+                return Err(VggError::BadConfig {
+                    what: "ensemble".into(),
+                    reason: "the models have different class counts".into(),
+                });
+            }
+            sum.iter_mut().zip(p).for_each(|(s, v)| *s += v / count);
+        }
+    }
+    Ok(sum)
+}
+
+/// Top-1 / top-5 hits of one probability vector.
+pub fn hits(probs: &[f32], label: usize) -> (bool, bool) {
+    let target = probs[label];
+    let rank = probs.iter().filter(|&&v| v > target).count();
+    (rank == 0, rank < 5)
+}
+
+/// The `k` most probable classes, best first.
+pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    idx.into_iter().take(k).map(|i| (i, probs[i])).collect()
+}
+
+/// ImageNet-1k's 1000 class names, in the order of torchvision's and Caffe's outputs (public
+/// data, as shipped by Debian's opencv-doc, `classification_classes_ILSVRC2012.txt`).
+pub fn imagenet_classes() -> Vec<String> {
+    include_str!("../data/imagenet_classes.txt")
+        .lines()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imagenet_has_1000_names_in_order() {
+        let c = imagenet_classes();
+        assert_eq!(c.len(), 1000);
+        assert_eq!(c[0], "tench, Tinca tinca");
+        assert!(c[281].starts_with("tabby"));
+        assert!(c[999].starts_with("toilet tissue"));
+    }
+
+    #[test]
+    fn top_k_and_hits() {
+        let p = [0.1, 0.5, 0.05, 0.3, 0.05];
+        assert_eq!(top_k(&p, 2), vec![(1, 0.5), (3, 0.3)]);
+        assert_eq!(hits(&p, 1), (true, true));
+        assert_eq!(hits(&p, 3), (false, true));
+        assert_eq!(
+            Method::parse("dense+multicrop"),
+            Some(Method::DenseMulticrop)
+        );
+    }
+}
