@@ -358,3 +358,255 @@ fn train_refuses_missing_data_and_bad_flags() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// The vgg11_w16 fixture's flags (torchvision layout, 10 classes).
+const W16: [&str; 10] = [
+    "--arch",
+    "vgg11",
+    "--layers",
+    "4,M,8,M,16,16,M,32,32,M,32,32,M",
+    "--hidden",
+    "32",
+    "--num-classes",
+    "10",
+    "--preset",
+    "torchvision",
+];
+
+/// chelsea.png (scikit-image's cat photo), centre-cropped and resized to 224x224 here, so the
+/// network sees exactly these pixels.
+fn chelsea_224() -> PathBuf {
+    let path = tmp("chelsea224.png");
+    let img = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
+    let side = img.width().min(img.height());
+    let square = image::imageops::crop_imm(
+        &img,
+        (img.width() - side) / 2,
+        (img.height() - side) / 2,
+        side,
+        side,
+    )
+    .to_image();
+    image::imageops::resize(&square, 224, 224, image::imageops::FilterType::Triangle)
+        .save(&path)
+        .unwrap();
+    path
+}
+
+fn labels_file(n: usize) -> PathBuf {
+    let path = tmp(&format!("labels{n}.txt"));
+    std::fs::write(
+        &path,
+        (0..n).map(|i| format!("class {i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn predict_a_real_photo_round_trip() {
+    let photo = chelsea_224();
+    let weights = fixture("vgg11_w16.safetensors");
+    let labels = labels_file(10);
+    let mut args = vec![
+        "predict",
+        photo.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--json",
+        "-k",
+        "3",
+    ];
+    args.extend(W16);
+    let out = vgg(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let top = json[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(json[0]["path"], photo.to_str().unwrap());
+
+    // The same pixels through the library by hand: [0, 1], ImageNet mean/std, softmax.
+    use burn::tensor::{Device, Tensor, TensorData, activation::softmax};
+    let img = image::open(&photo).unwrap().to_rgb8();
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let mut x = vec![0f32; 3 * 224 * 224];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            x[c * 224 * 224 + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    let device = Device::flex();
+    let config = vgg::VggConfig::named("vgg11")
+        .unwrap()
+        .with_hidden(32)
+        .with_num_classes(10);
+    let config = vgg::VggConfig {
+        layers: vgg::arch::parse_layers("4,M,8,M,16,16,M,32,32,M,32,32,M").unwrap(),
+        ..config
+    };
+    let model = vgg::Vgg::load(&config, std::path::Path::new(&weights), &device).unwrap();
+    let probs = softmax(
+        model.forward(Tensor::from_data(
+            TensorData::new(x, [1, 3, 224, 224]),
+            &device,
+        )),
+        1,
+    );
+    let probs = probs
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap();
+    for guess in top {
+        let i = guess["index"].as_u64().unwrap() as usize;
+        assert_eq!(guess["label"], format!("class {i}"));
+        assert!((guess["probability"].as_f64().unwrap() as f32 - probs[i]).abs() < 1e-6);
+    }
+    let best = (0..10)
+        .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+        .unwrap();
+    assert_eq!(top[0]["index"], best);
+
+    // Weights whose class count differs from the labels: exit 2, named.
+    let eleven = labels_file(11);
+    let mut args = vec![
+        "predict",
+        photo.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+        "--labels",
+        eleven.to_str().unwrap(),
+    ];
+    args.extend(W16);
+    let out = vgg(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("10 classes but there are 11 labels"),
+        "{}",
+        stderr(&out)
+    );
+    // A truncated image: named, exit 2.
+    let cut = tmp("cut.png");
+    let bytes = std::fs::read(&photo).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let mut args = vec![
+        "predict",
+        cut.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+        "--labels",
+        labels.to_str().unwrap(),
+    ];
+    args.extend(W16);
+    let out = vgg(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cut.png"), "{}", stderr(&out));
+}
+
+#[test]
+fn features_to_safetensors_and_npy() {
+    let photo = chelsea_224();
+    let weights = fixture("vgg11_w16.safetensors");
+    let st = tmp("feats.safetensors");
+    let mut args = vec![
+        "features",
+        photo.to_str().unwrap(),
+        photo.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+        "--at",
+        "relu1_1,pool5,features.3,fc7",
+        "-o",
+        st.to_str().unwrap(),
+    ];
+    args.extend(W16);
+    let out = vgg(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dict = vgg::weights::read_state_dict(&st).unwrap();
+    assert_eq!(dict["relu1_1"].shape, vec![2, 4, 224, 224]);
+    assert_eq!(dict["pool5"].shape, vec![2, 32, 7, 7]);
+    assert_eq!(dict["features.3"].shape, vec![2, 8, 112, 112]);
+    assert_eq!(dict["fc7"].shape, vec![2, 32]);
+    // Both images are the same: the two rows agree.
+    let fc7 = dict["fc7"].to_f32();
+    assert_eq!(fc7[..32], fc7[32..]);
+    let dir = tmp("npy");
+    let mut args = vec![
+        "features",
+        photo.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+        "--at",
+        "fc7",
+        "-o",
+        dir.to_str().unwrap(),
+    ];
+    args.extend(W16);
+    assert!(vgg(&args).status.success());
+    let npy = std::fs::read(dir.join("fc7.npy")).unwrap();
+    assert_eq!(&npy[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    assert!(String::from_utf8_lossy(&npy[10..10 + header_len]).contains("'shape': (1, 32)"));
+    let first = f32::from_le_bytes(npy[10 + header_len..14 + header_len].try_into().unwrap());
+    assert_eq!(first, fc7[0]);
+}
+
+#[test]
+fn eval_a_run_on_its_data_as_a_table_and_json() {
+    let data = tiny_folder("tiny-eval", false);
+    let out = tmp("run-eval");
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--force",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(TINY);
+    args.push("1");
+    assert!(vgg(&args).status.success());
+    let run = vgg(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+        "--method",
+        "center,dense,multicrop,dense+multicrop",
+        "--scales",
+        "32,36",
+        "--json",
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["images"], 24);
+        assert_eq!(r["scales"], serde_json::json!([32, 36]));
+        let (e, a) = (
+            r["top1_err"].as_f64().unwrap(),
+            r["top1_acc"].as_f64().unwrap(),
+        );
+        assert!((e + a - 1.0).abs() < 1e-12 && (a * 24.0 - (a * 24.0).round()).abs() < 1e-9);
+    }
+    let table = vgg(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+        "-w",
+        out.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("2 model(s)") && text.contains("top-1 err %") && text.contains("center"),
+        "{text}"
+    );
+}

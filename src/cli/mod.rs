@@ -2,9 +2,13 @@
 
 mod arch_args;
 mod convert;
+mod eval;
+mod features;
 mod plot;
+mod predict;
 mod summary;
 mod train;
+mod weights;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +26,12 @@ pub enum Command {
     Summary(summary::Args),
     /// Train a network with the paper's recipe (default: on the embedded Fashion-MNIST demo).
     Train(Box<train::Args>),
+    /// Top-1/top-5 error on a dataset: center, dense, multicrop, multi-scale, ensembles.
+    Eval(Box<eval::Args>),
+    /// Classify images: the top-k classes with probabilities.
+    Predict(Box<predict::Args>),
+    /// Activations at named layers (conv1_1 ... fc7) to .safetensors or .npy.
+    Features(Box<features::Args>),
     /// Convert weights between .pth, .safetensors (torchvision layout) and .bpk (burn).
     Convert(convert::Args),
 }
@@ -31,6 +41,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Summary(args) => summary::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(*args),
+        Command::Predict(args) => predict::run(*args),
+        Command::Features(args) => features::run(*args),
     }
 }
 

@@ -1,0 +1,129 @@
+//! `vgg features`: activations at named layers for a batch of images, to `.safetensors` or
+//! `.npy`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::{Tensor, TensorData};
+use vgg::data::folder::decode;
+use vgg::data::transform::{crop, rescale_shorter, to_channels};
+use vgg::weights::{StateDict, StateTensor, write_atomic, write_safetensors};
+
+use super::weights::{WeightArgs, load};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// JPEG or PNG images, stacked into one batch in this order.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub weights: WeightArgs,
+    /// Layers, comma-separated: conv1_1 ... conv5_3, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3,
+    /// pool5, fc6, fc7 (or torchvision's features.N / classifier.N).
+    #[arg(
+        long = "at",
+        value_name = "LAYERS",
+        default_value = "relu1_2,relu2_2,relu3_3,relu4_3,relu5_3"
+    )]
+    pub at: String,
+    /// Output: FILE.safetensors (one tensor per layer) or a folder for LAYER.npy files.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Every image is resized (shorter side) and centre-cropped to this square side; default:
+    /// the weights' crop (224).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// List the layer names of the network and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// A `.npy` file (format 1.0, little-endian float32, C order).
+fn npy(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let comma = if shape.len() == 1 { "," } else { "" };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}{comma}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let loaded = load(&args.weights, &args.weights.weights[0])?;
+    let model = &loaded.classifier.model;
+    if args.list {
+        for (name, alias) in model.layer_names() {
+            println!("{name:<10} {alias}");
+        }
+        return Ok(());
+    }
+    let side = args.size.unwrap_or(loaded.classifier.crop);
+    let channels = model.config().in_channels;
+    let mut batch = Vec::new();
+    for path in &args.images {
+        let img = decode(path)?;
+        let x = rescale_shorter(
+            &to_channels(&img, channels, loaded.classifier.normalize.scale),
+            side,
+        );
+        let x = crop(
+            &x,
+            (x.height - side) / 2,
+            (x.width - side) / 2,
+            side,
+            side,
+            false,
+        );
+        batch.extend(loaded.classifier.normalize.apply(x));
+    }
+    let device = super::device();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(batch, [args.images.len(), channels, side, side]),
+        &device,
+    );
+    let names: Vec<String> = args
+        .at
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let acts = model.activations(x, &names)?;
+    let is_st = args.output.extension().is_some_and(|e| e == "safetensors");
+    if is_st {
+        let dict: StateDict = acts
+            .iter()
+            .map(|(k, a)| {
+                (
+                    k.clone(),
+                    StateTensor::f32(a.shape.clone(), a.values.clone()),
+                )
+            })
+            .collect();
+        write_safetensors(&dict, &args.output)?;
+    } else {
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
+        for (k, a) in &acts {
+            write_atomic(
+                &args.output.join(format!("{k}.npy")),
+                &npy(&a.shape, &a.values),
+            )?;
+        }
+    }
+    for (k, a) in &acts {
+        eprintln!("{k:<12} {:?}", a.shape);
+    }
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Finding a network and its preprocessing from what the user points at: a run folder, a
+//! checkpoint inside one (its `config.json` carries the preprocessing and class names), or a
+//! torchvision/Caffe-layout weight file with `--arch` and `--preset`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use vgg::Vgg;
+use vgg::data::transform::Normalize;
+use vgg::eval::{Classifier, imagenet_classes};
+use vgg::train::TrainConfig;
+
+use super::arch_args::ArchArgs;
+
+/// The flags that say which weights to use and how they expect their input.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WeightArgs {
+    /// Weights: a run folder (uses its best.bpk), a checkpoint in a run folder, or a
+    /// torchvision-layout .pth/.safetensors (with --arch). Repeat for an ensemble.
+    #[arg(long, short, value_name = "PATH", required = true)]
+    pub weights: Vec<PathBuf>,
+    /// Architecture of torchvision-layout weights.
+    #[arg(long, default_value = "vgg16")]
+    pub arch: String,
+    #[command(flatten)]
+    pub net: ArchArgs,
+    /// Preprocessing of torchvision-layout weights: torchvision (RGB, [0, 1], ImageNet mean and
+    /// std) or caffe (BGR, 0-255, mean pixel; the authors' release). Runs carry their own.
+    #[arg(long, default_value = "torchvision", value_parser = ["torchvision", "caffe"])]
+    pub preset: String,
+    /// Class names, one per line (default: the run's classes, or ImageNet's for 1000 classes).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+}
+
+/// A loaded network with what it needs to classify.
+pub struct Loaded {
+    pub classifier: Classifier,
+    pub classes: Vec<String>,
+    /// The scale Q its weights were trained for (256 for torchvision's, S_min for our runs).
+    pub default_scale: usize,
+}
+
+fn run_config(path: &Path) -> Option<(TrainConfig, PathBuf)> {
+    let (dir, file) = if path.is_dir() {
+        (path.to_path_buf(), path.join("best.bpk"))
+    } else {
+        (path.parent()?.to_path_buf(), path.to_path_buf())
+    };
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    Some((serde_json::from_str(&text).ok()?, file))
+}
+
+pub fn load(args: &WeightArgs, path: &Path) -> anyhow::Result<Loaded> {
+    let device = super::device();
+    let (classifier, mut classes, default_scale) = match run_config(path) {
+        Some((config, file)) => {
+            let model = Vgg::load(&config.model, &file, &device)
+                .with_context(|| format!("loading {}", file.display()))?;
+            let t = &config.transform;
+            (
+                Classifier {
+                    model,
+                    normalize: t.normalize.clone(),
+                    crop: t.crop,
+                },
+                config.classes.clone(),
+                t.eval_scale,
+            )
+        }
+        None => {
+            anyhow::ensure!(
+                path.exists(),
+                "{}: no such weight file or run folder",
+                path.display()
+            );
+            let config = args.net.config(Some(&args.arch))?;
+            let model = Vgg::load(&config, path, &device)?;
+            let normalize = if args.preset == "caffe" {
+                Normalize::caffe()
+            } else {
+                Normalize::torchvision()
+            };
+            let classes = if config.num_classes == 1000 {
+                imagenet_classes()
+            } else {
+                (0..config.num_classes).map(|i| i.to_string()).collect()
+            };
+            (
+                Classifier {
+                    model,
+                    normalize,
+                    crop: 224,
+                },
+                classes,
+                256,
+            )
+        }
+    };
+    if let Some(file) = &args.labels {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the labels {}", file.display()))?;
+        classes = text
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+    }
+    let n = classifier.model.config().num_classes;
+    anyhow::ensure!(
+        classes.len() == n,
+        "{}: the weights have {n} classes but there are {} labels; give --labels with one name per class",
+        path.display(),
+        classes.len()
+    );
+    Ok(Loaded {
+        classifier,
+        classes,
+        default_scale,
+    })
+}
