@@ -8,7 +8,9 @@ use anyhow::Context;
 use vgg::Vgg;
 use vgg::data::transform::Normalize;
 use vgg::eval::{Classifier, imagenet_classes};
+use vgg::layouts::{Layout, detect, to_torchvision};
 use vgg::train::TrainConfig;
+use vgg::weights::{Format, read_state_dict};
 
 use super::arch_args::ArchArgs;
 
@@ -25,9 +27,10 @@ pub struct WeightArgs {
     #[command(flatten)]
     pub net: ArchArgs,
     /// Preprocessing of torchvision-layout weights: torchvision (RGB, [0, 1], ImageNet mean and
-    /// std) or caffe (BGR, 0-255, mean pixel; the authors' release). Runs carry their own.
-    #[arg(long, default_value = "torchvision", value_parser = ["torchvision", "caffe"])]
-    pub preset: String,
+    /// std) or caffe (BGR, 0-255, mean pixel; the authors' release). Default: caffe for files
+    /// with Caffe or Keras layer names, torchvision otherwise. Runs carry their own.
+    #[arg(long, value_parser = ["torchvision", "caffe"])]
+    pub preset: Option<String>,
     /// Class names, one per line (default: the run's classes, or ImageNet's for 1000 classes).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,

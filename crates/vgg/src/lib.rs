@@ -15,6 +15,7 @@ pub mod dense;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod layouts;
 pub mod model;
 pub mod record;
 pub mod summary;

@@ -355,7 +355,8 @@ impl Vgg {
         if Format::of(path)? == Format::Burn {
             return crate::record::load_burn(config, path, device);
         }
-        let dict = read_state_dict(path)?;
+        // Caffe- or Keras-named files are renamed into torchvision's layout first.
+        let dict = crate::layouts::to_torchvision(read_state_dict(path)?, config);
         Self::from_state_dict(config, &dict, path, device)
     }
 

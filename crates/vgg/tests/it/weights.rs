@@ -175,3 +175,126 @@ fn inputs_that_cannot_pass_are_refused() {
         "{err}"
     );
 }
+
+/// The authors' Caffe names and Keras' names and layouts, made here from the torchvision
+/// fixture, load to the same network.
+#[test]
+fn caffe_and_keras_layouts_load_to_the_same_network() {
+    use vgg::layouts::{Layout, detect};
+    use vgg::weights::{StateTensor, Values};
+    let device = Device::flex();
+    let config = small("vgg16_w16");
+    let src = fixture("vgg16_w16.safetensors");
+    let reference = Vgg::load(&config, &src, &device).unwrap();
+    let tv = read_state_dict(&src).unwrap();
+    let convs = [
+        (0, "1_1"),
+        (2, "1_2"),
+        (5, "2_1"),
+        (7, "2_2"),
+        (10, "3_1"),
+        (12, "3_2"),
+        (14, "3_3"),
+        (17, "4_1"),
+        (19, "4_2"),
+        (21, "4_3"),
+        (24, "5_1"),
+        (26, "5_2"),
+        (28, "5_3"),
+    ];
+    let fcs = [
+        (0, "fc6", "fc1"),
+        (3, "fc7", "fc2"),
+        (6, "fc8", "predictions"),
+    ];
+    let mut caffe = vgg::StateDict::new();
+    let mut keras = vgg::StateDict::new();
+    for (i, n) in convs {
+        let w = &tv[&format!("features.{i}.weight")];
+        caffe.insert(format!("conv{n}.0"), w.clone());
+        caffe.insert(
+            format!("conv{n}.1"),
+            tv[&format!("features.{i}.bias")].clone(),
+        );
+        let [o, c, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
+        let v = w.to_f32();
+        let mut k = vec![0f32; v.len()];
+        for a in 0..o {
+            for b in 0..c {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        k[((y * kw + x) * c + b) * o + a] = v[((a * c + b) * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        let (block, conv) = n.split_once('_').unwrap();
+        keras.insert(
+            format!("block{block}_conv{conv}/kernel:0"),
+            StateTensor {
+                shape: vec![kh, kw, c, o],
+                values: Values::F32(k),
+            },
+        );
+        keras.insert(
+            format!("block{block}_conv{conv}/bias:0"),
+            tv[&format!("features.{i}.bias")].clone(),
+        );
+    }
+    for (i, caffe_name, keras_name) in fcs {
+        let w = &tv[&format!("classifier.{i}.weight")];
+        caffe.insert(format!("{caffe_name}.weight"), w.clone());
+        caffe.insert(
+            format!("{caffe_name}.bias"),
+            tv[&format!("classifier.{i}.bias")].clone(),
+        );
+        let [o, n] = [w.shape[0], w.shape[1]];
+        let v = w.to_f32();
+        let mut k = vec![0f32; v.len()];
+        for a in 0..o {
+            for col in 0..n {
+                // Keras' fc1 reads [7, 7, 32] channels-last; torchvision reads [32, 7, 7].
+                let row = if i == 0 {
+                    let (ch, yx) = (col / 49, col % 49);
+                    yx * 32 + ch
+                } else {
+                    col
+                };
+                k[row * o + a] = v[a * n + col];
+            }
+        }
+        keras.insert(
+            format!("{keras_name}/kernel:0"),
+            StateTensor {
+                shape: vec![n, o],
+                values: Values::F32(k),
+            },
+        );
+        keras.insert(
+            format!("{keras_name}/bias:0"),
+            tv[&format!("classifier.{i}.bias")].clone(),
+        );
+    }
+    assert_eq!(
+        (detect(&caffe), detect(&keras), detect(&tv)),
+        (Layout::Caffe, Layout::Keras, Layout::Torchvision)
+    );
+    let x = Tensor::<4>::random([1, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+    let want = reference
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    for (name, dict) in [("caffe.safetensors", caffe), ("keras.safetensors", keras)] {
+        let path = tmp(name);
+        write_safetensors(&dict, &path).unwrap();
+        let model = Vgg::load(&config, &path, &device).unwrap();
+        let got = model
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_close(name, &got, &want, (1e-5, 1e-5));
+        assert_eq!(model.state_dict(), reference.state_dict(), "{name}");
+    }
+}

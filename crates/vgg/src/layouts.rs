@@ -1,0 +1,161 @@
+//! The authors' weight layouts, renamed into torchvision's before the strict check.
+//!
+//! - Caffe (the authors' release, and converters from it): `conv1_1` ... `conv5_3`, `fc6`,
+//!   `fc7`, `fc8`, each with `.weight`/`.bias` (or blob indices `.0`/`.1`), kernels
+//!   `[out, in, kh, kw]` and FC weights `[out, in]` as PyTorch.
+//! - Keras (`keras.applications.VGG16/19`): `block1_conv1` ... `block5_conv3`, `fc1`, `fc2`,
+//!   `predictions`, each with `kernel`/`bias` (separated by `/` or `.`, with or without `:0`);
+//!   conv kernels `[kh, kw, in, out]`, dense kernels `[in, out]`, and `fc1` reads the last
+//!   feature map flattened channels-last (`[h, w, c]`), which is re-ordered to torchvision's
+//!   `[c, h, w]`.
+//!
+//! Both expect BGR input in 0-255 minus the mean pixel (`Normalize::caffe`).
+
+use crate::arch::{StageKind, VggConfig};
+use crate::weights::{StateDict, StateTensor, Values};
+
+/// Which layout a state dict is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Torchvision,
+    Caffe,
+    Keras,
+}
+
+/// `(caffe name, keras name, torchvision features index)` of every conv, in order.
+fn conv_names(config: &VggConfig) -> Vec<(String, String, usize)> {
+    let (mut block, mut conv) = (1, 0);
+    let mut out = Vec::new();
+    for stage in config.plan() {
+        match stage.kind {
+            StageKind::Conv { .. } => {
+                conv += 1;
+                out.push((
+                    format!("conv{block}_{conv}"),
+                    format!("block{block}_conv{conv}"),
+                    stage.index,
+                ));
+            }
+            StageKind::Pool => {
+                block += 1;
+                conv = 0;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `(layer, param)` of a key: `block1_conv1/kernel:0` -> (`block1_conv1`, `kernel`).
+fn split(key: &str) -> (String, String) {
+    let key = key.strip_suffix(":0").unwrap_or(key);
+    let parts: Vec<&str> = key.split(['/', '.']).filter(|p| !p.is_empty()).collect();
+    (
+        parts.first().copied().unwrap_or("").to_string(),
+        parts.last().copied().unwrap_or("").to_string(),
+    )
+}
+
+pub fn detect(dict: &StateDict) -> Layout {
+    let layers: Vec<String> = dict.keys().map(|k| split(k).0).collect();
+    if layers
+        .iter()
+        .any(|l| l == "block1_conv1" || l == "predictions")
+    {
+        Layout::Keras
+    } else if layers.iter().any(|l| l == "conv1_1" || l == "fc8") {
+        Layout::Caffe
+    } else {
+        Layout::Torchvision
+    }
+}
+
+fn permute(t: &StateTensor, shape: Vec<usize>, index: impl Fn(&[usize]) -> usize) -> StateTensor {
+    let src = t.to_f32();
+    let total: usize = shape.iter().product();
+    let mut out = vec![0f32; total];
+    let mut idx = vec![0usize; shape.len()];
+    for value in out.iter_mut() {
+        *value = src[index(&idx)];
+        for d in (0..shape.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    StateTensor {
+        shape,
+        values: Values::F32(out),
+    }
+}
+
+/// Renames (and for Keras, transposes) a Caffe or Keras state dict into torchvision's layout for
+/// `config`. Keys it does not know are kept as they are, so the strict check reports them.
+pub fn to_torchvision(dict: StateDict, config: &VggConfig) -> StateDict {
+    let layout = detect(&dict);
+    if layout == Layout::Torchvision {
+        return dict;
+    }
+    let convs = conv_names(config);
+    let fc_names: [(&str, &str, usize); 3] = [
+        ("fc6", "fc1", 0),
+        ("fc7", "fc2", 3),
+        ("fc8", "predictions", 6),
+    ];
+    let (c, p) = (config.feature_channels(), config.pool_size);
+    let mut out = StateDict::new();
+    for (key, t) in dict {
+        let (layer, param) = split(&key);
+        let suffix = match param.as_str() {
+            "weight" | "kernel" | "0" | "weights" => "weight",
+            "bias" | "1" | "biases" => "bias",
+            _ => {
+                out.insert(key, t);
+                continue;
+            }
+        };
+        let conv = convs
+            .iter()
+            .find(|(caffe, keras, _)| *caffe == layer || *keras == layer);
+        let fc = fc_names
+            .iter()
+            .find(|(caffe, keras, _)| *caffe == layer || *keras == layer);
+        let keras = layout == Layout::Keras;
+        let (name, value) = match (conv, fc) {
+            (Some((_, _, i)), _) => {
+                let value = if keras && suffix == "weight" && t.shape.len() == 4 {
+                    // [kh, kw, in, out] -> [out, in, kh, kw]
+                    let [kh, kw, cin, cout] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+                    permute(&t, vec![cout, cin, kh, kw], |i| {
+                        ((i[2] * kw + i[3]) * cin + i[1]) * cout + i[0]
+                    })
+                } else {
+                    t
+                };
+                (format!("features.{i}.{suffix}"), value)
+            }
+            (None, Some((_, _, i))) => {
+                let value = if keras && suffix == "weight" && t.shape.len() == 2 {
+                    let [inputs, outputs] = [t.shape[0], t.shape[1]];
+                    if *i == 0 && inputs == c * p * p {
+                        // FC1: Keras row (y*p + x)*c + ch  ->  torchvision column ch*p*p + y*p + x.
+                        permute(&t, vec![outputs, inputs], |k| {
+                            let (ch, yx) = (k[1] / (p * p), k[1] % (p * p));
+                            (yx * c + ch) * outputs + k[0]
+                        })
+                    } else {
+                        permute(&t, vec![outputs, inputs], |k| k[1] * outputs + k[0])
+                    }
+                } else {
+                    t
+                };
+                (format!("classifier.{i}.{suffix}"), value)
+            }
+            _ => (key, t),
+        };
+        out.insert(name, value);
+    }
+    out
+}
