@@ -78,8 +78,19 @@ pub fn load(args: &WeightArgs, path: &Path) -> anyhow::Result<Loaded> {
                 path.display()
             );
             let config = args.net.config(Some(&args.arch))?;
-            let model = Vgg::load(&config, path, &device)?;
-            let normalize = if args.preset == "caffe" {
+            let (model, layout) = if Format::of(path)? == Format::Burn {
+                (Vgg::load(&config, path, &device)?, Layout::Torchvision)
+            } else {
+                let dict = read_state_dict(path)?;
+                let layout = detect(&dict);
+                let dict = to_torchvision(dict, &config);
+                (Vgg::from_state_dict(&config, &dict, path, &device)?, layout)
+            };
+            let caffe = match args.preset.as_deref() {
+                Some(preset) => preset == "caffe",
+                None => layout != Layout::Torchvision,
+            };
+            let normalize = if caffe {
                 Normalize::caffe()
             } else {
                 Normalize::torchvision()
