@@ -610,3 +610,46 @@ fn eval_a_run_on_its_data_as_a_table_and_json() {
         "{text}"
     );
 }
+
+/// The bench's rows carry the documented fields (no timing is asserted).
+#[test]
+fn bench_json_rows_have_the_documented_fields() {
+    let out = vgg(&[
+        "bench",
+        "--arch",
+        "vgg11_bn",
+        "--mode",
+        "train",
+        "--input",
+        "3x32x32",
+        "--batch",
+        "2",
+        "--compact",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row["variant"].as_str(),
+            row["mode"].as_str(),
+            row["batch"].as_u64()
+        ),
+        (Some("vgg11_bn"), Some("train"), Some(2))
+    );
+    assert_eq!(row["input"], serde_json::json!([3, 32, 32]));
+    for field in [
+        "images_per_s",
+        "gflops",
+        "peak_fraction",
+        "peak_rss_bytes",
+        "median_ms",
+    ] {
+        assert!(row[field].as_f64().unwrap() > 0.0, "{field}: {row}");
+    }
+}

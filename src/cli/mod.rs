@@ -1,6 +1,7 @@
 //! Subcommands, one file each, and the flags they share.
 
 mod arch_args;
+mod bench;
 mod convert;
 mod eval;
 mod features;
@@ -32,6 +33,8 @@ pub enum Command {
     Predict(Box<predict::Args>),
     /// Activations at named layers (conv1_1 ... fc7) to .safetensors or .npy.
     Features(Box<features::Args>),
+    /// Time inference and training steps: median ms, images/s, GFLOP/s, % of FP32 peak, memory.
+    Bench(Box<bench::Args>),
     /// Convert weights between .pth, .safetensors (torchvision layout) and .bpk (burn).
     Convert(convert::Args),
 }
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Summary(args) => summary::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(*args),
         Command::Predict(args) => predict::run(*args),
