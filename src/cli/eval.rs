@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vgg::eval::{Method, average_probs, hits};
 
-use super::weights::{WeightArgs, load};
+use super::weights::{WeightArgs, load_all};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,12 +44,7 @@ struct Row {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded: Vec<_> = args
-        .weights
-        .weights
-        .iter()
-        .map(|w| load(&args.weights, w))
-        .collect::<anyhow::Result<_>>()?;
+    let loaded = load_all(&args.weights)?;
     let default_scale = loaded[0].default_scale;
     let classes = loaded[0].classes.clone();
     let models: Vec<_> = loaded.into_iter().map(|l| l.classifier).collect();

@@ -6,7 +6,7 @@ use serde::Serialize;
 use vgg::data::folder::decode;
 use vgg::eval::{Method, average_probs, top_k};
 
-use super::weights::{WeightArgs, load};
+use super::weights::{WeightArgs, load_all};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,12 +43,7 @@ struct Prediction {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded: Vec<_> = args
-        .weights
-        .weights
-        .iter()
-        .map(|w| load(&args.weights, w))
-        .collect::<anyhow::Result<_>>()?;
+    let loaded = load_all(&args.weights)?;
     let method = Method::parse(&args.method)
         .ok_or_else(|| anyhow::anyhow!("unknown method `{}`", args.method))?;
     let scale = args.scale.unwrap_or(loaded[0].default_scale);

@@ -133,3 +133,8 @@ pub fn load(args: &WeightArgs, path: &Path) -> anyhow::Result<Loaded> {
         default_scale,
     })
 }
+
+/// Every `--weights` (an ensemble when there are several).
+pub fn load_all(args: &WeightArgs) -> anyhow::Result<Vec<Loaded>> {
+    args.weights.iter().map(|w| load(args, w)).collect()
+}

@@ -192,16 +192,9 @@ impl Trainer {
             finished: false,
         };
         let sgd = Sgd::new(config.sgd);
-        Ok(Self {
-            config,
-            state,
-            model,
-            sgd,
-            run_dir: run_dir.to_path_buf(),
-            train: Arc::new(train),
-            val: Arc::new(val),
-            device: device.clone(),
-        })
+        Ok(Self::assemble(
+            config, state, model, sgd, run_dir, train, val, device,
+        ))
     }
 
     /// Continues the run in `run_dir` from its last complete checkpoint.
@@ -222,27 +215,48 @@ impl Trainer {
             });
         };
         let model = crate::record::load_burn(&config.model, &run_dir.join(model_file), device)?;
-        let mut sgd = Sgd::new(config.sgd);
         let optim_path = run_dir.join(optim_file);
         let bytes = std::fs::read(&optim_path).map_err(io(&optim_path))?;
-        let optim = std::mem::replace(&mut sgd.optim, Sgd::new(config.sgd).optim);
-        sgd.optim = optim
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| VggError::CorruptWeights {
-                path: optim_path.clone(),
-                format: "burn optimiser",
-                reason: format!("{e:?}"),
-            })?;
-        Ok(Self {
+        let sgd =
+            Sgd::new(config.sgd)
+                .with_state(bytes)
+                .map_err(|reason| VggError::CorruptWeights {
+                    path: optim_path.clone(),
+                    format: "burn optimiser",
+                    reason,
+                })?;
+        Ok(Self::assemble(
+            config, state, model, sgd, run_dir, train, val, device,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: TrainConfig,
+        state: RunState,
+        model: Vgg,
+        sgd: Sgd,
+        run_dir: &Path,
+        train: Dataset,
+        val: Dataset,
+        device: &Device,
+    ) -> Self {
+        let (run_dir, train, val, device) = (
+            run_dir.to_path_buf(),
+            Arc::new(train),
+            Arc::new(val),
+            device.clone(),
+        );
+        Self {
             config,
             state,
             model,
             sgd,
-            run_dir: run_dir.to_path_buf(),
-            train: Arc::new(train),
-            val: Arc::new(val),
-            device: device.clone(),
-        })
+            run_dir,
+            train,
+            val,
+            device,
+        }
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -407,12 +421,11 @@ impl Trainer {
         crate::record::save_burn(&self.model, &dir.join(&model_file))?;
         let optim_bytes = self
             .sgd
-            .optim
-            .into_bytes()
-            .map_err(|e| VggError::CorruptWeights {
+            .state_bytes()
+            .map_err(|reason| VggError::CorruptWeights {
                 path: dir.join(&optim_file),
                 format: "burn optimiser",
-                reason: format!("{e:?}"),
+                reason,
             })?;
         write_atomic(&dir.join(&optim_file), &optim_bytes)?;
         if is_best {

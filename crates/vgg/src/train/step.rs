@@ -68,6 +68,23 @@ impl Sgd {
         }
     }
 
+    /// Restores the momentum buffers saved by [`Sgd::state_bytes`].
+    pub fn with_state(mut self, bytes: Vec<u8>) -> Result<Self, String> {
+        self.optim = self
+            .optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(self)
+    }
+
+    /// The momentum buffers, keyed by parameter id, as bytes.
+    pub fn state_bytes(&self) -> Result<Vec<u8>, String> {
+        self.optim
+            .into_bytes()
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("{e:?}"))
+    }
+
     /// Forward and backward of one micro-batch whose loss weighs `share` of the batch's
     /// (micro / batch). Returns the micro-batch's mean loss and its logits (detached).
     pub fn accumulate(
