@@ -39,6 +39,10 @@ pub struct Args {
     /// Print a JSON list of rows.
     #[arg(long)]
     pub json: bool,
+    /// Where the time goes: per layer, the forward time and (in train mode) the forward +
+    /// backward time of that layer alone, for the chosen (or first standard) workload.
+    #[arg(long)]
+    pub profile: bool,
     /// Internal: run one workload (JSON) in this process and print its row.
     #[arg(long, hide = true)]
     pub one: Option<String>,
@@ -193,7 +197,155 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     })
 }
 
+/// Median seconds of `f` over `runs` after one warm-up.
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Per-layer times: each layer of the network runs alone on an input of the shape it sees in
+/// the full forward pass.
+fn profile(w: &Workload) -> anyhow::Result<()> {
+    let config = config_of(w)?;
+    let train = w.mode == "train";
+    let device = if train {
+        super::device().autodiff()
+    } else {
+        super::device()
+    };
+    let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
+    let model = if train { model } else { model.valid() };
+    let rows = estimate(&config, w.input)?.layers;
+    let [c, h, wd] = w.input;
+    let mut x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
+    let mut convs = model.convs.iter();
+    println!(
+        "{} {} batch {} input {:?}: per layer, alone (median of {} runs)",
+        w.variant, w.mode, w.batch, w.input, w.runs
+    );
+    println!(
+        "{:<9} {:<20} {:>11} {:>9} {:>14} {:>9}",
+        "layer",
+        "kind",
+        "forward ms",
+        "GFLOP/s",
+        if train { "fwd+bwd ms" } else { "" },
+        if train { "GFLOP/s" } else { "" }
+    );
+    let (mut total_f, mut total_b) = (0.0, 0.0);
+    let report = |name: &str, kind: &str, macs: u64, f: f64, b: Option<f64>| {
+        let gf = |s: f64, passes: f64| {
+            if macs > 0 {
+                format!(
+                    "{:.1}",
+                    passes * 2.0 * macs as f64 * w.batch as f64 / s / 1e9
+                )
+            } else {
+                "-".into()
+            }
+        };
+        let bwd = b
+            .map(|b| (format!("{:.2}", b * 1e3), gf(b, 3.0)))
+            .unwrap_or_default();
+        println!(
+            "{name:<9} {kind:<20} {:>11.2} {:>9} {:>14} {:>9}",
+            f * 1e3,
+            gf(f, 1.0),
+            bwd.0,
+            bwd.1
+        );
+    };
+    let grad = |t: Tensor<4>| if train { t.require_grad() } else { t };
+    for (layer, row) in config
+        .layers
+        .iter()
+        .zip(rows.iter().filter(|r| r.kind != "BatchNorm"))
+    {
+        let input = grad(x.clone().detach());
+        let f = time(w.runs, || {
+            let _ = layer_forward(&model, layer, &mut convs.clone(), input.clone()).into_data();
+        });
+        let b = train.then(|| {
+            time(w.runs, || {
+                let y = layer_forward(&model, layer, &mut convs.clone(), input.clone());
+                let _ = y.sum().backward();
+            })
+        });
+        total_f += f;
+        total_b += b.unwrap_or(0.0);
+        report(&row.name, &row.kind, row.macs, f, b);
+        x = layer_forward(&model, layer, &mut convs, x.detach());
+    }
+    let head_in = grad(x.detach());
+    let f = time(w.runs, || {
+        let _ = model.head(head_in.clone()).into_data();
+    });
+    let b = train.then(|| {
+        time(w.runs, || {
+            drop(model.head(head_in.clone()).sum().backward())
+        })
+    });
+    let fc_macs: u64 = rows
+        .iter()
+        .filter(|r| r.name.starts_with("fc"))
+        .map(|r| r.macs)
+        .sum();
+    report("head", "avgpool+FC x3", fc_macs, f, b);
+    total_f += f;
+    total_b += b.unwrap_or(0.0);
+    println!(
+        "sum of layers: forward {:.1} ms{}",
+        total_f * 1e3,
+        if train {
+            format!(", forward+backward {:.1} ms", total_b * 1e3)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn layer_forward<'a>(
+    model: &'a Vgg,
+    layer: &vgg::Layer,
+    convs: &mut impl Iterator<Item = &'a vgg::model::ConvBlock>,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    match layer {
+        vgg::Layer::Conv3(_) | vgg::Layer::Conv1(_) => {
+            convs.next().expect("one block per conv").forward(x)
+        }
+        other => model.weightless(other, x),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.profile {
+        let w = match &args.arch {
+            None => standard().into_iter().nth(1).expect("standard set"),
+            Some(arch) => Workload {
+                variant: arch.clone(),
+                mode: args.mode.clone(),
+                batch: args.batch,
+                input: args.input,
+                compact: args.compact,
+                runs: args.runs,
+                warmup: args.warmup,
+            },
+        };
+        return profile(&Workload {
+            runs: args.runs,
+            ..w
+        });
+    }
     if let Some(spec) = &args.one {
         let row = run_one(&serde_json::from_str(spec)?)?;
         println!("{}", serde_json::to_string(&row)?);

@@ -157,7 +157,7 @@ impl Vgg {
                     }
                     x = relu(x);
                 }
-                Layer::Lrn | Layer::Pool => x = model.features_layer(layer, x),
+                Layer::Lrn | Layer::Pool => x = model.weightless(layer, x),
             }
             take4(&order.next().expect("name"), &x, &mut out);
         }

@@ -309,7 +309,7 @@ impl Vgg {
                 Layer::Conv3(_) | Layer::Conv1(_) => {
                     convs.next().expect("one block per conv").forward(x)
                 }
-                Layer::Lrn | Layer::Pool => self.features_layer(layer, x),
+                Layer::Lrn | Layer::Pool => self.weightless(layer, x),
             };
             tap(i, &x);
         }
@@ -317,7 +317,7 @@ impl Vgg {
     }
 
     /// One weightless layer of `features`.
-    pub(crate) fn features_layer(&self, layer: &Layer, x: Tensor<4>) -> Tensor<4> {
+    pub fn weightless(&self, layer: &Layer, x: Tensor<4>) -> Tensor<4> {
         match layer {
             // [N, C, H, W] -> [N, C, H, W]
             Layer::Lrn => self.lrn.forward(x),
