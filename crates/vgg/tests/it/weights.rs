@@ -298,3 +298,32 @@ fn caffe_and_keras_layouts_load_to_the_same_network() {
         assert_eq!(model.state_dict(), reference.state_dict(), "{name}");
     }
 }
+
+/// A write that fails (here: the rename onto a folder; a full disk fails the same way, before
+/// the rename) leaves what was there untouched and no temporary file behind.
+#[test]
+fn a_failed_write_loses_nothing() {
+    let dir = tmp("atomic");
+    std::fs::create_dir_all(dir.join("target.safetensors")).unwrap();
+    std::fs::write(dir.join("target.safetensors/keep"), b"old").unwrap();
+    let err =
+        vgg::weights::write_atomic(&dir.join("target.safetensors"), b"new bytes").unwrap_err();
+    assert!(err.to_string().contains("target.safetensors"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("target.safetensors/keep")).unwrap(),
+        b"old"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let err =
+        vgg::weights::write_atomic(std::path::Path::new("/nonexistent-dir/w.safetensors"), b"x")
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent-dir/w.safetensors"),
+        "{err}"
+    );
+}
