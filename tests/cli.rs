@@ -487,6 +487,25 @@ fn predict_a_real_photo_round_trip() {
         "{}",
         stderr(&out)
     );
+    // An image too small to be upscaled to 224: named, exit 2.
+    let tiny = tmp("tiny.png");
+    image::GrayImage::new(8, 8).save(&tiny).unwrap();
+    let mut args = vec![
+        "predict",
+        tiny.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+        "--labels",
+        labels.to_str().unwrap(),
+    ];
+    args.extend(W16);
+    let out = vgg(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("tiny.png") && stderr(&out).contains("too small"),
+        "{}",
+        stderr(&out)
+    );
     // A truncated image: named, exit 2.
     let cut = tmp("cut.png");
     let bytes = std::fs::read(&photo).unwrap();

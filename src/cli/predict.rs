@@ -49,14 +49,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let scale = args.scale.unwrap_or(loaded[0].default_scale);
     let classes = loaded[0].classes.clone();
     let channels = loaded[0].classifier.model.config().in_channels;
-    let min = loaded[0].classifier.model.config().min_input();
+    // Images are rescaled to the network's scale; more than 8x upscaling is refused as a
+    // sign of a wrong file (a thumbnail, an icon).
+    let min = loaded[0].classifier.crop.div_ceil(8);
+    let crop = loaded[0].classifier.crop;
     let models: Vec<_> = loaded.into_iter().map(|l| l.classifier).collect();
     let mut out = Vec::new();
     for path in &args.images {
         let img = decode(path)?;
         anyhow::ensure!(
             img.height.min(img.width) >= min,
-            "{}: {}x{} is smaller than the {min}x{min} pixels this network needs",
+            "{}: {}x{} is too small: this network reads {crop}x{crop} images and upscales at most 8x (at least {min}x{min} pixels)",
             path.display(),
             img.width,
             img.height
