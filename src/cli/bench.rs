@@ -327,39 +327,10 @@ fn layer_forward<'a>(
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.profile {
-        let w = match &args.arch {
-            None => standard().into_iter().nth(1).expect("standard set"),
-            Some(arch) => Workload {
-                variant: arch.clone(),
-                mode: args.mode.clone(),
-                batch: args.batch,
-                input: args.input,
-                compact: args.compact,
-                runs: args.runs,
-                warmup: args.warmup,
-            },
-        };
-        return profile(&Workload {
-            runs: args.runs,
-            ..w
-        });
-    }
-    if let Some(spec) = &args.one {
-        let row = run_one(&serde_json::from_str(spec)?)?;
-        println!("{}", serde_json::to_string(&row)?);
-        return Ok(());
-    }
-    let workloads = match &args.arch {
-        None => standard()
-            .into_iter()
-            .map(|mut w| {
-                w.runs = args.runs;
-                w.warmup = args.warmup;
-                w
-            })
-            .collect(),
+/// The workloads the flags ask for: one, or the standard set, with the flags' run counts.
+fn workloads(args: &Args) -> Vec<Workload> {
+    let chosen = match &args.arch {
+        None => standard(),
         Some(arch) => vec![Workload {
             variant: arch.clone(),
             mode: args.mode.clone(),
@@ -370,6 +341,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             warmup: args.warmup,
         }],
     };
+    chosen
+        .into_iter()
+        .map(|w| Workload {
+            runs: args.runs,
+            warmup: args.warmup,
+            ..w
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.profile {
+        // The one workload asked for, or VGG-16 inference at batch 8.
+        let all = workloads(&args);
+        return profile(&all[if args.arch.is_none() { 1 } else { 0 }]);
+    }
+    if let Some(spec) = &args.one {
+        let row = run_one(&serde_json::from_str(spec)?)?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(());
+    }
+    let workloads = workloads(&args);
     let exe = std::env::current_exe()?;
     let (_, peak_text) = peak_flops();
     if !args.json {
