@@ -144,7 +144,9 @@ fn config_of(w: &Workload) -> anyhow::Result<VggConfig> {
     })
 }
 
-fn run_one(w: &Workload) -> anyhow::Result<Row> {
+/// The workload's network on its device: autodiff and training behaviour for `train`, plain
+/// inference otherwise.
+fn build(w: &Workload) -> anyhow::Result<(VggConfig, bool, burn::tensor::Device, Vgg)> {
     let config = config_of(w)?;
     let train = w.mode == "train";
     let device = if train {
@@ -152,11 +154,14 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     } else {
         super::device()
     };
+    let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
+    let model = if train { model } else { model.valid() };
+    Ok((config, train, device, model))
+}
+
+fn run_one(w: &Workload) -> anyhow::Result<Row> {
+    let (config, train, device, mut model) = build(w)?;
     let [c, h, wd] = w.input;
-    let mut model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
-    if !train {
-        model = model.valid();
-    }
     let x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
     let y = Tensor::<1, Int>::zeros([w.batch], &device);
     let mut sgd = Sgd::new(SgdSettings::default());
@@ -214,15 +219,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 /// Per-layer times: each layer of the network runs alone on an input of the shape it sees in
 /// the full forward pass.
 fn profile(w: &Workload) -> anyhow::Result<()> {
-    let config = config_of(w)?;
-    let train = w.mode == "train";
-    let device = if train {
-        super::device().autodiff()
-    } else {
-        super::device()
-    };
-    let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
-    let model = if train { model } else { model.valid() };
+    let (config, train, device, model) = build(w)?;
     let rows = estimate(&config, w.input)?.layers;
     let [c, h, wd] = w.input;
     let mut x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
