@@ -186,6 +186,18 @@ fn tiny_folder(name: &str, broken: bool) -> PathBuf {
     root
 }
 
+/// `vgg train` on a tiny folder with the TINY network, one loader thread.
+fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str, force: bool) -> Vec<&'a str> {
+    let mut args = vec!["train", "--data", data, "--epochs", epochs];
+    if force {
+        args.push("--force");
+    }
+    args.extend(["--out", out]);
+    args.extend(TINY);
+    args.push("1");
+    args
+}
+
 const TINY: [&str; 12] = [
     "--arch",
     "vgg11_bn",
@@ -206,17 +218,7 @@ fn train_writes_log_plot_and_checkpoints_then_resumes() {
     let data = tiny_folder("tiny", false);
     let out = tmp("run-tiny");
     let _ = std::fs::remove_dir_all(&out);
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(TINY);
-    args.push("1");
+    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "2", false);
     let run = vgg(&args);
     assert!(run.status.success(), "{}", stderr(&run));
     let text = stderr(&run);
@@ -298,18 +300,7 @@ fn train_writes_log_plot_and_checkpoints_then_resumes() {
 fn train_names_a_broken_image_and_skip_bad_counts_it() {
     let data = tiny_folder("tiny-broken", true);
     let out = tmp("run-broken");
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--force",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(TINY);
-    args.push("1");
+    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "1", true);
     let run = vgg(&args);
     assert_eq!(run.status.code(), Some(2));
     assert!(
@@ -576,18 +567,7 @@ fn features_to_safetensors_and_npy() {
 fn eval_a_run_on_its_data_as_a_table_and_json() {
     let data = tiny_folder("tiny-eval", false);
     let out = tmp("run-eval");
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--force",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(TINY);
-    args.push("1");
+    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "1", true);
     assert!(vgg(&args).status.success());
     let run = vgg(&[
         "eval",
