@@ -218,7 +218,7 @@ fn train_writes_log_plot_and_checkpoints_then_resumes() {
     let data = tiny_folder("tiny", false);
     let out = tmp("run-tiny");
     let _ = std::fs::remove_dir_all(&out);
-    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "2", false);
+    let args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "2", false);
     let run = vgg(&args);
     assert!(run.status.success(), "{}", stderr(&run));
     let text = stderr(&run);
@@ -567,7 +567,7 @@ fn features_to_safetensors_and_npy() {
 fn eval_a_run_on_its_data_as_a_table_and_json() {
     let data = tiny_folder("tiny-eval", false);
     let out = tmp("run-eval");
-    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "1", true);
+    let args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "1", true);
     assert!(vgg(&args).status.success());
     let run = vgg(&[
         "eval",
