@@ -7,6 +7,7 @@ mod eval;
 mod features;
 mod plot;
 mod predict;
+mod ranks;
 mod summary;
 mod train;
 mod weights;

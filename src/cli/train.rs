@@ -14,6 +14,7 @@ use vgg::train::{
 };
 
 use super::arch_args::ArchArgs;
+use super::ranks::Ranks;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -102,6 +103,9 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Compute threads. Default: this machine's cores, shared between the MPI ranks on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Train, validation and (when the source has one) test sets.
@@ -180,7 +184,6 @@ fn config(args: &Args, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainCo
         "--crop {crop} is smaller than the {} pixels the network's pools need",
         model.min_input()
     );
-    eprintln!("measuring the training set's mean and colour covariance ...");
     let stats = Stats::measure(train, model.in_channels, 10_000, args.skip_bad)?;
     let transform = Transform {
         channels: model.in_channels,
@@ -300,15 +303,33 @@ impl Observer for Console {
     }
 }
 
+/// Trains in this process, or as one rank of `mpirun -np N vgg train ...` (feature `mpi`).
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let ranks = Ranks::start()?;
+    let threads = ranks.threads(args.threads);
+    // Before any tensor work: flex's kernels run on rayon's global pool.
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("could not start the compute threads")?;
+    train(args, &ranks).map_err(|e| ranks.fail(e))
+}
+
+fn train(args: Args, ranks: &Ranks) -> anyhow::Result<()> {
     let device = super::device().autodiff();
+    let leader = ranks.leader();
     let (train, val, test) = datasets(&args)?;
     let mut trainer = match &args.resume {
         Some(dir) => {
-            eprintln!("resuming {}", dir.display());
-            Trainer::resume(dir, train, val, &device)?
+            if leader {
+                eprintln!("resuming {}", dir.display());
+            }
+            Trainer::resume_distributed(dir, train, val, &device, ranks.comm())?
         }
         None => {
+            if leader {
+                eprintln!("measuring the training set's mean and colour covariance ...");
+            }
             let config = config(&args, &train, &val)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let secs = std::time::SystemTime::now()
@@ -317,9 +338,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .unwrap_or(0);
                 PathBuf::from(format!("runs/{}-{secs}", config.model.name))
             });
-            Trainer::new(config, train, val, &out, args.force, &device)?
+            Trainer::new_distributed(config, train, val, &out, args.force, &device, ranks.comm())?
         }
     };
+    if !leader {
+        return trainer.run(&mut Silent).map_err(Into::into);
+    }
     let c = &trainer.config;
     eprintln!(
         "training {} ({} parameters) on {} ({} classes), validating on {}; {} epochs, batch {} (micro {}), lr {:e}; run folder {}",
@@ -334,6 +358,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         c.lr,
         trainer.run_dir().display()
     );
+    if ranks.size() > 1 {
+        let n = ranks.size();
+        eprintln!(
+            "data-parallel on {n} MPI ranks: rank r computes micro-batches r, r+{n}, ... of each batch; gradients all-reduced"
+        );
+    }
     let console = Console {
         bar: None,
         epoch: 0,
@@ -375,6 +405,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Ranks other than 0 show nothing.
+struct Silent;
+
+impl Observer for Silent {}
 
 /// `--quiet`: the epoch lines, no bar.
 struct QuietConsole(Console);

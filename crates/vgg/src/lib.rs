@@ -7,11 +7,13 @@
 //!   model, its parameter and MAC counts and its checkpoint keys derive.
 //! - [`model`]: the [`Vgg`] module (torchvision's layout and head).
 //! - [`weights`]: torchvision state dicts from `.pth` / `.safetensors`, strict loading.
+//! - [`dist`]: synchronous data-parallel SGD over a [`dist::Collective`] (MPI with `mpi`).
 //! - [`summary`]: a per-layer table of output shapes, parameters and multiply-adds.
 
 pub mod arch;
 pub mod data;
 pub mod dense;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod features;

@@ -13,7 +13,7 @@ use burn::nn::{
 };
 use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{Layer, VggConfig};
@@ -60,6 +60,9 @@ impl InitScheme {
     }
 }
 
+/// BatchNorm's momentum in its running statistics (PyTorch's default; eps is 1e-5).
+pub const BN_MOMENTUM: f64 = 0.1;
+
 /// A convolution, its optional BatchNorm, and the ReLU that follows (applied in `forward`).
 #[derive(Module, Debug)]
 pub struct ConvBlock {
@@ -84,11 +87,10 @@ impl ConvBlock {
             .with_initializer(init.conv())
             .init(device);
         let conv = zero_bias_conv(conv);
-        // PyTorch's defaults: eps 1e-5, momentum 0.1.
         let bn = batch_norm.then(|| {
             BatchNormConfig::new(outputs)
                 .with_epsilon(1e-5)
-                .with_momentum(0.1)
+                .with_momentum(BN_MOMENTUM)
                 .init(device)
         });
         Self { conv, bn }
@@ -96,10 +98,21 @@ impl ConvBlock {
 
     /// conv -> [BN] -> ReLU. `[N, C_in, H, W] -> [N, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_with(x, None)
+    }
+
+    /// [`ConvBlock::forward`]; in training, a BatchNorm's batch statistics go to `stats` when
+    /// given (for the caller to fold into the running statistics) instead of being folded now.
+    fn forward_with(&self, x: Tensor<4>, stats: Option<&mut Vec<BatchStats>>) -> Tensor<4> {
         let x = self.conv.forward(x);
         let x = match &self.bn {
             Some(bn) if x.device().is_autodiff() && bn.training.is_enabled() => {
-                batch_norm_train(bn, x)
+                let (out, batch) = batch_norm_train(bn, x);
+                match stats {
+                    Some(sink) => sink.push(batch),
+                    None => fold_running(bn, &batch, bn.momentum, 1.0 - bn.momentum),
+                }
+                out
             }
             Some(bn) => bn.forward(x),
             None => x,
@@ -108,10 +121,36 @@ impl ConvBlock {
     }
 }
 
-/// BatchNorm in training, as PyTorch's: normalise with the batch's biased variance, but update
-/// `running_var` with the unbiased one (`var * n / (n - 1)`, n = N*H*W). burn's own layer uses
-/// the biased variance for both, which drifts from torchvision's running statistics.
-fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+/// One BatchNorm layer's statistics over a training batch: the per-channel mean and the
+/// unbiased variance (`var * n / (n - 1)`, n = N*H*W), which PyTorch folds into the running
+/// statistics. `[C]` each, detached.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    pub mean: Tensor<1>,
+    pub var: Tensor<1>,
+}
+
+/// `running = keep * running + weight * batch`: PyTorch's update is `keep = 1 - momentum`,
+/// `weight = momentum`.
+fn fold_running(bn: &BatchNorm, batch: &BatchStats, weight: f64, keep: f64) {
+    let mean = bn
+        .running_mean
+        .value_sync()
+        .mul_scalar(keep)
+        .add(batch.mean.clone().mul_scalar(weight));
+    let var = bn
+        .running_var
+        .value_sync()
+        .mul_scalar(keep)
+        .add(batch.var.clone().mul_scalar(weight));
+    bn.running_mean.update(mean.detach());
+    bn.running_var.update(var.detach());
+}
+
+/// BatchNorm in training, as PyTorch's: normalise with the batch's biased variance, but fold
+/// the unbiased one into `running_var`. burn's own layer uses the biased variance for both,
+/// which drifts from torchvision's running statistics.
+fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats) {
     let [n, _, h, w] = x.dims();
     let count = (n * h * w) as f64;
     let result =
@@ -121,20 +160,11 @@ fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     } else {
         1.0
     };
-    let m = bn.momentum;
-    let mean = bn
-        .running_mean
-        .value_sync()
-        .mul_scalar(1.0 - m)
-        .add(result.mean.detach().mul_scalar(m));
-    let var = bn
-        .running_var
-        .value_sync()
-        .mul_scalar(1.0 - m)
-        .add(result.variance.detach().mul_scalar(m * unbiased));
-    bn.running_mean.update(mean.detach());
-    bn.running_var.update(var.detach());
-    result.output
+    let stats = BatchStats {
+        mean: result.mean.detach(),
+        var: result.variance.detach().mul_scalar(unbiased),
+    };
+    (result.output, stats)
 }
 
 fn zero_bias_conv(mut conv: Conv2d) -> Conv2d {
@@ -296,19 +326,64 @@ impl Vgg {
 
     /// [`Vgg::features`], calling `tap(layer_index, &output)` after each entry of
     /// `config.layers` (the ReLU of a conv included), for summaries and feature extraction.
-    pub fn features_traced(
+    pub fn features_traced(&self, x: Tensor<4>, tap: impl FnMut(usize, &Tensor<4>)) -> Tensor<4> {
+        self.features_with(x, tap, None)
+    }
+
+    /// Class scores of a training batch, and each BatchNorm layer's statistics on it (in layer
+    /// order), which are not folded into the running statistics: the caller folds them with
+    /// [`Vgg::fold_running_stats`] (how data-parallel training keeps them equal to one
+    /// process's). `[N, C, H, W] -> [N, classes]`.
+    pub fn forward_train(&self, x: Tensor<4>) -> (Tensor<2>, Vec<BatchStats>) {
+        let mut stats = Vec::new();
+        let x = self.features_with(x, |_, _| {}, Some(&mut stats)); // [N, 512, H/32, W/32]
+        (self.head(x), stats)
+    }
+
+    /// The BatchNorm running statistics, flattened: each layer's mean then its variance.
+    pub fn running_stats(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for bn in self.convs.iter().filter_map(|b| b.bn.as_ref()) {
+            for t in [bn.running_mean.value_sync(), bn.running_var.value_sync()] {
+                out.extend(t.into_data().convert::<f32>().iter::<f32>());
+            }
+        }
+        out
+    }
+
+    /// `running = keep * running + delta`, for `delta` laid out as [`Vgg::running_stats`].
+    pub fn fold_running_stats(&self, delta: &[f32], keep: f64) {
+        let mut offset = 0;
+        for bn in self.convs.iter().filter_map(|b| b.bn.as_ref()) {
+            let c = bn.gamma.val().dims()[0];
+            let device = bn.gamma.val().device();
+            let part = |o: usize| {
+                Tensor::<1>::from_data(TensorData::new(delta[o..o + c].to_vec(), [c]), &device)
+            };
+            let batch = BatchStats {
+                mean: part(offset),
+                var: part(offset + c),
+            };
+            fold_running(bn, &batch, 1.0, keep);
+            offset += 2 * c;
+        }
+    }
+
+    fn features_with(
         &self,
         x: Tensor<4>,
         mut tap: impl FnMut(usize, &Tensor<4>),
+        mut stats: Option<&mut Vec<BatchStats>>,
     ) -> Tensor<4> {
         let mut convs = self.convs.iter();
         let mut x = x;
         for (i, layer) in self.config.layers.iter().enumerate() {
             x = match layer {
                 // [N, C_in, H, W] -> [N, C_out, H, W]
-                Layer::Conv3(_) | Layer::Conv1(_) => {
-                    convs.next().expect("one block per conv").forward(x)
-                }
+                Layer::Conv3(_) | Layer::Conv1(_) => convs
+                    .next()
+                    .expect("one block per conv")
+                    .forward_with(x, stats.as_deref_mut()),
                 Layer::Lrn | Layer::Pool => self.weightless(layer, x),
             };
             tap(i, &x);

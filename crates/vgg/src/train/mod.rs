@@ -7,5 +7,7 @@ pub mod run;
 pub mod step;
 
 pub use plateau::Plateau;
-pub use run::{EpochRecord, Observer, Progress, RunState, TrainConfig, Trainer, evaluate};
+pub use run::{
+    EpochRecord, Observer, Progress, RunState, TrainConfig, Trainer, evaluate, evaluate_shard,
+};
 pub use step::{Sgd, SgdSettings, cross_entropy};

@@ -8,10 +8,12 @@
 //! torchvision's layout), and `log.csv` / `log.jsonl` (one row per epoch).
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +23,10 @@ use crate::arch::VggConfig;
 use crate::data::loader::{Loader, Prepare, epoch_order};
 use crate::data::transform::Transform;
 use crate::data::{Dataset, Rng};
+use crate::dist::{Collective, GradLayout, Single, owner, running_weight};
 use crate::error::VggError;
-use crate::model::{InitScheme, Vgg};
-use crate::weights::{read_state_dict, write_atomic};
+use crate::model::{BN_MOMENTUM, BatchStats, InitScheme, Vgg};
+use crate::weights::{Values, read_state_dict, write_atomic};
 
 /// Everything that defines a run; written to `config.json`. Defaults are the paper's (Section 3.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +73,16 @@ pub struct EpochRecord {
     pub seconds: f64,
     pub images_per_s: f64,
     pub skipped: usize,
+    /// Processes that trained (data-parallel ranks).
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Seconds rank 0 spent in all-reduce during the epoch.
+    #[serde(default)]
+    pub comm_seconds: f64,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where the run stands; written to `state.json` after each epoch.
@@ -117,6 +130,8 @@ pub struct Trainer {
     train: Arc<Dataset>,
     val: Arc<Dataset>,
     device: Device,
+    comm: Rc<dyn Collective>,
+    layout: GradLayout,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> VggError + '_ {
@@ -150,6 +165,20 @@ impl Trainer {
         force: bool,
         device: &Device,
     ) -> Result<Self, VggError> {
+        Self::new_distributed(config, train, val, run_dir, force, device, Rc::new(Single))
+    }
+
+    /// [`Trainer::new`] as one rank of `comm`: rank 0 alone creates the run folder and writes
+    /// to it; every rank starts from rank 0's weights.
+    pub fn new_distributed(
+        config: TrainConfig,
+        train: Dataset,
+        val: Dataset,
+        run_dir: &Path,
+        force: bool,
+        device: &Device,
+        comm: Rc<dyn Collective>,
+    ) -> Result<Self, VggError> {
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
         if config.batch == 0 || config.micro_batch == 0 || config.batch % config.micro_batch != 0 {
@@ -161,7 +190,8 @@ impl Trainer {
                 ),
             });
         }
-        if run_dir.exists() {
+        let writer = comm.rank() == 0;
+        if writer && run_dir.exists() {
             if !force {
                 return Err(VggError::RunExists {
                     path: run_dir.to_path_buf(),
@@ -169,13 +199,18 @@ impl Trainer {
             }
             std::fs::remove_dir_all(run_dir).map_err(io(run_dir))?;
         }
-        std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+        if writer {
+            std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+        }
         device.seed(config.seed);
         let mut model = Vgg::new(&config.model, config.init, device)?;
         if let Some(source) = &config.init_from {
             model = init_from(model, source, device)?;
         }
-        write_json(&run_dir.join("config.json"), &config)?;
+        let model = broadcast_model(model, comm.as_ref(), device);
+        if writer {
+            write_json(&run_dir.join("config.json"), &config)?;
+        }
         let state = RunState {
             epoch: 0,
             step: 0,
@@ -193,7 +228,7 @@ impl Trainer {
         };
         let sgd = Sgd::new(config.sgd);
         Ok(Self::assemble(
-            config, state, model, sgd, run_dir, train, val, device,
+            config, state, model, sgd, run_dir, train, val, device, comm,
         ))
     }
 
@@ -203,6 +238,19 @@ impl Trainer {
         train: Dataset,
         val: Dataset,
         device: &Device,
+    ) -> Result<Self, VggError> {
+        Self::resume_distributed(run_dir, train, val, device, Rc::new(Single))
+    }
+
+    /// [`Trainer::resume`] as one rank of `comm`, whatever the number of ranks that wrote the
+    /// checkpoint (it holds no per-rank state). Every rank reads `run_dir`: on several hosts it
+    /// must be on a shared filesystem.
+    pub fn resume_distributed(
+        run_dir: &Path,
+        train: Dataset,
+        val: Dataset,
+        device: &Device,
+        comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
         let config: TrainConfig = read_json(&run_dir.join("config.json"))?;
         let state: RunState = read_json(&run_dir.join("state.json"))?;
@@ -226,7 +274,7 @@ impl Trainer {
                     reason,
                 })?;
         Ok(Self::assemble(
-            config, state, model, sgd, run_dir, train, val, device,
+            config, state, model, sgd, run_dir, train, val, device, comm,
         ))
     }
 
@@ -240,7 +288,9 @@ impl Trainer {
         train: Dataset,
         val: Dataset,
         device: &Device,
+        comm: Rc<dyn Collective>,
     ) -> Self {
+        let layout = GradLayout::of(&model);
         let (run_dir, train, val, device) = (
             run_dir.to_path_buf(),
             Arc::new(train),
@@ -256,7 +306,19 @@ impl Trainer {
             train,
             val,
             device,
+            comm,
+            layout,
         }
+    }
+
+    /// This process's rank and the number of ranks.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.size())
+    }
+
+    /// Seconds this process has spent in collectives (all-reduce, broadcast).
+    pub fn comm_seconds(&self) -> f64 {
+        self.comm.seconds()
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -288,103 +350,134 @@ impl Trainer {
 
     fn epoch(&mut self, observer: &mut dyn Observer) -> Result<(), VggError> {
         let c = &self.config;
+        let (rank, size) = self.rank();
         let epoch = self.state.epoch; // 0-based
         let lr = self.state.schedule.lr;
-        // Dropout's generator, reseeded per epoch so a resumed run draws the same masks.
-        self.device.seed(c.seed.wrapping_add(1 + epoch as u64));
-        let order = epoch_order(self.train.len(), c.seed, epoch, true);
+        // Dropout's generator, reseeded per epoch (and rank) so a resumed run draws the same masks.
+        self.device
+            .seed(c.seed.wrapping_add(1 + epoch as u64) ^ ((rank as u64) << 32));
+        let total = self.train.len();
+        let (mb, per_step) = (c.micro_batch, c.batch / c.micro_batch);
+        let micro_batches = total.div_ceil(mb);
+        // One process's order; this rank takes its micro-batches of each global batch.
+        let order = epoch_order(total, c.seed, epoch, true);
+        let mine: Vec<usize> = (0..micro_batches)
+            .filter(|m| owner(m % per_step, size) == rank)
+            .flat_map(|m| order[m * mb..((m + 1) * mb).min(total)].to_vec())
+            .collect();
         let shape = [c.model.in_channels, c.transform.crop, c.transform.crop];
         let transform = Arc::new(c.transform.clone());
         let seed = c.seed;
         let prepare: Prepare =
             Arc::new(move |img, i| transform.train(img, &mut Rng::for_item(seed, epoch, i)));
-        let loader = Loader::new(
+        let mut loader = Loader::new(
             self.train.clone(),
-            order,
-            c.micro_batch,
+            mine,
+            mb,
             shape,
             prepare,
             c.workers,
             c.skip_bad,
         );
-        let per_step = c.batch / c.micro_batch;
-        let total = self.train.len();
-        let micro_batches = total.div_ceil(c.micro_batch);
         let start = Instant::now();
-        let (mut seen, mut loss_sum, mut top1, mut top5, mut skipped) =
-            (0usize, 0f64, 0usize, 0usize, 0usize);
+        let comm_start = self.comm.seconds();
+        // seen, loss sum, top-1 hits, top-5 hits, skipped: summed over ranks at the end.
+        let mut totals = [0f64; 5];
         let mut model = self.model.clone();
-        for (m, batch) in loader.enumerate() {
-            let batch = batch?;
-            skipped += batch.skipped.len();
-            let n = batch.labels.len();
-            if n == 0 {
-                continue;
+        let running = model.running_stats().len();
+        for first in (0..micro_batches).step_by(per_step) {
+            let last = (first + per_step).min(micro_batches);
+            let group_size = c.batch.min(total - first * mb);
+            let mut bn_delta = vec![0f32; running];
+            let mut bad_loss = None;
+            for m in (first..last).filter(|m| owner(m - first, size) == rank) {
+                let batch = loader.next().expect("the loader yields each micro-batch")?;
+                totals[4] += batch.skipped.len() as f64;
+                let n = batch.labels.len();
+                if n == 0 {
+                    continue;
+                }
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(batch.images, batch.shape),
+                    &self.device,
+                );
+                let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+                let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
+                let share = n as f64 / group_size as f64;
+                let (loss, logits, stats) = self.sgd.accumulate_train(&model, x, y, share);
+                if !loss.is_finite() {
+                    bad_loss = Some(loss);
+                }
+                let weight = running_weight(BN_MOMENTUM, m - first, last - first);
+                add_stats(&mut bn_delta, &stats, weight);
+                let (t1, t5) = topk_hits(logits, &batch.labels);
+                let hits = [n as f64, loss as f64 * n as f64, t1 as f64, t5 as f64];
+                totals.iter_mut().zip(hits).for_each(|(t, h)| *t += h);
+                let seen = totals[0];
+                observer.on_progress(&Progress {
+                    epoch: epoch + 1,
+                    epochs: c.epochs,
+                    images: (((seen + totals[4]) as usize) * size).min(total),
+                    total_images: total,
+                    loss: totals[1] / seen,
+                    top1: totals[2] / seen,
+                    images_per_s: seen * size as f64 / start.elapsed().as_secs_f64(),
+                    lr,
+                });
             }
-            let group_start = (m / per_step) * c.batch;
-            let group_size = c.batch.min(total - group_start);
-            let x =
-                Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
-            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
-            let (loss, logits) = self
-                .sgd
-                .accumulate(&model, x, y, n as f64 / group_size as f64);
-            if !loss.is_finite() {
+            // Every rank reaches this point once per global batch, with or without work.
+            let grads = self.sgd.take_grads();
+            let (grads, bn_delta, bad) = self.reduce(grads, bn_delta, bad_loss.is_some());
+            if bad {
                 self.model = model;
                 return Err(VggError::NonFiniteLoss {
-                    value: loss,
+                    value: bad_loss.unwrap_or(f32::NAN),
                     epoch: epoch + 1,
                     step: self.state.step + 1,
                 });
             }
-            let (t1, t5) = topk_hits(logits, &batch.labels);
-            seen += n;
-            loss_sum += loss as f64 * n as f64;
-            top1 += t1;
-            top5 += t5;
-            // The last micro-batch of a batch (or of the epoch) takes the SGD step.
-            if (m + 1) % per_step == 0 || m + 1 == micro_batches {
-                model = self.sgd.step(model, lr);
-                model.add_batches_tracked(per_step as i64);
-                self.state.step += 1;
-            }
-            observer.on_progress(&Progress {
-                epoch: epoch + 1,
-                epochs: c.epochs,
-                images: seen + skipped,
-                total_images: total,
-                loss: loss_sum / seen as f64,
-                top1: top1 as f64 / seen as f64,
-                images_per_s: seen as f64 / start.elapsed().as_secs_f64(),
-                lr,
-            });
+            let keep = (1.0 - BN_MOMENTUM).powi((last - first) as i32);
+            model.fold_running_stats(&bn_delta, keep);
+            model = self.sgd.apply(model, lr, grads);
+            model.add_batches_tracked(per_step as i64);
+            self.state.step += 1;
         }
         self.model = model;
+        self.comm.all_reduce_sum_f64(&mut totals);
+        let [seen, loss_sum, top1, top5, skipped] = totals;
         let train_seconds = start.elapsed().as_secs_f64();
         observer.on_validation(epoch + 1);
         let c = &self.config;
-        let val = evaluate(
+        let val = evaluate_shard(
             &self.model.valid(),
             &self.val,
             &c.transform,
             c.micro_batch.max(64),
             c.workers,
             c.skip_bad,
+            (rank, size),
         )?;
-        let seen = seen.max(1) as f64;
+        let n = val.images as f64;
+        let mut sums = [val.loss * n, val.top1 * n, val.top5 * n, n];
+        self.comm.all_reduce_sum_f64(&mut sums);
+        let d = sums[3].max(1.0);
+        let (val_loss, val_top1, val_top5) = (sums[0] / d, sums[1] / d, sums[2] / d);
+        let skipped = skipped as usize;
+        let seen = seen.max(1.0);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
             train_loss: loss_sum / seen,
-            train_top1_err: 1.0 - top1 as f64 / seen,
-            train_top5_err: 1.0 - top5 as f64 / seen,
-            val_loss: val.loss,
-            val_top1_err: 1.0 - val.top1,
-            val_top5_err: 1.0 - val.top5,
+            train_top1_err: 1.0 - top1 / seen,
+            train_top5_err: 1.0 - top5 / seen,
+            val_loss,
+            val_top1_err: 1.0 - val_top1,
+            val_top5_err: 1.0 - val_top5,
             seconds: start.elapsed().as_secs_f64(),
             images_per_s: seen / train_seconds,
             skipped,
+            ranks: size,
+            comm_seconds: self.comm.seconds() - comm_start,
         };
         if skipped > 0 {
             observer.on_note(&format!(
@@ -392,8 +485,8 @@ impl Trainer {
                 epoch + 1
             ));
         }
-        let is_best = self.state.best_val_accuracy.is_none_or(|b| val.top1 > b);
-        match self.state.schedule.observe(val.top1) {
+        let is_best = self.state.best_val_accuracy.is_none_or(|b| val_top1 > b);
+        match self.state.schedule.observe(val_top1) {
             Decision::Reduced { lr } => observer.on_note(&format!(
                 "validation accuracy stopped improving: learning rate now {lr:e}"
             )),
@@ -406,11 +499,35 @@ impl Trainer {
         self.state.epoch = epoch + 1;
         self.state.history.push(record.clone());
         if is_best {
-            self.state.best_val_accuracy = Some(val.top1);
+            self.state.best_val_accuracy = Some(val_top1);
         }
-        self.checkpoint(is_best)?;
+        if rank == 0 {
+            self.checkpoint(is_best)?;
+        }
         observer.on_epoch(&record, &self.state, &self.run_dir);
         Ok(())
+    }
+
+    /// Sums the step's gradients, BatchNorm statistics and non-finite-loss flags over the ranks
+    /// (one all-reduce of one buffer); nothing to do for one process.
+    fn reduce(
+        &self,
+        grads: GradientsParams,
+        bn_delta: Vec<f32>,
+        bad: bool,
+    ) -> (GradientsParams, Vec<f32>, bool) {
+        if self.comm.size() == 1 {
+            return (grads, bn_delta, bad);
+        }
+        let mut flat = self.layout.flatten(&grads);
+        let g = flat.len();
+        flat.extend(&bn_delta);
+        flat.push(bad as u8 as f32);
+        self.comm.all_reduce_sum(&mut flat);
+        let device = self.device.clone().inner();
+        let grads = self.layout.unflatten(&flat[..g], &device);
+        let bad = flat[flat.len() - 1] > 0.0;
+        (grads, flat[g..flat.len() - 1].to_vec(), bad)
     }
 
     /// Writes the epoch's checkpoint; `state.json` last, so that it only ever names complete files.
@@ -448,12 +565,12 @@ impl Trainer {
 /// duplicated or orphaned rows).
 fn write_logs(dir: &Path, history: &[EpochRecord]) -> Result<(), VggError> {
     let mut csv = String::from(
-        "epoch,lr,train_loss,train_top1_err,train_top5_err,val_loss,val_top1_err,val_top5_err,seconds,images_per_s,skipped\n",
+        "epoch,lr,train_loss,train_top1_err,train_top5_err,val_loss,val_top1_err,val_top5_err,seconds,images_per_s,skipped,ranks,comm_seconds\n",
     );
     let mut jsonl = String::new();
     for r in history {
         csv.push_str(&format!(
-            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2},{:.2},{}\n",
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2},{:.2},{},{},{:.2}\n",
             r.epoch,
             r.lr,
             r.train_loss,
@@ -464,13 +581,56 @@ fn write_logs(dir: &Path, history: &[EpochRecord]) -> Result<(), VggError> {
             r.val_top5_err,
             r.seconds,
             r.images_per_s,
-            r.skipped
+            r.skipped,
+            r.ranks,
+            r.comm_seconds
         ));
         jsonl.push_str(&serde_json::to_string(r).expect("serialisable"));
         jsonl.push('\n');
     }
     write_atomic(&dir.join("log.csv"), csv.as_bytes())?;
     write_atomic(&dir.join("log.jsonl"), jsonl.as_bytes())
+}
+
+/// Adds `weight` times each layer's batch mean and variance to `delta` (laid out as
+/// [`Vgg::running_stats`]).
+fn add_stats(delta: &mut [f32], stats: &[BatchStats], weight: f64) {
+    let mut offset = 0;
+    for s in stats {
+        for t in [&s.mean, &s.var] {
+            for v in t.to_data().convert::<f32>().iter::<f32>() {
+                delta[offset] += (weight * v as f64) as f32;
+                offset += 1;
+            }
+        }
+    }
+}
+
+/// Copies rank 0's weights (and BatchNorm statistics) to every rank.
+fn broadcast_model(model: Vgg, comm: &dyn Collective, device: &Device) -> Vgg {
+    if comm.size() == 1 {
+        return model;
+    }
+    let mut dict = model.state_dict();
+    let mut flat: Vec<f32> = dict
+        .values()
+        .filter_map(|t| match &t.values {
+            Values::F32(v) => Some(v.as_slice()),
+            Values::I64(_) => None,
+        })
+        .flatten()
+        .copied()
+        .collect();
+    comm.broadcast(&mut flat);
+    let mut offset = 0;
+    for t in dict.values_mut() {
+        if let Values::F32(v) = &mut t.values {
+            let n = v.len();
+            v.copy_from_slice(&flat[offset..offset + n]);
+            offset += n;
+        }
+    }
+    model.load_state_dict_unchecked(&dict, device)
 }
 
 /// Counts of correct top-1 and top-5 predictions in a batch of logits.
@@ -511,13 +671,27 @@ pub fn evaluate(
     workers: usize,
     skip_bad: bool,
 ) -> Result<Evaluation, VggError> {
+    evaluate_shard(model, data, transform, batch, workers, skip_bad, (0, 1))
+}
+
+/// [`evaluate`] on the images `i` with `i % size == rank` (`shard = (rank, size)`), one
+/// rank's share of a data-parallel evaluation.
+pub fn evaluate_shard(
+    model: &Vgg,
+    data: &Arc<Dataset>,
+    transform: &Transform,
+    batch: usize,
+    workers: usize,
+    skip_bad: bool,
+    (rank, size): (usize, usize),
+) -> Result<Evaluation, VggError> {
     let device = model.fc3.weight.val().device();
     let t = Arc::new(transform.clone());
     let prepare: Prepare = Arc::new(move |img, _| t.eval(img));
     let shape = [transform.channels, transform.crop, transform.crop];
     let loader = Loader::new(
         data.clone(),
-        (0..data.len()).collect(),
+        (rank..data.len()).step_by(size).collect(),
         batch,
         shape,
         prepare,

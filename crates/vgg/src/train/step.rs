@@ -12,7 +12,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Vgg;
+use crate::model::{BatchStats, Vgg};
 
 /// The optimiser's hyper-parameters; the defaults are the paper's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -86,7 +86,8 @@ impl Sgd {
     }
 
     /// Forward and backward of one micro-batch whose loss weighs `share` of the batch's
-    /// (micro / batch). Returns the micro-batch's mean loss and its logits (detached).
+    /// (micro / batch). Returns the micro-batch's mean loss and its logits (detached). In
+    /// training, BatchNorm folds the batch's statistics into its running ones at once.
     pub fn accumulate(
         &mut self,
         model: &Vgg,
@@ -95,6 +96,30 @@ impl Sgd {
         share: f64,
     ) -> (f32, Tensor<2>) {
         let logits = model.forward(images); // [n, K]
+        self.backward(model, logits, labels, share)
+    }
+
+    /// [`Sgd::accumulate`], returning each BatchNorm layer's batch statistics instead of
+    /// folding them (see [`Vgg::forward_train`]).
+    pub fn accumulate_train(
+        &mut self,
+        model: &Vgg,
+        images: Tensor<4>,
+        labels: Tensor<1, Int>,
+        share: f64,
+    ) -> (f32, Tensor<2>, Vec<BatchStats>) {
+        let (logits, stats) = model.forward_train(images); // [n, K]
+        let (loss, logits) = self.backward(model, logits, labels, share);
+        (loss, logits, stats)
+    }
+
+    fn backward(
+        &mut self,
+        model: &Vgg,
+        logits: Tensor<2>,
+        labels: Tensor<1, Int>,
+        share: f64,
+    ) -> (f32, Tensor<2>) {
         let loss = cross_entropy(logits.clone(), labels);
         let value = loss.clone().into_scalar::<f32>();
         let grads = loss.mul_scalar(share).backward();
@@ -106,8 +131,19 @@ impl Sgd {
 
     /// Applies the accumulated gradient with learning rate `lr`.
     pub fn step(&mut self, model: Vgg, lr: f64) -> Vgg {
-        let grads = self.accumulator.grads();
+        let grads = self.take_grads();
+        self.apply(model, lr, grads)
+    }
+
+    /// The gradient accumulated since the last step (empty if no micro-batch ran), for
+    /// all-reducing before [`Sgd::apply`].
+    pub fn take_grads(&mut self) -> GradientsParams {
         self.pending = 0;
+        self.accumulator.grads()
+    }
+
+    /// One SGD update of `model` with `grads`.
+    pub fn apply(&mut self, model: Vgg, lr: f64, grads: GradientsParams) -> Vgg {
         self.optim.step(lr, model, grads)
     }
 }

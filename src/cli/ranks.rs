@@ -1,0 +1,96 @@
+//! The processes of a run: this one alone, or the ranks of an MPI job (`mpirun -np N vgg
+//! train ...`, with the `mpi` feature). Rank 0 alone prints and writes.
+
+use std::rc::Rc;
+
+use vgg::dist::{Collective, Single};
+
+/// This process's place in the job.
+pub struct Ranks {
+    comm: Rc<dyn Collective>,
+    /// Ranks sharing this host's cores.
+    local: usize,
+    #[cfg(feature = "mpi")]
+    mpi: Option<Rc<vgg::dist::mpi::MpiCollective>>,
+}
+
+/// Ranks an MPI launcher says it started (Open MPI, MPICH/PMI), if any.
+fn launcher_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+impl Ranks {
+    /// Joins the MPI job when started by `mpirun`; one process otherwise.
+    pub fn start() -> anyhow::Result<Self> {
+        #[cfg(feature = "mpi")]
+        if vgg::dist::mpi::launched() {
+            let mpi = vgg::dist::mpi::MpiCollective::init()
+                .ok_or_else(|| anyhow::anyhow!("MPI could not be initialised"))?;
+            let mpi = Rc::new(mpi);
+            return Ok(Self {
+                comm: mpi.clone(),
+                local: mpi.local_size(),
+                mpi: Some(mpi),
+            });
+        }
+        if launcher_size().is_some_and(|n| n > 1) {
+            anyhow::bail!(
+                "started by mpirun, but this vgg was built without MPI: every rank would train \
+                 alone into the same folder. Rebuild with `cargo build --release --features mpi` \
+                 (needs libopenmpi-dev)"
+            );
+        }
+        Ok(Self {
+            comm: Rc::new(Single),
+            local: 1,
+            #[cfg(feature = "mpi")]
+            mpi: None,
+        })
+    }
+
+    pub fn comm(&self) -> Rc<dyn Collective> {
+        self.comm.clone()
+    }
+
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    pub fn size(&self) -> usize {
+        self.comm.size()
+    }
+
+    /// Whether this process prints and writes (rank 0).
+    pub fn leader(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// Compute threads for this rank: `requested`, or this host's cores shared by its ranks.
+    pub fn threads(&self, requested: Option<usize>) -> usize {
+        requested.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / self.local.max(1)).max(1)
+        })
+    }
+
+    /// Ends the job on an error: one rank alone, or every rank (MPI_Abort), so that no rank is
+    /// left waiting for a collective the failed one will never join.
+    pub fn fail(&self, err: anyhow::Error) -> anyhow::Error {
+        #[cfg(feature = "mpi")]
+        if let Some(mpi) = &self.mpi {
+            if mpi.size() > 1 {
+                eprintln!("error (rank {} of {}): {err}", mpi.rank(), mpi.size());
+                for cause in err.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+                eprintln!(
+                    "ending every rank of the job; `vgg train --resume DIR` continues from the last checkpoint"
+                );
+                mpi.abort(2);
+            }
+        }
+        err
+    }
+}
