@@ -278,8 +278,16 @@ impl Observer for Console {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let ranks = if r.ranks > 1 {
+            format!(
+                " on {} ranks, {:.1} s in all-reduce",
+                r.ranks, r.comm_seconds
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "epoch {:>3}  lr {:.0e}  train loss {:.4} top-1 err {:5.2}%  |  val loss {:.4} top-1 err {:5.2}% top-5 err {:5.2}%  |  {:.0} s, {:.0} img/s",
+            "epoch {:>3}  lr {:.0e}  train loss {:.4} top-1 err {:5.2}%  |  val loss {:.4} top-1 err {:5.2}% top-5 err {:5.2}%  |  {:.0} s, {:.0} img/s{ranks}",
             r.epoch,
             r.lr,
             r.train_loss,
