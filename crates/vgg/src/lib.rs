@@ -17,6 +17,7 @@ pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod kernels;
 pub mod layouts;
 pub mod model;
 pub mod record;

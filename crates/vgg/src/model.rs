@@ -153,13 +153,29 @@ fn fold_running(bn: &BatchNorm, batch: &BatchStats, weight: f64, keep: f64) {
 fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats) {
     let [n, _, h, w] = x.dims();
     let count = (n * h * w) as f64;
-    let result =
-        burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
     let unbiased = if count > 1.0 {
         count / (count - 1.0)
     } else {
         1.0
     };
+    if crate::kernels::supported(&x.device()) {
+        // Our fused kernel: [2, C] statistics, then the normalisation with its own backward.
+        let stats = crate::kernels::batch_norm_stats(x.clone()); // [2, C]
+        let [_, c] = stats.dims();
+        let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
+        let var = stats.clone().slice([1..2, 0..c]).reshape([c]);
+        let out =
+            crate::kernels::batch_norm_train(x, stats, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        return (
+            out,
+            BatchStats {
+                mean,
+                var: var.mul_scalar(unbiased),
+            },
+        );
+    }
+    let result =
+        burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
     let stats = BatchStats {
         mean: result.mean.detach(),
         var: result.variance.detach().mul_scalar(unbiased),

@@ -3,5 +3,6 @@
 mod common;
 mod data;
 mod golden;
+mod kernels;
 mod train;
 mod weights;

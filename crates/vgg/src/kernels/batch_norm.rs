@@ -1,0 +1,195 @@
+//! BatchNorm in training (Ioffe & Szegedy 2015; PyTorch's `batch_norm` with `training=True`)
+//! on flex tensors: the statistics over N, H, W per channel, the normalisation, and the
+//! backward `dx = gamma * inv_std / M * (M dy - sum dy - x_hat * sum(dy x_hat))`, M = N*H*W.
+//! Channels (statistics) and (sample, channel) planes (element-wise passes) run in parallel.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Flex, tensor::FloatTensor};
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+/// The tensor's values, row-major.
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("a contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn dims(x: &FlexTensor) -> [usize; 4] {
+    let s = x.layout().shape();
+    assert_eq!(s.num_dims(), 4, "BatchNorm2d takes [N, C, H, W]");
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Per-channel mean and biased variance, `[2, C]` (two passes, f64 sums).
+pub fn stats(x: &FlexTensor) -> FlexTensor {
+    let [n, c, h, w] = dims(x);
+    let (hw, xs) = (h * w, values(x));
+    let m = (n * hw) as f64;
+    let per_channel: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(|i| &xs[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
+            let mean = planes()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>()
+                / m;
+            let var = planes()
+                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / m;
+            (mean as f32, var as f32)
+        })
+        .collect();
+    let (means, vars): (Vec<f32>, Vec<f32>) = per_channel.into_iter().unzip();
+    tensor([means, vars].concat(), vec![2, c])
+}
+
+/// `gamma * (x - mean) * inv_std + beta`.
+pub fn forward(
+    x: &FlexTensor,
+    stats: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    eps: f32,
+) -> FlexTensor {
+    let [n, c, h, w] = dims(x);
+    let hw = h * w;
+    let (xs, st, g, b) = (values(x), values(stats), values(gamma), values(beta));
+    let mut out = vec![0f32; n * c * hw];
+    out.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+        let ch = plane % c;
+        let inv = 1.0 / (st[c + ch] + eps).sqrt();
+        let (scale, shift) = (g[ch] * inv, b[ch] - g[ch] * inv * st[ch]);
+        for (o, &v) in o.iter_mut().zip(&xs[plane * hw..(plane + 1) * hw]) {
+            *o = v * scale + shift;
+        }
+    });
+    tensor(out, vec![n, c, h, w])
+}
+
+/// Gradients of `x`, `gamma` and `beta` from the output's gradient `dy`.
+pub fn backward(
+    x: &FlexTensor,
+    stats: &FlexTensor,
+    gamma: &FlexTensor,
+    dy: &FlexTensor,
+    eps: f32,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let [n, c, h, w] = dims(x);
+    let hw = h * w;
+    let (xs, st, g, dys) = (values(x), values(stats), values(gamma), values(dy));
+    let inv: Vec<f32> = (0..c).map(|ch| 1.0 / (st[c + ch] + eps).sqrt()).collect();
+    // Per channel: sum dy (beta's gradient) and sum dy * x_hat (gamma's).
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut sdy, mut sdyx) = (0f64, 0f64);
+            for i in 0..n {
+                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                for (&d, &v) in dys[r.clone()].iter().zip(&xs[r]) {
+                    sdy += d as f64;
+                    sdyx += d as f64 * ((v - st[ch]) * inv[ch]) as f64;
+                }
+            }
+            (sdy as f32, sdyx as f32)
+        })
+        .collect();
+    let m = (n * hw) as f32;
+    let mut dx = vec![0f32; n * c * hw];
+    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+        let ch = plane % c;
+        let (sdy, sdyx) = sums[ch];
+        let k = g[ch] * inv[ch] / m;
+        let r = plane * hw..(plane + 1) * hw;
+        for ((o, &d), &v) in o.iter_mut().zip(&dys[r.clone()]).zip(&xs[r]) {
+            let x_hat = (v - st[ch]) * inv[ch];
+            *o = k * (m * d - sdy - x_hat * sdyx);
+        }
+    });
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+    (
+        tensor(dx, vec![n, c, h, w]),
+        tensor(dgamma, vec![c]),
+        tensor(dbeta, vec![c]),
+    )
+}
+
+/// [`stats`] on an autodiff tensor: a constant of the graph.
+pub fn stats_autodiff<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    <Autodiff<Flex, C> as AutodiffBackend>::from_inner(stats(x.primitive()))
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 4> for BatchNormBackward {
+    /// x, stats and gamma as checkpointed nodes, and eps.
+    type State = (NodeId, NodeId, NodeId, f32);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, _stats, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, stats, gamma, eps) = ops.state;
+        let x: FlexTensor = ckpt.retrieve_node_output(x);
+        let stats: FlexTensor = ckpt.retrieve_node_output(stats);
+        let gamma: FlexTensor = ckpt.retrieve_node_output(gamma);
+        let (dx, dgamma, dbeta) = backward(&x, &stats, &gamma, &dy, eps);
+        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// [`forward`] with [`backward`] recorded for autodiff.
+pub fn train_autodiff<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    stats: FloatTensor<Autodiff<Flex, C>>,
+    gamma: FloatTensor<Autodiff<Flex, C>>,
+    beta: FloatTensor<Autodiff<Flex, C>>,
+    eps: f32,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let out = forward(
+        x.primitive(),
+        stats.primitive(),
+        gamma.primitive(),
+        beta.primitive(),
+        eps,
+    );
+    let nodes = [x.node(), stats.node(), gamma.node(), beta.node()];
+    match BatchNormBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = (
+                prep.checkpoint(&x),
+                prep.checkpoint(&stats),
+                prep.checkpoint(&gamma),
+                eps,
+            );
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}

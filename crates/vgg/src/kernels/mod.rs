@@ -1,0 +1,95 @@
+//! Our own CPU kernels for flex, through burn 0.22's backend extension: custom operations with a
+//! hand-written backward, routed for `Flex` and `Autodiff<Flex>`. Other devices use burn's
+//! generic operations ([`supported`] says which path a device takes).
+//!
+//! - [`batch_norm`]: BatchNorm in training, fused: one pass for the batch statistics, one to
+//!   normalise, scale and shift; the backward in two passes (PyTorch's formula).
+
+pub mod batch_norm;
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::tensor::{Device, Tensor};
+
+/// The operations this crate implements itself.
+#[backend_extension(Flex, Autodiff)]
+pub trait VggKernels: Backend {
+    /// Per-channel mean and biased variance of `x` `[N, C, H, W]`, as `[2, C]`; no gradient.
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `gamma * (x - mean) / sqrt(var + eps) + beta` with `stats` = [`VggKernels::bn_stats`]
+    /// of `x`; differentiable in `x`, `gamma` and `beta` (the statistics' own dependence on `x`
+    /// included, as BatchNorm's backward).
+    fn bn_train(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self>;
+}
+
+impl VggKernels for Flex {
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        batch_norm::stats(&x)
+    }
+
+    fn bn_train(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        batch_norm::forward(&x, &stats, &gamma, &beta, eps)
+    }
+}
+
+impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
+    fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        batch_norm::stats_autodiff::<C>(x)
+    }
+
+    fn bn_train(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        batch_norm::train_autodiff::<C>(x, stats, gamma, beta, eps)
+    }
+}
+
+/// Whether `device` runs our kernels (flex, with or without autodiff); `VGG_GENERIC_KERNELS=1`
+/// turns them off, for comparisons.
+pub fn supported(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    ) && std::env::var_os("VGG_GENERIC_KERNELS").is_none_or(|v| v == "0")
+}
+
+/// [`VggKernels::bn_stats`] on a tensor: `[N, C, H, W] -> [2, C]` (mean; biased variance).
+pub fn batch_norm_stats(x: Tensor<4>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::bn_stats(
+        x.detach().into_dispatch(),
+    ))
+}
+
+/// [`VggKernels::bn_train`] on tensors: `[N, C, H, W] -> [N, C, H, W]`.
+pub fn batch_norm_train(
+    x: Tensor<4>,
+    stats: Tensor<2>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::bn_train(
+        x.into_dispatch(),
+        stats.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps as f32,
+    ))
+}
