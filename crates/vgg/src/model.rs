@@ -104,7 +104,13 @@ impl ConvBlock {
     /// [`ConvBlock::forward`]; in training, a BatchNorm's batch statistics go to `stats` when
     /// given (for the caller to fold into the running statistics) instead of being folded now.
     fn forward_with(&self, x: Tensor<4>, stats: Option<&mut Vec<BatchStats>>) -> Tensor<4> {
-        let x = self.conv.forward(x);
+        let x = match &self.conv.bias {
+            // Our kernel (flex): the same convolution with a faster weight gradient.
+            Some(bias) if crate::kernels::supported(&x.device()) => {
+                crate::kernels::conv_same(x, self.conv.weight.val(), bias.val())
+            }
+            _ => self.conv.forward(x),
+        };
         let x = match &self.bn {
             Some(bn) if x.device().is_autodiff() && bn.training.is_enabled() => {
                 let (out, batch) = batch_norm_train(bn, x);

@@ -4,13 +4,16 @@
 //!
 //! - [`batch_norm`]: BatchNorm in training, fused: one pass for the batch statistics, one to
 //!   normalise, scale and shift; the backward in two passes (PyTorch's formula).
+//! - [`conv`]: VGG's convolutions (stride 1, same padding) with our weight gradient.
 
 pub mod batch_norm;
+pub mod conv;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
 use burn::backend::{Dispatch, DispatchDevice};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// The operations this crate implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -26,6 +29,13 @@ pub trait VggKernels: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f32,
+    ) -> FloatTensor<Self>;
+    /// `x [N, C_in, H, W]` convolved with `weight [C_out, C_in, k, k]` (k odd, stride 1,
+    /// padding k/2), plus `bias [C_out]`.
+    fn conv_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 }
 
@@ -43,6 +53,14 @@ impl VggKernels for Flex {
     ) -> FloatTensor<Self> {
         batch_norm::forward(&x, &stats, &gamma, &beta, eps)
     }
+
+    fn conv_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv::forward(x, weight, bias)
+    }
 }
 
 impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
@@ -59,6 +77,31 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         batch_norm::train_autodiff::<C>(x, stats, gamma, beta, eps)
     }
+
+    fn conv_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv::forward_autodiff::<C>(x, weight, bias)
+    }
+}
+
+/// The tensor's values, row-major.
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("a contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+pub(crate) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// Whether `device` runs our kernels (flex, with or without autodiff); `VGG_GENERIC_KERNELS=1`
@@ -91,5 +134,14 @@ pub fn batch_norm_train(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         eps as f32,
+    ))
+}
+
+/// [`VggKernels::conv_same`] on tensors: `[N, C_in, H, W] -> [N, C_out, H, W]`.
+pub fn conv_same(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::conv_same(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
     ))
 }

@@ -67,3 +67,50 @@ fn batch_norm_kernel_matches_the_generic_path() {
     }
     eprintln!("batch norm kernel: largest relative error {worst:e}");
 }
+
+#[test]
+fn conv_kernel_matches_the_generic_path() {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    let device = Device::flex().autodiff();
+    let mut worst = 0f32;
+    // [n, c_in, c_out, h, w, k]: odd sizes, batch 1, one channel, 1x1 maps and 1x1 kernels.
+    for [n, ci, co, h, w, k] in [
+        [1, 1, 1, 3, 3, 3],
+        [2, 3, 5, 7, 5, 3],
+        [1, 4, 6, 1, 1, 3],
+        [3, 5, 2, 9, 11, 1],
+        [2, 16, 8, 2, 2, 3],
+        [1, 2, 3, 13, 6, 5],
+    ] {
+        let x = random([n, ci, h, w], &device).require_grad();
+        let weight = random([co, ci, k, k], &device).require_grad();
+        let bias = random([co], &device).require_grad();
+        let dy = random([n, co, h, w], &device);
+        let p = k / 2;
+        let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+
+        let generic = conv2d(x.clone(), weight.clone(), Some(bias.clone()), options);
+        let g_grads = (generic.clone() * dy.clone()).sum().backward();
+        let ours = kernels::conv_same(x.clone(), weight.clone(), bias.clone());
+        let o_grads = (ours.clone() * dy).sum().backward();
+
+        let errs = [
+            max_err(ours, generic),
+            max_err(x.grad(&o_grads).unwrap(), x.grad(&g_grads).unwrap()),
+            max_err(
+                weight.grad(&o_grads).unwrap(),
+                weight.grad(&g_grads).unwrap(),
+            ),
+            max_err(bias.grad(&o_grads).unwrap(), bias.grad(&g_grads).unwrap()),
+        ];
+        for (what, e) in ["output", "dx", "dweight", "dbias"].iter().zip(errs) {
+            assert!(
+                e < 1e-4,
+                "{what} of n{n} {ci}->{co} {h}x{w} k{k}: relative error {e}"
+            );
+            worst = worst.max(e);
+        }
+    }
+    eprintln!("conv kernel: largest relative error {worst:e}");
+}
