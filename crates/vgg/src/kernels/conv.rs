@@ -93,16 +93,7 @@ fn weight_grad_in(x: &FlexTensor, dy: &FlexTensor, k: usize, budget: usize) -> F
         let s = chunk.min(n - start);
         let m = s * hw;
         im2col(&xv, [start, s, ci, h, w], k, &mut cols[..ckk * m]);
-        // dyt[o, (sample, y, x)] = dy[sample, o, y, x].
-        dyt[..co * m]
-            .par_chunks_mut(m)
-            .enumerate()
-            .for_each(|(o, out)| {
-                for i in 0..s {
-                    let src = &dv[((start + i) * co + o) * hw..((start + i) * co + o + 1) * hw];
-                    out[i * hw..(i + 1) * hw].copy_from_slice(src);
-                }
-            });
+        transpose_samples(&dv, [start, s, co, hw], &mut dyt[..co * m]);
         // dw [co, ckk] += dyt [co, m] x cols^T [m, ckk]
         // SAFETY: the pointers cover co*ckk, co*m and ckk*m floats with the strides given.
         unsafe {
@@ -218,6 +209,86 @@ pub fn forward_gemm(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> F
     tensor(out, vec![n, co, h, w])
 }
 
+/// The input gradient `dx [N, C_in, H, W]` by GEMM, for small maps: per chunk of samples
+/// `dcols [C_in k k, M] = W^T x dY [C_out, M]`, then col2im (each input pixel sums the k x k
+/// columns it fed).
+pub fn input_grad_gemm(dy: &FlexTensor, weight: &FlexTensor, x_shape: [usize; 4]) -> FlexTensor {
+    let [n, ci, h, w] = x_shape;
+    let k = kernel_size(weight);
+    let co = weight.layout().shape()[0];
+    let (hw, ckk, p) = (h * w, ci * k * k, k / 2);
+    let (dv, wv) = (values(dy), values(weight));
+    let chunk = (COLS_FLOATS / (ckk * hw)).clamp(1, n);
+    let mut dx = vec![0f32; n * ci * hw];
+    let mut dcols = vec![0f32; ckk * chunk * hw];
+    let mut dyt = vec![0f32; co * chunk * hw];
+    for start in (0..n).step_by(chunk) {
+        let s = chunk.min(n - start);
+        let m = s * hw;
+        transpose_samples(&dv, [start, s, co, hw], &mut dyt[..co * m]);
+        // SAFETY: the pointers cover ckk*m, co*ckk and co*m floats with the strides given.
+        unsafe {
+            gemm::gemm(
+                ckk,
+                m,
+                co,
+                dcols.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                wv.as_ptr(),
+                ckk as isize,
+                1,
+                dyt.as_ptr(),
+                1,
+                m as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        let planes = &mut dx[start * ci * hw..(start + s) * ci * hw];
+        planes
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let (i, c) = (plane / ci, plane % ci);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &dcols[(c * k * k + ky * k + kx) * m + i * hw..][..hw];
+                        for ys in 0..h {
+                            let yo = ys as isize - ky as isize + p as isize;
+                            if yo < 0 || yo >= h as isize {
+                                continue;
+                            }
+                            for xs in 0..w {
+                                let xo = xs as isize - kx as isize + p as isize;
+                                if xo >= 0 && xo < w as isize {
+                                    out[ys * w + xs] += row[yo as usize * w + xo as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+    tensor(dx, vec![n, ci, h, w])
+}
+
+/// `out[o, (i, pixel)] = v[start + i, o, pixel]` for the `s` samples from `start` of a
+/// `[N, C, HW]` tensor: channels first, so that one GEMM spans the samples.
+fn transpose_samples(v: &[f32], [start, s, c, hw]: [usize; 4], out: &mut [f32]) {
+    out.par_chunks_mut(s * hw).enumerate().for_each(|(o, out)| {
+        for i in 0..s {
+            let src = &v[((start + i) * c + o) * hw..((start + i) * c + o + 1) * hw];
+            out[i * hw..(i + 1) * hw].copy_from_slice(src);
+        }
+    });
+}
+
 #[derive(Debug)]
 struct ConvBackward;
 
@@ -238,7 +309,13 @@ impl Backward<Flex, 3> for ConvBackward {
             grads.register::<Flex>(node.id, weight_grad(&x, &dy, k));
         }
         if let Some(node) = node_x {
-            let dx = Flex::conv2d_x_backward(x, weight, dy, options(k));
+            let shape = x.layout().shape();
+            let dims = [shape[0], shape[1], shape[2], shape[3]];
+            let dx = if dims[2] * dims[3] <= SMALL_MAP {
+                input_grad_gemm(&dy, &weight, dims)
+            } else {
+                Flex::conv2d_x_backward(x, weight, dy, options(k))
+            };
             grads.register::<Flex>(node.id, dx);
         }
     }
@@ -288,6 +365,28 @@ mod tests {
             let b = tensor(wave(co, 1.1), vec![co]);
             let ours = values(&forward_gemm(&x, &wt, &b)).to_vec();
             let flex = values(&forward_flex(x, wt, b)).to_vec();
+            assert_eq!(ours.len(), flex.len());
+            for (a, b) in ours.iter().zip(&flex) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
+
+    /// Our GEMM + col2im input gradient against flex's (a transposed convolution).
+    #[test]
+    fn gemm_input_gradient_matches_flex() {
+        for [n, ci, co, h, w, k] in [
+            [2, 3, 4, 5, 7, 3],
+            [1, 1, 2, 1, 1, 3],
+            [3, 4, 2, 2, 2, 3],
+            [1, 2, 3, 4, 3, 5],
+            [2, 3, 2, 3, 3, 1],
+        ] {
+            let dy = tensor(wave(n * co * h * w, 0.29), vec![n, co, h, w]);
+            let wt = tensor(wave(co * ci * k * k, 0.23), vec![co, ci, k, k]);
+            let x = tensor(vec![0.0; n * ci * h * w], vec![n, ci, h, w]);
+            let ours = values(&input_grad_gemm(&dy, &wt, [n, ci, h, w])).to_vec();
+            let flex = values(&Flex::conv2d_x_backward(x, wt, dy, options(k))).to_vec();
             assert_eq!(ours.len(), flex.len());
             for (a, b) in ours.iter().zip(&flex) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
