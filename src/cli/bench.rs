@@ -43,6 +43,10 @@ pub struct Args {
     /// backward time of that layer alone, for the chosen (or first standard) workload.
     #[arg(long)]
     pub profile: bool,
+    /// burn's generic BatchNorm and convolution instead of our flex kernels (as
+    /// VGG_GENERIC_KERNELS=1), to measure what the kernels bring.
+    #[arg(long)]
+    pub generic: bool,
     /// Internal: run one workload (JSON) in this process and print its row.
     #[arg(long, hide = true)]
     pub one: Option<String>,
@@ -349,6 +353,10 @@ fn workloads(args: &Args) -> Vec<Workload> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.generic {
+        // SAFETY: set before any tensor work starts a thread; read by vgg::kernels::supported.
+        unsafe { std::env::set_var("VGG_GENERIC_KERNELS", "1") };
+    }
     if args.profile {
         // The one workload asked for, or VGG-16 inference at batch 8.
         let all = workloads(&args);
@@ -381,6 +389,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for w in &workloads {
         let out = std::process::Command::new(&exe)
             .args(["bench", "--one", &serde_json::to_string(w)?])
+            .env("VGG_GENERIC_KERNELS", if args.generic { "1" } else { "0" })
             .output()?;
         anyhow::ensure!(
             out.status.success(),

@@ -419,6 +419,7 @@ impl Vgg {
             // [N, C, H, W] -> [N, C, H, W]
             Layer::Lrn => self.lrn.forward(x),
             // [N, C, H, W] -> [N, C, H/2, W/2]
+            Layer::Pool if crate::kernels::supported(&x.device()) => crate::kernels::max_pool2x2(x),
             Layer::Pool => self.pool.forward(x),
             Layer::Conv3(_) | Layer::Conv1(_) => unreachable!("convolutions have weights"),
         }

@@ -15,6 +15,7 @@ use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::{Autodiff, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
+use super::tiled::{self, Geometry};
 use super::{tensor, values};
 
 /// Floats of im2col matrix built at once (64 MiB).
@@ -32,17 +33,31 @@ fn kernel_size(weight: &FlexTensor) -> usize {
     s[2]
 }
 
-/// Maps of at most this many pixels take our forward ([`forward_gemm`]): on VGG's 2x2 maps
-/// (32x32 inputs) it runs 3x faster than flex's, on 8x8 and larger flex's is faster.
+/// Maps of at most this many pixels go through one GEMM over many samples
+/// ([`forward_gemm`], [`weight_grad`], [`input_grad_gemm`]); larger ones tile by tile
+/// ([`super::tiled`]).
 const SMALL_MAP: usize = 16;
+
+fn geometry(x: &FlexTensor, weight: &FlexTensor) -> Geometry {
+    let (xs, ws) = (x.layout().shape(), weight.layout().shape());
+    Geometry {
+        n: xs[0],
+        ci: xs[1],
+        co: ws[0],
+        h: xs[2],
+        w: xs[3],
+        k: kernel_size(weight),
+    }
+}
 
 /// `x [N, C_in, H, W]` * `weight [C_out, C_in, k, k]` + `bias [C_out]`.
 pub fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-    let s = x.layout().shape();
-    if s[2] * s[3] <= SMALL_MAP {
+    let g = geometry(&x, &weight);
+    if g.h * g.w <= SMALL_MAP {
         forward_gemm(&x, &weight, &bias)
     } else {
-        forward_flex(x, weight, bias)
+        let y = tiled::forward(&values(&x), &values(&weight), &values(&bias), g);
+        tensor(y, vec![g.n, g.co, g.h, g.w])
     }
 }
 
@@ -73,12 +88,18 @@ pub fn bias_grad(dy: &FlexTensor) -> FlexTensor {
 }
 
 /// The weight gradient `dW [C_out, C_in, k, k]` of `x [N, C_in, H, W]` and `dy [N, C_out, H, W]`.
-pub fn weight_grad(x: &FlexTensor, dy: &FlexTensor, k: usize) -> FlexTensor {
-    weight_grad_in(x, dy, k, COLS_FLOATS)
+pub fn weight_grad(x: &FlexTensor, dy: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
+    let g = geometry(x, weight);
+    if g.h * g.w <= SMALL_MAP {
+        weight_grad_chunked(x, dy, g.k, COLS_FLOATS)
+    } else {
+        let dw = tiled::weight_grad(&values(x), &values(dy), g);
+        tensor(dw, vec![g.co, g.ci, g.k, g.k])
+    }
 }
 
 /// [`weight_grad`] with im2col chunks of at most `budget` floats (at least one sample).
-fn weight_grad_in(x: &FlexTensor, dy: &FlexTensor, k: usize, budget: usize) -> FlexTensor {
+pub fn weight_grad_chunked(x: &FlexTensor, dy: &FlexTensor, k: usize, budget: usize) -> FlexTensor {
     let xs = x.layout().shape();
     let (n, ci, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let co = dy.layout().shape()[1];
@@ -301,12 +322,11 @@ impl Backward<Flex, 3> for ConvBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let x: FlexTensor = ckpt.retrieve_node_output(ops.state.0);
         let weight: FlexTensor = ckpt.retrieve_node_output(ops.state.1);
-        let k = kernel_size(&weight);
         if let Some(node) = node_b {
             grads.register::<Flex>(node.id, bias_grad(&dy));
         }
         if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, weight_grad(&x, &dy, k));
+            grads.register::<Flex>(node.id, weight_grad(&x, &dy, &weight));
         }
         if let Some(node) = node_x {
             let shape = x.layout().shape();
@@ -314,7 +334,11 @@ impl Backward<Flex, 3> for ConvBackward {
             let dx = if dims[2] * dims[3] <= SMALL_MAP {
                 input_grad_gemm(&dy, &weight, dims)
             } else {
-                Flex::conv2d_x_backward(x, weight, dy, options(k))
+                let g = geometry(&x, &weight);
+                tensor(
+                    tiled::input_grad(&values(&dy), &values(&weight), g),
+                    dims.to_vec(),
+                )
             };
             grads.register::<Flex>(node.id, dx);
         }
@@ -400,8 +424,8 @@ mod tests {
         let (n, ci, co, h, w) = (3, 2, 4, 5, 6);
         let x = tensor(wave(n * ci * h * w, 0.37), vec![n, ci, h, w]);
         let dy = tensor(wave(n * co * h * w, 0.11), vec![n, co, h, w]);
-        let whole = values(&weight_grad_in(&x, &dy, 3, usize::MAX)).to_vec();
-        let chunked = values(&weight_grad_in(&x, &dy, 3, 1)).to_vec();
+        let whole = values(&weight_grad_chunked(&x, &dy, 3, usize::MAX)).to_vec();
+        let chunked = values(&weight_grad_chunked(&x, &dy, 3, 1)).to_vec();
         assert_eq!(whole.len(), co * ci * 9);
         for (a, b) in whole.iter().zip(&chunked) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");

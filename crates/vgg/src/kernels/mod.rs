@@ -4,10 +4,15 @@
 //!
 //! - [`batch_norm`]: BatchNorm in training, fused: one pass for the batch statistics, one to
 //!   normalise, scale and shift; the backward in two passes (PyTorch's formula).
-//! - [`conv`]: VGG's convolutions (stride 1, same padding) with our weight gradient.
+//! - [`conv`]: VGG's convolutions (stride 1, same padding): forward, input and weight gradients
+//!   by im2col + GEMM, over many samples at once on small maps, tile by tile ([`tiled`]) on
+//!   larger ones.
+//! - [`pool`]: 2x2 max pooling that keeps its winners for the backward.
 
 pub mod batch_norm;
 pub mod conv;
+pub mod pool;
+pub mod tiled;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
@@ -37,6 +42,8 @@ pub trait VggKernels: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// 2x2 max pooling, stride 2: `[N, C, H, W] -> [N, C, H/2, W/2]`.
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl VggKernels for Flex {
@@ -61,6 +68,10 @@ impl VggKernels for Flex {
     ) -> FloatTensor<Self> {
         conv::forward(x, weight, bias)
     }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::forward(&x).0
+    }
 }
 
 impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
@@ -84,6 +95,10 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         conv::forward_autodiff::<C>(x, weight, bias)
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::forward_autodiff::<C>(x)
     }
 }
 
@@ -144,4 +159,9 @@ pub fn conv_same(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> 
         weight.into_dispatch(),
         bias.into_dispatch(),
     ))
+}
+
+/// [`VggKernels::max_pool2x2`] on a tensor: `[N, C, H, W] -> [N, C, H/2, W/2]`.
+pub fn max_pool2x2(x: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::max_pool2x2(x.into_dispatch()))
 }

@@ -1,0 +1,233 @@
+//! Convolution by im2col + GEMM one tile at a time, for maps larger than a few pixels: a tile is
+//! a band of output rows of one sample, whose im2col matrix (`C_in k k` x `rows W`, at most
+//! [`TILE_FLOATS`]) stays in cache while its GEMM reads it. Tiles run in parallel (one
+//! single-threaded GEMM each) when there are enough of them; otherwise one by one with a
+//! parallel GEMM. The weight gradient sums per-thread accumulators; the input gradient is a
+//! forward convolution with the rotated, transposed kernel.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Floats of one tile's im2col matrix (1 MiB).
+const TILE_FLOATS: usize = 1 << 18;
+
+/// `[N, C, H, W]` and the kernel side.
+#[derive(Clone, Copy)]
+pub struct Geometry {
+    pub n: usize,
+    pub ci: usize,
+    pub co: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+}
+
+impl Geometry {
+    fn ckk(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+
+    /// (sample, first row, rows) of every tile.
+    fn tiles(&self) -> Vec<(usize, usize, usize)> {
+        let rows = (TILE_FLOATS / (self.ckk() * self.w)).clamp(1, self.h);
+        (0..self.n)
+            .flat_map(|i| {
+                (0..self.h)
+                    .step_by(rows)
+                    .map(move |y| (i, y, rows.min(self.h - y)))
+            })
+            .collect()
+    }
+
+    /// Tiles in parallel (single-threaded GEMMs) when there are enough for every thread.
+    fn parallel_tiles(&self, tiles: usize) -> bool {
+        tiles >= 2 * rayon::current_num_threads()
+    }
+}
+
+/// A pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes a region no other task touches (see the callers).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// `dst[m x n] (+)= lhs[m x k] x rhs[k x n]`, row stride `dst_rs`, column stride 1.
+///
+/// # Safety
+/// The pointers must cover the matrices their strides describe.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    par: Parallelism,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `cols[(c, ky, kx), (y - y0, x)] = x[c, y + ky - p, x + kx - p]` (0 outside) for the output
+/// rows `y0 .. y0 + rows` of one sample `x` `[C, H, W]`.
+fn im2col(x: &[f32], g: &Geometry, y0: usize, rows: usize, cols: &mut [f32]) {
+    let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
+    for (r, out) in cols.chunks_mut(rows * w).enumerate().take(g.ckk()) {
+        let (c, ky, kx) = (r / (k * k), r / k % k, r % k);
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        let lo = p.saturating_sub(kx).min(w);
+        let hi = (w + p).saturating_sub(kx).min(w).max(lo);
+        for (t, line) in out.chunks_mut(w).enumerate() {
+            let sy = (y0 + t) as isize + ky as isize - p as isize;
+            if sy < 0 || sy >= h as isize {
+                line.fill(0.0);
+                continue;
+            }
+            let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+            line[..lo].fill(0.0);
+            line[hi..].fill(0.0);
+            let off = kx as isize - p as isize;
+            line[lo..hi]
+                .copy_from_slice(&src[(lo as isize + off) as usize..(hi as isize + off) as usize]);
+        }
+    }
+}
+
+/// `y [N, C_out, H, W] = W x cols + bias`.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry) -> Vec<f32> {
+    let (hw, ckk, co) = (g.h * g.w, g.ckk(), g.co);
+    let mut out = vec![0f32; g.n * co * hw];
+    let dst = Shared(out.as_mut_ptr());
+    let tiles = g.tiles();
+    let one = |cols: &mut Vec<f32>, &(i, y0, rows): &(usize, usize, usize), par| {
+        let len = rows * g.w;
+        im2col(&x[i * g.ci * hw..(i + 1) * g.ci * hw], &g, y0, rows, cols);
+        let tile = dst;
+        // SAFETY: this tile's columns y0*w .. y0*w + len of sample i's [C_out, HW] block are
+        // written by this task alone; cols holds ckk x len floats, weight co x ckk.
+        unsafe {
+            let base = tile.0.add(i * co * hw + y0 * g.w);
+            sgemm(
+                [co, len, ckk],
+                base,
+                hw,
+                false,
+                (weight.as_ptr(), ckk, 1),
+                (cols.as_ptr(), len, 1),
+                par,
+            );
+            for (c, &b) in bias.iter().enumerate() {
+                for v in std::slice::from_raw_parts_mut(base.add(c * hw), len) {
+                    *v += b;
+                }
+            }
+        }
+    };
+    let buffer = || vec![0f32; TILE_FLOATS.max(ckk * g.w)];
+    if g.parallel_tiles(tiles.len()) {
+        tiles
+            .par_iter()
+            .for_each_init(buffer, |cols, t| one(cols, t, Parallelism::None));
+    } else {
+        let mut cols = buffer();
+        tiles
+            .iter()
+            .for_each(|t| one(&mut cols, t, Parallelism::Rayon(0)));
+    }
+    out
+}
+
+/// `dW [C_out, C_in k k] = sum over tiles of dY_tile x cols_tile^T`.
+pub fn weight_grad(x: &[f32], dy: &[f32], g: Geometry) -> Vec<f32> {
+    let (hw, ckk, co) = (g.h * g.w, g.ckk(), g.co);
+    let tiles = g.tiles();
+    let one =
+        |cols: &mut Vec<f32>, dw: &mut Vec<f32>, &(i, y0, rows): &(usize, usize, usize), par| {
+            let len = rows * g.w;
+            im2col(&x[i * g.ci * hw..(i + 1) * g.ci * hw], &g, y0, rows, cols);
+            // SAFETY: dy's tile is co rows of len floats at stride hw; cols^T is len x ckk read
+            // with row stride 1 and column stride len; dw is co x ckk.
+            unsafe {
+                sgemm(
+                    [co, ckk, len],
+                    dw.as_mut_ptr(),
+                    ckk,
+                    true,
+                    (dy.as_ptr().add(i * co * hw + y0 * g.w), hw, 1),
+                    (cols.as_ptr(), 1, len),
+                    par,
+                );
+            }
+        };
+    let buffer = || vec![0f32; TILE_FLOATS.max(ckk * g.w)];
+    if g.parallel_tiles(tiles.len()) {
+        tiles
+            .par_iter()
+            .fold(
+                || (buffer(), vec![0f32; co * ckk]),
+                |(mut cols, mut dw), t| {
+                    one(&mut cols, &mut dw, t, Parallelism::None);
+                    (cols, dw)
+                },
+            )
+            .map(|(_, dw)| dw)
+            .reduce(
+                || vec![0f32; co * ckk],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            )
+    } else {
+        let (mut cols, mut dw) = (buffer(), vec![0f32; co * ckk]);
+        tiles
+            .iter()
+            .for_each(|t| one(&mut cols, &mut dw, t, Parallelism::Rayon(0)));
+        dw
+    }
+}
+
+/// `dx [N, C_in, H, W]`: for stride 1 and same padding, the input gradient is the forward
+/// convolution of `dy` with the kernel transposed (`C_out` <-> `C_in`) and rotated 180 degrees:
+/// `dx[c, y, x] = sum_o,ky,kx dy[o, y - ky + p, x - kx + p] W[o, c, ky, kx]`.
+pub fn input_grad(dy: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
+    let kk = g.k * g.k;
+    let mut rotated = vec![0f32; weight.len()];
+    for o in 0..g.co {
+        for c in 0..g.ci {
+            for t in 0..kk {
+                rotated[(c * g.co + o) * kk + (kk - 1 - t)] = weight[(o * g.ci + c) * kk + t];
+            }
+        }
+    }
+    let transposed = Geometry {
+        ci: g.co,
+        co: g.ci,
+        ..g
+    };
+    forward(dy, &rotated, &vec![0.0; g.ci], transposed)
+}
