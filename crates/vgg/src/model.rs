@@ -104,9 +104,12 @@ impl ConvBlock {
     /// [`ConvBlock::forward`]; in training, a BatchNorm's batch statistics go to `stats` when
     /// given (for the caller to fold into the running statistics) instead of being folded now.
     fn forward_with(&self, x: Tensor<4>, stats: Option<&mut Vec<BatchStats>>) -> Tensor<4> {
-        let x = match &self.conv.bias {
-            // Our kernel (flex): the same convolution with a faster weight gradient.
-            Some(bias) if crate::kernels::supported(&x.device()) => {
+        let x = match (&self.conv.bias, &self.bn) {
+            // Our kernels (flex); without BatchNorm the ReLU is fused into the convolution.
+            (Some(bias), None) if crate::kernels::supported(&x.device()) => {
+                return crate::kernels::conv_same_relu(x, self.conv.weight.val(), bias.val());
+            }
+            (Some(bias), _) if crate::kernels::supported(&x.device()) => {
                 crate::kernels::conv_same(x, self.conv.weight.val(), bias.val())
             }
             _ => self.conv.forward(x),

@@ -50,13 +50,13 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor) -> Geometry {
     }
 }
 
-/// `x [N, C_in, H, W]` * `weight [C_out, C_in, k, k]` + `bias [C_out]`.
-pub fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+/// `x [N, C_in, H, W]` * `weight [C_out, C_in, k, k]` + `bias [C_out]`, then ReLU when `relu`.
+pub fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, relu: bool) -> FlexTensor {
     let g = geometry(&x, &weight);
     if g.h * g.w <= SMALL_MAP {
-        forward_gemm(&x, &weight, &bias)
+        forward_gemm(&x, &weight, &bias, relu)
     } else {
-        let y = tiled::forward(&values(&x), &values(&weight), &values(&bias), g);
+        let y = tiled::forward(&values(&x), &values(&weight), &values(&bias), g, relu);
         tensor(y, vec![g.n, g.co, g.h, g.w])
     }
 }
@@ -179,7 +179,12 @@ fn im2col(xv: &[f32], [start, s, ci, h, w]: [usize; 5], k: usize, cols: &mut [f3
 
 /// Our forward: per chunk of samples, im2col then one GEMM `Y [C_out, M] = W [C_out, C_in k k]
 /// x cols [C_in k k, M]`, written back as `[N, C_out, H, W]` with the bias added.
-pub fn forward_gemm(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTensor {
+pub fn forward_gemm(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    relu: bool,
+) -> FlexTensor {
     let k = kernel_size(weight);
     let xs = x.layout().shape();
     let (n, ci, h, w) = (xs[0], xs[1], xs[2], xs[3]);
@@ -223,7 +228,11 @@ pub fn forward_gemm(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> F
             let (i, c) = (plane / co, plane % co);
             let src = &yt[c * m + i * hw..c * m + (i + 1) * hw];
             for (o, &v) in o.iter_mut().zip(src) {
-                *o = v + bv[c];
+                *o = if relu {
+                    (v + bv[c]).max(0.0)
+                } else {
+                    v + bv[c]
+                };
             }
         });
     }
@@ -314,12 +323,27 @@ fn transpose_samples(v: &[f32], [start, s, c, hw]: [usize; 4], out: &mut [f32]) 
 struct ConvBackward;
 
 impl Backward<Flex, 3> for ConvBackward {
-    /// x and weight as checkpointed nodes.
-    type State = (NodeId, NodeId);
+    /// x and weight as checkpointed nodes, and the output when a ReLU was fused.
+    type State = (NodeId, NodeId, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
+        let mut dy = grads.consume::<Flex>(&ops.node);
+        if let Some(out) = &ops.state.2 {
+            // ReLU's backward: the gradient passes where the output is positive.
+            let (d, o) = (values(&dy), values(out));
+            let mut masked = d.to_vec();
+            masked
+                .par_chunks_mut(1 << 14)
+                .zip(o.par_chunks(1 << 14))
+                .for_each(|(m, o)| {
+                    m.iter_mut()
+                        .zip(o)
+                        .filter(|(_, o)| **o <= 0.0)
+                        .for_each(|(m, _)| *m = 0.0)
+                });
+            dy = tensor(masked, out.layout().shape().to_vec());
+        }
         let x: FlexTensor = ckpt.retrieve_node_output(ops.state.0);
         let weight: FlexTensor = ckpt.retrieve_node_output(ops.state.1);
         if let Some(node) = node_b {
@@ -350,16 +374,19 @@ pub fn forward_autodiff<C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<Flex, C>>,
     weight: FloatTensor<Autodiff<Flex, C>>,
     bias: FloatTensor<Autodiff<Flex, C>>,
+    relu: bool,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let out = forward(
         x.primitive().clone(),
         weight.primitive().clone(),
         bias.primitive().clone(),
+        relu,
     );
     let nodes = [x.node(), weight.node(), bias.node()];
     match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+            let kept = relu.then(|| out.clone());
+            let state = (prep.checkpoint(&x), prep.checkpoint(&weight), kept);
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),
@@ -387,7 +414,7 @@ mod tests {
             let x = tensor(wave(n * ci * h * w, 0.37), vec![n, ci, h, w]);
             let wt = tensor(wave(co * ci * k * k, 0.23), vec![co, ci, k, k]);
             let b = tensor(wave(co, 1.1), vec![co]);
-            let ours = values(&forward_gemm(&x, &wt, &b)).to_vec();
+            let ours = values(&forward_gemm(&x, &wt, &b, false)).to_vec();
             let flex = values(&forward_flex(x, wt, b)).to_vec();
             assert_eq!(ours.len(), flex.len());
             for (a, b) in ours.iter().zip(&flex) {

@@ -42,6 +42,12 @@ pub trait VggKernels: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// [`VggKernels::conv_same`] followed by ReLU, in one pass.
+    fn conv_same_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// 2x2 max pooling, stride 2: `[N, C, H, W] -> [N, C, H/2, W/2]`.
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
@@ -66,7 +72,15 @@ impl VggKernels for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        conv::forward(x, weight, bias)
+        conv::forward(x, weight, bias, false)
+    }
+
+    fn conv_same_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv::forward(x, weight, bias, true)
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -94,7 +108,15 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        conv::forward_autodiff::<C>(x, weight, bias)
+        conv::forward_autodiff::<C>(x, weight, bias, false)
+    }
+
+    fn conv_same_relu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        conv::forward_autodiff::<C>(x, weight, bias, true)
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -164,4 +186,13 @@ pub fn conv_same(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> 
 /// [`VggKernels::max_pool2x2`] on a tensor: `[N, C, H, W] -> [N, C, H/2, W/2]`.
 pub fn max_pool2x2(x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as VggKernels>::max_pool2x2(x.into_dispatch()))
+}
+
+/// [`VggKernels::conv_same_relu`] on tensors: `[N, C_in, H, W] -> [N, C_out, H, W]`.
+pub fn conv_same_relu(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::conv_same_relu(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
 }

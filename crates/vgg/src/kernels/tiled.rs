@@ -117,8 +117,8 @@ fn im2col(x: &[f32], g: &Geometry, y0: usize, rows: usize, cols: &mut [f32]) {
     }
 }
 
-/// `y [N, C_out, H, W] = W x cols + bias`.
-pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry) -> Vec<f32> {
+/// `y [N, C_out, H, W] = W x cols + bias`, then `max(y, 0)` when `relu`.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, relu: bool) -> Vec<f32> {
     let (hw, ckk, co) = (g.h * g.w, g.ckk(), g.co);
     let mut out = vec![0f32; g.n * co * hw];
     let dst = Shared(out.as_mut_ptr());
@@ -141,8 +141,11 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry) -> Vec<f32>
                 par,
             );
             for (c, &b) in bias.iter().enumerate() {
-                for v in std::slice::from_raw_parts_mut(base.add(c * hw), len) {
-                    *v += b;
+                let row = std::slice::from_raw_parts_mut(base.add(c * hw), len);
+                if relu {
+                    row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+                } else {
+                    row.iter_mut().for_each(|v| *v += b);
                 }
             }
         }
@@ -229,5 +232,5 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
         co: g.ci,
         ..g
     };
-    forward(dy, &rotated, &vec![0.0; g.ci], transposed)
+    forward(dy, &rotated, &vec![0.0; g.ci], transposed, false)
 }
