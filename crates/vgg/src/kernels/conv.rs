@@ -15,7 +15,7 @@ use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::{Autodiff, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
-use super::tiled::{self, Geometry};
+use super::tiled::{self, Geometry, sgemm};
 use super::{tensor, values};
 
 /// Floats of im2col matrix built at once (64 MiB).
@@ -118,25 +118,13 @@ pub fn weight_grad_chunked(x: &FlexTensor, dy: &FlexTensor, k: usize, budget: us
         // dw [co, ckk] += dyt [co, m] x cols^T [m, ckk]
         // SAFETY: the pointers cover co*ckk, co*m and ckk*m floats with the strides given.
         unsafe {
-            gemm::gemm(
-                co,
-                ckk,
-                m,
+            sgemm(
+                [co, ckk, m],
                 dw.as_mut_ptr(),
-                1,
-                ckk as isize,
+                ckk,
                 start > 0,
-                dyt.as_ptr(),
-                1,
-                m as isize,
-                cols.as_ptr(),
-                m as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                (dyt.as_ptr(), m, 1),
+                (cols.as_ptr(), 1, m),
                 gemm::Parallelism::Rayon(0),
             );
         }
@@ -201,25 +189,13 @@ pub fn forward_gemm(
         im2col(&xv, [start, s, ci, h, w], k, &mut cols[..ckk * m]);
         // SAFETY: the pointers cover co*m, co*ckk and ckk*m floats with the strides given.
         unsafe {
-            gemm::gemm(
-                co,
-                m,
-                ckk,
+            sgemm(
+                [co, m, ckk],
                 yt.as_mut_ptr(),
-                1,
-                m as isize,
+                m,
                 false,
-                wv.as_ptr(),
-                1,
-                ckk as isize,
-                cols.as_ptr(),
-                1,
-                m as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+                (wv.as_ptr(), ckk, 1),
+                (cols.as_ptr(), m, 1),
                 gemm::Parallelism::Rayon(0),
             );
         }
@@ -258,25 +234,13 @@ pub fn input_grad_gemm(dy: &FlexTensor, weight: &FlexTensor, x_shape: [usize; 4]
         transpose_samples(&dv, [start, s, co, hw], &mut dyt[..co * m]);
         // SAFETY: the pointers cover ckk*m, co*ckk and co*m floats with the strides given.
         unsafe {
-            gemm::gemm(
-                ckk,
-                m,
-                co,
+            sgemm(
+                [ckk, m, co],
                 dcols.as_mut_ptr(),
-                1,
-                m as isize,
+                m,
                 false,
-                wv.as_ptr(),
-                ckk as isize,
-                1,
-                dyt.as_ptr(),
-                1,
-                m as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+                (wv.as_ptr(), 1, ckk),
+                (dyt.as_ptr(), m, 1),
                 gemm::Parallelism::Rayon(0),
             );
         }

@@ -57,7 +57,7 @@ unsafe impl Sync for Shared {}
 /// # Safety
 /// The pointers must cover the matrices their strides describe.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
+pub(super) unsafe fn sgemm(
     [m, n, k]: [usize; 3],
     dst: *mut f32,
     dst_rs: usize,
