@@ -99,7 +99,7 @@ pub fn weight_grad(x: &FlexTensor, dy: &FlexTensor, weight: &FlexTensor) -> Flex
 }
 
 /// [`weight_grad`] with im2col chunks of at most `budget` floats (at least one sample).
-pub fn weight_grad_chunked(x: &FlexTensor, dy: &FlexTensor, k: usize, budget: usize) -> FlexTensor {
+fn weight_grad_chunked(x: &FlexTensor, dy: &FlexTensor, k: usize, budget: usize) -> FlexTensor {
     let xs = x.layout().shape();
     let (n, ci, h, w) = (xs[0], xs[1], xs[2], xs[3]);
     let co = dy.layout().shape()[1];
@@ -215,63 +215,6 @@ pub fn forward_gemm(
     tensor(out, vec![n, co, h, w])
 }
 
-/// The input gradient `dx [N, C_in, H, W]` by GEMM, for small maps: per chunk of samples
-/// `dcols [C_in k k, M] = W^T x dY [C_out, M]`, then col2im (each input pixel sums the k x k
-/// columns it fed).
-pub fn input_grad_gemm(dy: &FlexTensor, weight: &FlexTensor, x_shape: [usize; 4]) -> FlexTensor {
-    let [n, ci, h, w] = x_shape;
-    let k = kernel_size(weight);
-    let co = weight.layout().shape()[0];
-    let (hw, ckk, p) = (h * w, ci * k * k, k / 2);
-    let (dv, wv) = (values(dy), values(weight));
-    let chunk = (COLS_FLOATS / (ckk * hw)).clamp(1, n);
-    let mut dx = vec![0f32; n * ci * hw];
-    let mut dcols = vec![0f32; ckk * chunk * hw];
-    let mut dyt = vec![0f32; co * chunk * hw];
-    for start in (0..n).step_by(chunk) {
-        let s = chunk.min(n - start);
-        let m = s * hw;
-        transpose_samples(&dv, [start, s, co, hw], &mut dyt[..co * m]);
-        // SAFETY: the pointers cover ckk*m, co*ckk and co*m floats with the strides given.
-        unsafe {
-            sgemm(
-                [ckk, m, co],
-                dcols.as_mut_ptr(),
-                m,
-                false,
-                (wv.as_ptr(), 1, ckk),
-                (dyt.as_ptr(), m, 1),
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-        let planes = &mut dx[start * ci * hw..(start + s) * ci * hw];
-        planes
-            .par_chunks_mut(hw)
-            .enumerate()
-            .for_each(|(plane, out)| {
-                let (i, c) = (plane / ci, plane % ci);
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let row = &dcols[(c * k * k + ky * k + kx) * m + i * hw..][..hw];
-                        for ys in 0..h {
-                            let yo = ys as isize - ky as isize + p as isize;
-                            if yo < 0 || yo >= h as isize {
-                                continue;
-                            }
-                            for xs in 0..w {
-                                let xo = xs as isize - kx as isize + p as isize;
-                                if xo >= 0 && xo < w as isize {
-                                    out[ys * w + xs] += row[yo as usize * w + xo as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-    }
-    tensor(dx, vec![n, ci, h, w])
-}
-
 /// `out[o, (i, pixel)] = v[start + i, o, pixel]` for the `s` samples from `start` of a
 /// `[N, C, HW]` tensor: channels first, so that one GEMM spans the samples.
 fn transpose_samples(v: &[f32], [start, s, c, hw]: [usize; 4], out: &mut [f32]) {
@@ -317,17 +260,13 @@ impl Backward<Flex, 3> for ConvBackward {
             grads.register::<Flex>(node.id, weight_grad(&x, &dy, &weight));
         }
         if let Some(node) = node_x {
-            let shape = x.layout().shape();
-            let dims = [shape[0], shape[1], shape[2], shape[3]];
-            let dx = if dims[2] * dims[3] <= SMALL_MAP {
-                input_grad_gemm(&dy, &weight, dims)
-            } else {
-                let g = geometry(&x, &weight);
-                tensor(
-                    tiled::input_grad(&values(&dy), &values(&weight), g),
-                    dims.to_vec(),
-                )
-            };
+            // The forward convolution of dy with the rotated, transposed kernel.
+            let g = geometry(&x, &weight);
+            let kernel = tensor(
+                tiled::rotated(&values(&weight), g),
+                vec![g.ci, g.co, g.k, g.k],
+            );
+            let dx = forward(dy, kernel, tensor(vec![0.0; g.ci], vec![g.ci]), false);
             grads.register::<Flex>(node.id, dx);
         }
     }
@@ -387,7 +326,8 @@ mod tests {
         }
     }
 
-    /// Our GEMM + col2im input gradient against flex's (a transposed convolution).
+    /// Our input gradient (the rotated-kernel convolution, both paths) against flex's (a
+    /// transposed convolution).
     #[test]
     fn gemm_input_gradient_matches_flex() {
         for [n, ci, co, h, w, k] in [
@@ -400,7 +340,10 @@ mod tests {
             let dy = tensor(wave(n * co * h * w, 0.29), vec![n, co, h, w]);
             let wt = tensor(wave(co * ci * k * k, 0.23), vec![co, ci, k, k]);
             let x = tensor(vec![0.0; n * ci * h * w], vec![n, ci, h, w]);
-            let ours = values(&input_grad_gemm(&dy, &wt, [n, ci, h, w])).to_vec();
+            let g = Geometry { n, ci, co, h, w, k };
+            let kernel = tensor(tiled::rotated(&values(&wt), g), vec![ci, co, k, k]);
+            let zero = tensor(vec![0.0; ci], vec![ci]);
+            let ours = values(&forward(dy.clone(), kernel, zero, false)).to_vec();
             let flex = values(&Flex::conv2d_x_backward(x, wt, dy, options(k))).to_vec();
             assert_eq!(ours.len(), flex.len());
             for (a, b) in ours.iter().zip(&flex) {

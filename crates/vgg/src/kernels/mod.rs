@@ -144,10 +144,13 @@ pub(crate) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 /// Whether `device` runs our kernels (flex, with or without autodiff); `VGG_GENERIC_KERNELS=1`
 /// turns them off, for comparisons.
 pub fn supported(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    ) && std::env::var_os("VGG_GENERIC_KERNELS").is_none_or(|v| v == "0")
+    // Read once: this runs for every layer of every forward pass.
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("VGG_GENERIC_KERNELS").is_none_or(|v| v == "0"))
+        && matches!(
+            device.clone().inner().as_dispatch(),
+            DispatchDevice::Flex(_)
+        )
 }
 
 /// [`VggKernels::bn_stats`] on a tensor: `[N, C, H, W] -> [2, C]` (mean; biased variance).

@@ -23,6 +23,15 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of the input gradient's convolution: channels in and out swapped.
+    pub fn transposed(self) -> Self {
+        Self {
+            ci: self.co,
+            co: self.ci,
+            ..self
+        }
+    }
+
     fn ckk(&self) -> usize {
         self.ci * self.k * self.k
     }
@@ -218,19 +227,26 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: Geometry) -> Vec<f32> {
 /// convolution of `dy` with the kernel transposed (`C_out` <-> `C_in`) and rotated 180 degrees:
 /// `dx[c, y, x] = sum_o,ky,kx dy[o, y - ky + p, x - kx + p] W[o, c, ky, kx]`.
 pub fn input_grad(dy: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
+    forward(
+        dy,
+        &rotated(weight, g),
+        &vec![0.0; g.ci],
+        g.transposed(),
+        false,
+    )
+}
+
+/// The kernel `[C_out, C_in, k, k]` as `[C_in, C_out, k, k]`, each k x k window turned 180
+/// degrees: the kernel whose convolution of `dy` is the input gradient.
+pub fn rotated(weight: &[f32], g: Geometry) -> Vec<f32> {
     let kk = g.k * g.k;
-    let mut rotated = vec![0f32; weight.len()];
+    let mut out = vec![0f32; weight.len()];
     for o in 0..g.co {
         for c in 0..g.ci {
             for t in 0..kk {
-                rotated[(c * g.co + o) * kk + (kk - 1 - t)] = weight[(o * g.ci + c) * kk + t];
+                out[(c * g.co + o) * kk + (kk - 1 - t)] = weight[(o * g.ci + c) * kk + t];
             }
         }
     }
-    let transposed = Geometry {
-        ci: g.co,
-        co: g.ci,
-        ..g
-    };
-    forward(dy, &rotated, &vec![0.0; g.ci], transposed, false)
+    out
 }

@@ -316,11 +316,6 @@ impl Trainer {
         (self.comm.rank(), self.comm.size())
     }
 
-    /// Seconds this process has spent in collectives (all-reduce, broadcast).
-    pub fn comm_seconds(&self) -> f64 {
-        self.comm.seconds()
-    }
-
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }
