@@ -43,7 +43,6 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 pub struct Sgd {
     pub optim: ModuleOptimizer,
     accumulator: GradientsAccumulator<Vgg>,
-    pending: usize,
 }
 
 impl Sgd {
@@ -64,7 +63,6 @@ impl Sgd {
         Self {
             optim: config.init(),
             accumulator: GradientsAccumulator::new(),
-            pending: 0,
         }
     }
 
@@ -125,7 +123,6 @@ impl Sgd {
         let grads = loss.mul_scalar(share).backward();
         self.accumulator
             .accumulate(model, GradientsParams::from_grads(grads, model));
-        self.pending += 1;
         (value, logits.detach())
     }
 
@@ -138,7 +135,6 @@ impl Sgd {
     /// The gradient accumulated since the last step (empty if no micro-batch ran), for
     /// all-reducing before [`Sgd::apply`].
     pub fn take_grads(&mut self) -> GradientsParams {
-        self.pending = 0;
         self.accumulator.grads()
     }
 
