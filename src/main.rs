@@ -4,18 +4,17 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    match cli::run(args) {
+    let (args, matches) = cli::parse();
+    let command = args.command.name();
+    match cli::run(args, &matches) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`vgg predict ... | head -1`) is not an error.
+        Err(err) if cli::hints::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            // The whole chain, one cause a line, and no backtrace: these are the user's errors.
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            // One message, its causes on the same line, the flag that fixes it; no backtrace:
+            // these are the user's errors.
+            eprintln!("error: {}", cli::hints::message(&err, command));
             ExitCode::from(2)
         }
     }

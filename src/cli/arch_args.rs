@@ -97,3 +97,11 @@ pub fn parse_chw(text: &str) -> Result<[usize; 3], String> {
         )),
     }
 }
+
+/// A whole number of at least 1 (batch sizes, counts of runs, images, epochs).
+pub fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number of at least 1")),
+    }
+}

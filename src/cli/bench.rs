@@ -12,7 +12,14 @@ use vgg::summary::estimate;
 use vgg::train::{Sgd, SgdSettings};
 use vgg::{InitScheme, Vgg, VggConfig};
 
-use super::arch_args::parse_chw;
+use super::arch_args::{parse_chw, positive};
+
+/// `println!` that returns a closed pipe as an error instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {
+        super::out(&format!("{}\n", format_args!($($t)*)))?
+    };
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,7 +31,7 @@ pub struct Args {
     /// inference or train.
     #[arg(long, default_value = "inference", value_parser = ["inference", "train"])]
     pub mode: String,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive)]
     pub batch: usize,
     #[arg(long, value_name = "CxHxW", value_parser = parse_chw, default_value = "3x224x224")]
     pub input: [usize; 3],
@@ -32,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     pub compact: bool,
     /// Timed runs (the median is reported) after --warmup untimed ones.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     pub runs: usize,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
@@ -141,11 +148,14 @@ fn peak_rss() -> u64 {
 
 fn config_of(w: &Workload) -> anyhow::Result<VggConfig> {
     let c = VggConfig::named(&w.variant)?.with_in_channels(w.input[0]);
-    Ok(if w.compact {
+    let c = if w.compact {
         c.with_pool_size(1).with_hidden(512).with_num_classes(10)
     } else {
         c
-    })
+    };
+    c.validate()?;
+    c.check_input(&[w.batch, w.input[0], w.input[1], w.input[2]])?;
+    Ok(c)
 }
 
 /// The workload's network on its device: autodiff and training behaviour for `train`, plain
@@ -228,11 +238,11 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
     let [c, h, wd] = w.input;
     let mut x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
     let mut convs = model.convs.iter();
-    println!(
+    say!(
         "{} {} batch {} input {:?}: per layer, alone (median of {} runs)",
         w.variant, w.mode, w.batch, w.input, w.runs
     );
-    println!(
+    say!(
         "{:<9} {:<20} {:>11} {:>9} {:>14} {:>9}",
         "layer",
         "kind",
@@ -242,7 +252,7 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         if train { "GFLOP/s" } else { "" }
     );
     let (mut total_f, mut total_b) = (0.0, 0.0);
-    let report = |name: &str, kind: &str, macs: u64, f: f64, b: Option<f64>| {
+    let report = |name: &str, kind: &str, macs: u64, f: f64, b: Option<f64>| -> anyhow::Result<()> {
         let gf = |s: f64, passes: f64| {
             if macs > 0 {
                 format!(
@@ -256,13 +266,14 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         let bwd = b
             .map(|b| (format!("{:.2}", b * 1e3), gf(b, 3.0)))
             .unwrap_or_default();
-        println!(
+        say!(
             "{name:<9} {kind:<20} {:>11.2} {:>9} {:>14} {:>9}",
             f * 1e3,
             gf(f, 1.0),
             bwd.0,
             bwd.1
         );
+        Ok(())
     };
     let grad = |t: Tensor<4>| if train { t.require_grad() } else { t };
     for (layer, row) in config
@@ -282,7 +293,7 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         });
         total_f += f;
         total_b += b.unwrap_or(0.0);
-        report(&row.name, &row.kind, row.macs, f, b);
+        report(&row.name, &row.kind, row.macs, f, b)?;
         x = layer_forward(&model, layer, &mut convs, x.detach());
     }
     let head_in = grad(x.detach());
@@ -299,10 +310,10 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         .filter(|r| r.name.starts_with("fc"))
         .map(|r| r.macs)
         .sum();
-    report("head", "avgpool+FC x3", fc_macs, f, b);
+    report("head", "avgpool+FC x3", fc_macs, f, b)?;
     total_f += f;
     total_b += b.unwrap_or(0.0);
-    println!(
+    say!(
         "sum of layers: forward {:.1} ms{}",
         total_f * 1e3,
         if train {
@@ -364,15 +375,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(spec) = &args.one {
         let row = run_one(&serde_json::from_str(spec)?)?;
-        println!("{}", serde_json::to_string(&row)?);
+        say!("{}", serde_json::to_string(&row)?);
         return Ok(());
     }
     let workloads = workloads(&args);
     let exe = std::env::current_exe()?;
     let (_, peak_text) = peak_flops();
     if !args.json {
-        println!("peak: {peak_text}");
-        println!(
+        say!("peak: {peak_text}");
+        say!(
             "{:<10} {:<9} {:>5} {:<13} {:>10} {:>9} {:>9} {:>7} {:>10}",
             "variant",
             "mode",
@@ -384,6 +395,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "% peak",
             "peak RSS"
         );
+    }
+    for w in &workloads {
+        config_of(w)?; // every workload is checked before the first child starts
     }
     let mut rows = Vec::new();
     for w in &workloads {
@@ -405,7 +419,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 row.variant.clone()
             };
-            println!(
+            say!(
                 "{:<10} {:<9} {:>5} {:<13} {:>10.1} {:>9.2} {:>9.1} {:>6.1}% {:>7.0} MB",
                 variant,
                 row.mode,
@@ -421,9 +435,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rows.push(row);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        say!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
+        say!(
             "* compact head: pool 1x1, hidden 512, 10 classes. Training GFLOP/s count 3 passes (6 FLOP per MAC)."
         );
     }

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use vgg::eval::{Method, average_probs, hits};
+use vgg::data::Split;
+use vgg::eval::{Method, average_probs};
+use vgg::metrics::rank;
 
+use super::arch_args::positive;
 use super::weights::{WeightArgs, load_all};
 
 #[derive(clap::Args, Debug)]
@@ -24,8 +27,11 @@ pub struct Args {
     #[arg(long, value_name = "Q,...")]
     pub scales: Option<String>,
     /// Evaluate only the first N images.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub limit: Option<usize>,
+    /// Skip unreadable or unusable images (and count them) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
     /// Print a JSON list of rows instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -37,6 +43,7 @@ struct Row {
     scales: Vec<usize>,
     models: usize,
     images: usize,
+    skipped: usize,
     top1_err: f64,
     top5_err: f64,
     top1_acc: f64,
@@ -49,17 +56,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let classes = loaded[0].classes.clone();
     let models: Vec<_> = loaded.into_iter().map(|l| l.classifier).collect();
     let data = if args.data.as_os_str() == "demo" {
-        vgg::data::demo::load("test")?
+        vgg::data::demo::load(Split::Test)?
     } else {
-        vgg::data::open(&args.data, "test")?
+        vgg::data::open(&args.data, Split::Test)?
     };
     data.check(classes.len())?;
     let scales: Vec<usize> = match &args.scales {
         Some(s) => s
             .split(',')
-            .map(|q| q.trim().parse())
+            .map(positive)
             .collect::<Result<_, _>>()
-            .map_err(|_| anyhow::anyhow!("--scales {s}: expected numbers like 256,384,512"))?,
+            .map_err(|e| anyhow::anyhow!("--scales {s}: {e}; expected sides like 256,384,512"))?,
         None => vec![default_scale],
     };
     let methods: Vec<Method> = args
@@ -86,25 +93,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.json {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        let (mut t1, mut t5) = (0usize, 0usize);
+        let (mut t1, mut t5, mut seen, mut skipped) = (0usize, 0usize, 0usize, 0usize);
         for i in 0..n {
-            let probs = average_probs(&models, &data.image(i)?, method, &scales)?;
-            let (a, b) = hits(&probs, data.labels[i]);
-            t1 += a as usize;
-            t5 += b as usize;
+            let path = data.item_path(i);
+            let probs = data
+                .image(i)
+                .and_then(|img| average_probs(&models, &img, &path, method, &scales));
+            let probs = match probs {
+                Ok(p) => p,
+                Err(e @ (vgg::VggError::BadImage { .. } | vgg::VggError::Io { .. }))
+                    if args.skip_bad =>
+                {
+                    bar.println(format!("skipped: {e}"));
+                    skipped += 1;
+                    bar.inc(1);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // average_probs refuses non-finite probabilities, so the rank exists.
+            let r = rank(&probs, data.labels[i]).expect("finite probabilities");
+            t1 += (r == 0) as usize;
+            t5 += (r < 5) as usize;
+            seen += 1;
             bar.inc(1);
             bar.set_message(format!(
                 "top-1 err {:.2}%",
-                100.0 * (1.0 - t1 as f64 / (i + 1) as f64)
+                100.0 * (1.0 - t1 as f64 / seen as f64)
             ));
         }
         bar.finish_and_clear();
-        let d = n.max(1) as f64;
+        anyhow::ensure!(
+            seen > 0,
+            "{}: none of the {n} images could be evaluated ({skipped} skipped)",
+            data.name
+        );
+        let d = seen as f64;
         rows.push(Row {
             method: method.name().into(),
             scales: scales.clone(),
             models: models.len(),
-            images: n,
+            images: seen,
+            skipped,
             top1_err: 1.0 - t1 as f64 / d,
             top5_err: 1.0 - t5 as f64 / d,
             top1_acc: t1 as f64 / d,
@@ -112,11 +142,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        return Ok(super::out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?);
     }
-    println!(
-        "{} on {} ({} images), {} model(s)",
+    let skipped = rows.iter().map(|r| r.skipped).max().unwrap_or(0);
+    let mut text = format!(
+        "{} on {} ({} images{}), {} model(s)\n",
         args.weights
             .weights
             .iter()
@@ -124,13 +154,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" + "),
         data.name,
-        n,
+        n - skipped,
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
+        },
         models.len()
     );
-    println!(
-        "{:<18} {:<16} {:>12} {:>12}",
+    text.push_str(&format!(
+        "{:<18} {:<16} {:>12} {:>12}\n",
         "method", "test scale Q", "top-1 err %", "top-5 err %"
-    );
+    ));
     for r in &rows {
         let q = r
             .scales
@@ -138,13 +173,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        println!(
-            "{:<18} {:<16} {:>12.2} {:>12.2}",
+        text.push_str(&format!(
+            "{:<18} {:<16} {:>12.2} {:>12.2}\n",
             r.method,
             q,
             100.0 * r.top1_err,
             100.0 * r.top5_err
-        );
+        ));
     }
-    Ok(())
+    Ok(super::out(&text)?)
 }

@@ -7,7 +7,9 @@ use anyhow::Context;
 use burn::tensor::{Tensor, TensorData};
 use vgg::data::folder::decode;
 use vgg::data::transform::{crop, rescale_shorter, to_channels};
-use vgg::weights::{StateDict, StateTensor, write_atomic, write_safetensors};
+use vgg::fsio::write_atomic;
+use vgg::limits::check_rescale;
+use vgg::weights::{StateDict, StateTensor, write_safetensors};
 
 use super::weights::{WeightArgs, load};
 
@@ -31,8 +33,11 @@ pub struct Args {
     pub output: PathBuf,
     /// Every image is resized (shorter side) and centre-cropped to this square side; default:
     /// the weights' crop (224).
-    #[arg(long)]
+    #[arg(long, value_parser = super::arch_args::positive)]
     pub size: Option<usize>,
+    /// Replace the output file (or the LAYER.npy files in the output folder) if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// List the layer names of the network and exit.
     #[arg(long)]
     pub list: bool,
@@ -63,16 +68,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = load(&args.weights, &args.weights.weights[0])?;
     let model = &loaded.classifier.model;
     if args.list {
-        for (name, alias) in model.layer_names() {
-            println!("{name:<10} {alias}");
-        }
-        return Ok(());
+        let text: String = model
+            .layer_names()
+            .into_iter()
+            .map(|(name, alias)| format!("{name:<10} {alias}\n"))
+            .collect();
+        return Ok(super::out(&text)?);
     }
+    let names: Vec<String> = args
+        .at
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let is_st = args.output.extension().is_some_and(|e| e == "safetensors");
+    // Nothing is overwritten without --force, and this is known before any work is done.
+    let targets: Vec<PathBuf> = if is_st {
+        vec![args.output.clone()]
+    } else {
+        names
+            .iter()
+            .map(|k| args.output.join(format!("{k}.npy")))
+            .collect()
+    };
+    if let Some(existing) = targets.iter().find(|t| t.exists()) {
+        anyhow::ensure!(
+            args.force,
+            "{} exists; pass --force to replace it",
+            existing.display()
+        );
+    }
+    anyhow::ensure!(
+        is_st || !args.output.is_file(),
+        "{} is a file; give a .safetensors name or a folder for the .npy files",
+        args.output.display()
+    );
     let side = args.size.unwrap_or(loaded.classifier.crop);
     let channels = model.config().in_channels;
     let mut batch = Vec::new();
     for path in &args.images {
         let img = decode(path)?;
+        check_rescale(img.height, img.width, side).map_err(|reason| vgg::VggError::BadImage {
+            path: path.clone(),
+            reason,
+        })?;
         let x = rescale_shorter(
             &to_channels(&img, channels, loaded.classifier.normalize.scale),
             side,
@@ -92,14 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         TensorData::new(batch, [args.images.len(), channels, side, side]),
         &device,
     );
-    let names: Vec<String> = args
-        .at
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
     let acts = model.activations(x, &names)?;
-    let is_st = args.output.extension().is_some_and(|e| e == "safetensors");
     if is_st {
         let dict: StateDict = acts
             .iter()

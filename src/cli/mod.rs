@@ -5,6 +5,7 @@ mod bench;
 mod convert;
 mod eval;
 mod features;
+pub mod hints;
 mod plot;
 mod predict;
 mod ranks;
@@ -12,15 +13,30 @@ mod summary;
 mod train;
 mod weights;
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// VGG very deep convolutional networks (Simonyan & Zisserman, ICLR 2015) on burn.
 #[derive(Parser, Debug)]
-#[command(name = "vgg", version, about, long_about = None)]
+#[command(
+    name = "vgg",
+    version,
+    about,
+    long_about = None,
+    after_help = LIMITS_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const LIMITS_HELP: &str = "Limits on what an input may make vgg allocate (environment variables):
+  VGG_MAX_IMAGE_PIXELS   pixels of a decoded or rescaled image      (default 67108864, 8192x8192)
+  VGG_MAX_UPSCALE        enlargement of an image's shorter side     (default 8)
+  VGG_MAX_DATASET_BYTES  bytes of an in-memory dataset (IDX, CIFAR) (default 4294967296)
+  VGG_MAX_PARAMS         parameters of a network                    (default 1000000000)
+  VGG_MAX_TENSOR_BYTES   bytes of the largest activation            (default 4294967296)";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -40,16 +56,81 @@ pub enum Command {
     Convert(convert::Args),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Summary(_) => "summary",
+            Self::Train(_) => "train",
+            Self::Eval(_) => "eval",
+            Self::Predict(_) => "predict",
+            Self::Features(_) => "features",
+            Self::Bench(_) => "bench",
+            Self::Convert(_) => "convert",
+        }
+    }
+}
+
+/// The parsed flags, and clap's matches (which say which flags were typed, for `--resume`).
+pub fn parse() -> (Cli, ArgMatches) {
+    let matches = Cli::command().get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => (cli, matches),
+        Err(e) => e.exit(),
+    }
+}
+
+pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
+    vgg::limits::set(limits_from_env()?);
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
     match cli.command {
         Command::Summary(args) => summary::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(*args),
-        Command::Train(args) => train::run(*args),
+        Command::Train(args) => train::run(*args, &sub),
         Command::Eval(args) => eval::run(*args),
         Command::Predict(args) => predict::run(*args),
         Command::Features(args) => features::run(*args),
     }
+}
+
+/// The limits, each from its `VGG_MAX_*` variable when set.
+fn limits_from_env() -> anyhow::Result<vgg::limits::Limits> {
+    let mut limits = vgg::limits::Limits::default();
+    let read = |name: &str| -> anyhow::Result<Option<f64>> {
+        let var = hints::limit_variable(name);
+        match std::env::var(&var) {
+            Err(_) => Ok(None),
+            Ok(text) => match text.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+                _ => anyhow::bail!("{var}={text}: expected a positive number"),
+            },
+        }
+    };
+    for (name, field) in [
+        ("max_image_pixels", &mut limits.max_image_pixels),
+        ("max_dataset_bytes", &mut limits.max_dataset_bytes),
+        ("max_params", &mut limits.max_params),
+        ("max_tensor_bytes", &mut limits.max_tensor_bytes),
+    ] {
+        if let Some(v) = read(name)? {
+            *field = v as u64;
+        }
+    }
+    if let Some(v) = read("max_upscale")? {
+        limits.max_upscale = v;
+    }
+    Ok(limits)
+}
+
+/// Writes `text` to standard output; a closed pipe comes back as an error that `main` ends on
+/// quietly.
+pub fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
 }
 
 /// The CPU device the tool runs on (burn's flex backend).

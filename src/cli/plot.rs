@@ -15,12 +15,13 @@ fn register_font() {
     });
 }
 
-/// Draws the curves to `path` (through a temporary file, then a rename).
+/// Draws the curves to `path` (written atomically, as every file of a run).
 pub fn write(history: &[EpochRecord], path: &Path) -> anyhow::Result<()> {
     register_font();
-    let tmp = vgg::weights::temp_path(path).with_extension("png");
+    const SIZE: (u32, u32) = (1000, 420);
+    let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
-        let root = BitMapBackend::new(&tmp, (1000, 420)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(500);
         let epochs = history.len().max(2) as f64;
@@ -75,6 +76,9 @@ pub fn write(history: &[EpochRecord], path: &Path) -> anyhow::Result<()> {
         }
         root.present()?;
     }
-    std::fs::rename(&tmp, path)?;
+    let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels).expect("a whole RGB buffer");
+    let mut png = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut png, image::ImageFormat::Png)?;
+    vgg::fsio::write_atomic(path, png.get_ref())?;
     Ok(())
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use vgg::data::folder::decode;
-use vgg::eval::{Method, average_probs, top_k};
+use vgg::eval::{Method, average_probs};
+use vgg::metrics::top_k;
 
 use super::weights::{WeightArgs, load_all};
 
@@ -16,13 +17,13 @@ pub struct Args {
     #[command(flatten)]
     pub weights: WeightArgs,
     /// How many classes to show.
-    #[arg(long, short = 'k', default_value_t = 5)]
+    #[arg(long, short = 'k', default_value_t = 5, value_parser = super::arch_args::positive)]
     pub top: usize,
     /// Method (center, dense, multicrop, dense+multicrop) and scale Q; an image already at the
     /// network's input size is used as is with `center`.
     #[arg(long, default_value = "center")]
     pub method: String,
-    #[arg(long)]
+    #[arg(long, value_parser = super::arch_args::positive)]
     pub scale: Option<usize>,
     /// One JSON object per image: path and top-k (index, label, probability).
     #[arg(long)]
@@ -49,21 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let scale = args.scale.unwrap_or(loaded[0].default_scale);
     let classes = loaded[0].classes.clone();
     let channels = loaded[0].classifier.model.config().in_channels;
-    // Images are rescaled to the network's scale; more than 8x upscaling is refused as a
-    // sign of a wrong file (a thumbnail, an icon).
-    let min = loaded[0].classifier.crop.div_ceil(8);
-    let crop = loaded[0].classifier.crop;
     let models: Vec<_> = loaded.into_iter().map(|l| l.classifier).collect();
     let mut out = Vec::new();
     for path in &args.images {
         let img = decode(path)?;
-        anyhow::ensure!(
-            img.height.min(img.width) >= min,
-            "{}: {}x{} is too small: this network reads {crop}x{crop} images and upscales at most 8x (at least {min}x{min} pixels)",
-            path.display(),
-            img.width,
-            img.height
-        );
         if img.channels != channels {
             eprintln!(
                 "note: {} has {} channel(s); converted to the network's {channels}",
@@ -71,8 +61,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 img.channels
             );
         }
-        let probs = average_probs(&models, &img, method, &[scale])?;
+        // Images are rescaled to the network's scale; an image that would be enlarged more
+        // than 8x (a thumbnail, an icon) is refused by the library's limits.
+        let probs = average_probs(&models, &img, path, method, &[scale])?;
         let top = top_k(&probs, args.top.min(probs.len()))
+            .expect("average_probs refuses non-finite scores")
             .into_iter()
             .map(|(index, probability)| Guess {
                 index,
@@ -86,19 +79,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return Ok(super::out(&format!("{}\n", serde_json::to_string_pretty(&out)?))?);
     }
+    let mut text = String::new();
     for p in &out {
-        println!("{}", p.path);
+        text.push_str(&format!("{}\n", p.path));
         for g in &p.top {
-            println!(
-                "  {:6.2}%  {:>4}  {}",
+            text.push_str(&format!(
+                "  {:6.2}%  {:>4}  {}\n",
                 100.0 * g.probability,
                 g.index,
                 g.label
-            );
+            ));
         }
     }
-    Ok(())
+    Ok(super::out(&text)?)
 }

@@ -81,10 +81,12 @@ impl Ranks {
         #[cfg(feature = "mpi")]
         if let Some(mpi) = &self.mpi {
             if mpi.size() > 1 {
-                eprintln!("error (rank {} of {}): {err}", mpi.rank(), mpi.size());
-                for cause in err.chain().skip(1) {
-                    eprintln!("  caused by: {cause}");
-                }
+                eprintln!(
+                    "error (rank {} of {}): {}",
+                    mpi.rank(),
+                    mpi.size(),
+                    super::hints::message(&err, "train")
+                );
                 eprintln!(
                     "ending every rank of the job; `vgg train --resume DIR` continues from the last checkpoint"
                 );

@@ -26,12 +26,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = super::device();
     let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
     let summary = summarize(&model, input, &device)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&summary)?)
     } else {
-        print!("{}", table(&summary));
-    }
-    Ok(())
+        table(&summary)
+    };
+    Ok(super::out(&text)?)
 }
 
 fn table(s: &Summary) -> String {

@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
 use indicatif::{ProgressBar, ProgressStyle};
 use vgg::InitScheme;
+use vgg::data::Dataset;
+use vgg::data::source::{DataSpec, Sets, Source, Validation};
 use vgg::data::transform::{Normalize, Stats, Transform};
-use vgg::data::{Dataset, demo};
 use vgg::train::{
     EpochRecord, Observer, Progress, RunState, SgdSettings, TrainConfig, Trainer, evaluate,
 };
 
-use super::arch_args::ArchArgs;
+use super::arch_args::{ArchArgs, positive};
 use super::ranks::Ranks;
 
 #[derive(clap::Args, Debug)]
@@ -34,14 +37,14 @@ pub struct Args {
     pub arch: String,
     #[command(flatten)]
     pub net: ArchArgs,
-    /// Epochs at most (the schedule may stop earlier).
-    #[arg(long, default_value_t = 5)]
+    /// Epochs at most (the schedule may stop earlier). With --resume: a new, larger total.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     pub epochs: usize,
     /// Images per SGD step (the paper's 256), reached by gradient accumulation.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch: usize,
     /// Images per forward/backward pass; --batch must be a multiple of it.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     pub micro_batch: usize,
     /// Initial learning rate.
     #[arg(long, default_value_t = 1e-2)]
@@ -63,8 +66,8 @@ pub struct Args {
     /// Weight initialisation: glorot (which the authors note trains without pre-training),
     /// paper (N(0, 0.01), with which the paper needed net A to start its deeper nets), or
     /// kaiming (torchvision's).
-    #[arg(long, default_value = "glorot", value_parser = ["paper", "glorot", "kaiming"])]
-    pub init: String,
+    #[arg(long, value_enum, default_value_t = Init::Glorot)]
+    pub init: Init,
     /// Take the first four conv layers and the three FC layers from this trained net
     /// (.safetensors/.pth in torchvision's layout, e.g. a run's best.safetensors), as the paper
     /// initialised its deeper nets from net A.
@@ -97,7 +100,9 @@ pub struct Args {
     /// Overwrite the run folder if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Continue the run in this folder from its last checkpoint (its config is used).
+    /// Continue the run in this folder from its last checkpoint: its config.json decides the
+    /// data, split, seed, network and schedule (flags that contradict it are refused); only
+    /// --epochs may raise the total, and --workers, --threads and --quiet apply.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "force"])]
     pub resume: Option<PathBuf>,
     /// No progress bar (for logs).
@@ -108,33 +113,101 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
-/// Train, validation and (when the source has one) test sets.
-fn datasets(args: &Args) -> anyhow::Result<(Dataset, Dataset, Option<Dataset>)> {
-    let (train, test) = match &args.data {
-        None => (demo::load("train")?, Some(demo::load("test")?)),
-        Some(path) => {
-            let train = vgg::data::open(path, "train")?;
-            let test = if path.is_dir() {
-                vgg::data::open(path, "test")
-                    .ok()
-                    .filter(|t| !t.is_empty() && t.name != train.name)
-            } else {
-                None
-            };
-            (train, test)
+/// Weight initialisation (`--init`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    Paper,
+    Glorot,
+    Kaiming,
+}
+
+impl From<Init> for InitScheme {
+    fn from(init: Init) -> Self {
+        match init {
+            Init::Paper => InitScheme::Paper,
+            Init::Glorot => InitScheme::Glorot,
+            Init::Kaiming => InitScheme::Kaiming,
         }
+    }
+}
+
+/// Where a new run's images come from: `--data` (or the demo), `--val` or `--val-fraction`.
+fn data_spec(args: &Args) -> DataSpec {
+    let source = |p: &Option<PathBuf>| match p {
+        None => Source::Demo,
+        Some(p) if p.as_os_str() == "demo" => Source::Demo,
+        Some(p) => Source::path(p),
     };
-    let (train, val) = match &args.val {
-        Some(path) => (train, vgg::data::open(path, "test")?),
-        None => {
-            anyhow::ensure!(
-                (0.0..1.0).contains(&args.val_fraction) && args.val_fraction > 0.0,
-                "--val-fraction must be in (0, 1)"
-            );
-            train.split(args.val_fraction, args.seed)
+    DataSpec {
+        train: source(&args.data),
+        validation: match &args.val {
+            Some(_) => Validation::Set(source(&args.val)),
+            None => Validation::HeldOut {
+                fraction: args.val_fraction,
+            },
+        },
+    }
+}
+
+/// The flags that define a run, by clap id and flag, which a resumed run takes from its
+/// config.json instead.
+const RUN_FLAGS: [(&str, &str); 25] = [
+    ("data", "--data"),
+    ("val", "--val"),
+    ("val_fraction", "--val-fraction"),
+    ("seed", "--seed"),
+    ("arch", "--arch"),
+    ("layers", "--layers"),
+    ("bn", "--bn"),
+    ("num_classes", "--num-classes"),
+    ("in_channels", "--in-channels"),
+    ("hidden", "--hidden"),
+    ("dropout", "--dropout"),
+    ("width", "--width"),
+    ("pool_size", "--pool-size"),
+    ("batch", "--batch"),
+    ("micro_batch", "--micro-batch"),
+    ("lr", "--lr"),
+    ("momentum", "--momentum"),
+    ("weight_decay", "--weight-decay"),
+    ("lr_factor", "--lr-factor"),
+    ("patience", "--patience"),
+    ("max_reductions", "--max-reductions"),
+    ("init", "--init"),
+    ("init_from", "--init-from"),
+    ("crop", "--crop"),
+    ("scale", "--scale"),
+];
+
+/// Refuses every run-defining flag typed with `--resume` whose value differs from the run's
+/// (typing the run's own value is harmless); `--no-flip`, `--pca-std` and `--skip-bad` too.
+fn check_resume_flags(args: &Args, matches: &ArgMatches, config: &TrainConfig) -> anyhow::Result<()> {
+    let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let spec = config.data.clone();
+    let given = data_spec(args);
+    for (id, flag) in RUN_FLAGS
+        .iter()
+        .chain(&[("no_flip", "--no-flip"), ("pca_std", "--pca-std"), ("skip_bad", "--skip-bad")])
+    {
+        if !typed(id) {
+            continue;
         }
-    };
-    Ok((train, val, test))
+        let same = match *id {
+            "data" => spec.as_ref().is_some_and(|s| s.train == given.train),
+            "val" | "val_fraction" => spec.as_ref().is_some_and(|s| s.validation == given.validation),
+            "seed" => args.seed == config.seed,
+            "lr" => args.lr == config.lr,
+            "batch" => args.batch == config.batch,
+            "micro_batch" => args.micro_batch == config.micro_batch,
+            _ => false,
+        };
+        anyhow::ensure!(
+            same,
+            "{flag} cannot change a resumed run: {}/config.json decides its data, split, seed, network and schedule; start a new run (--out) to change it",
+            args.resume.as_deref().unwrap_or(std::path::Path::new(".")).display()
+        );
+    }
+    Ok(())
 }
 
 fn parse_scale(text: &str) -> anyhow::Result<(usize, usize)> {
@@ -150,8 +223,9 @@ fn parse_scale(text: &str) -> anyhow::Result<(usize, usize)> {
     }
 }
 
-fn config(args: &Args, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainConfig> {
+fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainConfig> {
     // The first readable image sets the defaults (channels, small-image sizes).
+    anyhow::ensure!(!train.is_empty(), "dataset {}: it holds no images", train.name);
     let first = (0..train.len())
         .map(|i| train.image(i))
         .find(|r| r.is_ok() || !args.skip_bad)
@@ -184,6 +258,13 @@ fn config(args: &Args, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainCo
         "--crop {crop} is smaller than the {} pixels the network's pools need",
         model.min_input()
     );
+    // Before the mean is measured over 10,000 images: a bad number must fail at once.
+    anyhow::ensure!(
+        args.pca_std.is_finite() && args.pca_std >= 0.0,
+        "--pca-std {} must be a number >= 0",
+        args.pca_std
+    );
+    model.check_input(&[args.micro_batch, model.in_channels, crop, crop])?;
     let stats = Stats::measure(train, model.in_channels, 10_000, args.skip_bad)?;
     let transform = Transform {
         channels: model.in_channels,
@@ -196,14 +277,9 @@ fn config(args: &Args, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainCo
         normalize: Normalize::mean_only(stats.mean.clone()),
         stats,
     };
-    let init = match args.init.as_str() {
-        "glorot" => InitScheme::Glorot,
-        "kaiming" => InitScheme::Kaiming,
-        _ => InitScheme::Paper,
-    };
-    Ok(TrainConfig {
+    let config = TrainConfig {
         model,
-        init,
+        init: args.init.into(),
         init_from: args.init_from.clone(),
         epochs: args.epochs,
         batch: args.batch,
@@ -223,7 +299,12 @@ fn config(args: &Args, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainCo
         train_data: train.name.clone(),
         val_data: val.name.clone(),
         classes: train.classes.clone(),
-    })
+        data: Some(spec),
+        train_images: train.len(),
+        val_images: val.len(),
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// The progress bar, the per-epoch line and the plot.
@@ -312,7 +393,7 @@ impl Observer for Console {
 }
 
 /// Trains in this process, or as one rank of `mpirun -np N vgg train ...` (feature `mpi`).
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<()> {
     let ranks = Ranks::start()?;
     let threads = ranks.threads(args.threads);
     // Before any tensor work: flex's kernels run on rayon's global pool.
@@ -320,25 +401,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .num_threads(threads)
         .build_global()
         .context("could not start the compute threads")?;
-    train(args, &ranks).map_err(|e| ranks.fail(e))
+    train(args, matches, &ranks).map_err(|e| ranks.fail(e))
 }
 
-fn train(args: Args, ranks: &Ranks) -> anyhow::Result<()> {
+/// A resumed run's trainer: its own config's data, checked against the flags typed.
+fn resume(args: &Args, matches: &ArgMatches, dir: &std::path::Path, ranks: &Ranks, device: &burn::tensor::Device) -> anyhow::Result<(Trainer, Option<Dataset>)> {
+    let config = vgg::train::read_config(dir)?;
+    check_resume_flags(args, matches, &config)?;
+    let spec = match &config.data {
+        Some(spec) => spec.clone(),
+        None => {
+            // Runs written before the data was recorded: the flags say where it is.
+            if ranks.leader() {
+                eprintln!("note: {} does not record its data; using --data/--val as given", dir.display());
+            }
+            data_spec(args)
+        }
+    };
+    let Sets { train, val, test } = spec.open(config.seed)?;
+    let mut trainer = Trainer::resume_distributed(dir, train, val, device, ranks.comm())?;
+    if matches.value_source("epochs") == Some(ValueSource::CommandLine) {
+        trainer.set_epochs(args.epochs)?;
+    }
+    Ok((trainer, test))
+}
+
+fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> {
     let device = super::device().autodiff();
     let leader = ranks.leader();
-    let (train, val, test) = datasets(&args)?;
-    let mut trainer = match &args.resume {
+    let (mut trainer, test) = match &args.resume {
         Some(dir) => {
             if leader {
                 eprintln!("resuming {}", dir.display());
             }
-            Trainer::resume_distributed(dir, train, val, &device, ranks.comm())?
+            resume(&args, matches, dir, ranks, &device)?
         }
         None => {
+            let spec = data_spec(&args);
+            let Sets { train, val, test } = spec.open(args.seed)?;
             if leader {
                 eprintln!("measuring the training set's mean and colour covariance ...");
             }
-            let config = config(&args, &train, &val)?;
+            let config = config(&args, spec, &train, &val)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -346,7 +450,8 @@ fn train(args: Args, ranks: &Ranks) -> anyhow::Result<()> {
                     .unwrap_or(0);
                 PathBuf::from(format!("runs/{}-{secs}", config.model.name))
             });
-            Trainer::new_distributed(config, train, val, &out, args.force, &device, ranks.comm())?
+            let trainer = Trainer::new_distributed(config, train, val, &out, args.force, &device, ranks.comm())?;
+            (trainer, test)
         }
     };
     if !leader {
@@ -382,7 +487,9 @@ fn train(args: Args, ranks: &Ranks) -> anyhow::Result<()> {
         Box::new(console)
     };
     trainer.run(observer.as_mut())?;
-    let best = trainer.state.best_val_accuracy.unwrap_or(0.0);
+    let Some(best) = trainer.state.best_val_accuracy else {
+        anyhow::bail!("{}: the run trained no epoch", trainer.run_dir().display());
+    };
     eprintln!(
         "best validation top-1 accuracy {:.2}%; checkpoints, log.csv and curves.png in {}",
         100.0 * best,

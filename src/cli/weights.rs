@@ -9,7 +9,8 @@ use vgg::Vgg;
 use vgg::data::transform::Normalize;
 use vgg::eval::{Classifier, imagenet_classes};
 use vgg::layouts::{Layout, detect, to_torchvision};
-use vgg::train::TrainConfig;
+use vgg::train::folder::{CONFIG, is_run_file};
+use vgg::train::{TrainConfig, read_config};
 use vgg::weights::{Format, read_state_dict};
 
 use super::arch_args::ArchArgs;
@@ -44,19 +45,27 @@ pub struct Loaded {
     pub default_scale: usize,
 }
 
-fn run_config(path: &Path) -> Option<(TrainConfig, PathBuf)> {
+/// The run a weight path belongs to: a run folder (its `best.bpk`), or one of a run's own
+/// checkpoint files in its folder. A run's config.json that does not read is an error; any other
+/// file is not a run's (a folder of someone else's with a config.json of its own, say).
+fn run_config(path: &Path) -> anyhow::Result<Option<(TrainConfig, PathBuf)>> {
     let (dir, file) = if path.is_dir() {
         (path.to_path_buf(), path.join("best.bpk"))
     } else {
-        (path.parent()?.to_path_buf(), path.to_path_buf())
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        match (path.parent(), name) {
+            (Some(dir), Some(name)) if is_run_file(&name) && dir.join(CONFIG).exists() => {
+                (dir.to_path_buf(), path.to_path_buf())
+            }
+            _ => return Ok(None),
+        }
     };
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-    Some((serde_json::from_str(&text).ok()?, file))
+    Ok(Some((read_config(&dir)?, file)))
 }
 
 pub fn load(args: &WeightArgs, path: &Path) -> anyhow::Result<Loaded> {
     let device = super::device();
-    let (classifier, mut classes, default_scale) = match run_config(path) {
+    let (classifier, mut classes, default_scale) = match run_config(path)? {
         Some((config, file)) => {
             let model = Vgg::load(&config.model, &file, &device)
                 .with_context(|| format!("loading {}", file.display()))?;

@@ -377,7 +377,43 @@ impl VggConfig {
         if self.layers.is_empty() || matches!(self.layers.first(), Some(Layer::Lrn)) {
             return bad("layers", "must start with a convolution or a pool");
         }
-        Ok(())
+        if self.num_pools() >= usize::BITS as usize - 1 {
+            return bad("layers", "has more max-pools than any image can pass through");
+        }
+        crate::limits::check(
+            || format!("{}: parameters", self.name),
+            self.checked_params().unwrap_or(u64::MAX),
+            crate::limits::get().max_params,
+            "max_params",
+        )
+    }
+
+    /// The parameter count computed without overflow (`None` past `u64`), so that a
+    /// configuration can be checked before [`VggConfig::num_params`] or any allocation.
+    fn checked_params(&self) -> Option<u64> {
+        let mut total: u64 = 0;
+        let mut channels = self.in_channels as u64;
+        let add = |total: u64, terms: &[u64]| -> Option<u64> {
+            terms.iter().try_fold(1u64, |acc, &t| acc.checked_mul(t))?.checked_add(total)
+        };
+        for layer in &self.layers {
+            let (k, out) = match *layer {
+                Layer::Conv3(n) => (3u64, n as u64),
+                Layer::Conv1(n) => (1u64, n as u64),
+                Layer::Lrn | Layer::Pool => continue,
+            };
+            total = add(total, &[out, channels, k, k])?.checked_add(out)?;
+            if self.batch_norm {
+                total = total.checked_add(out.checked_mul(2)?)?;
+            }
+            channels = out;
+        }
+        let p = self.pool_size as u64;
+        let fc1 = channels.checked_mul(p)?.checked_mul(p)?;
+        let (hidden, classes) = (self.hidden as u64, self.num_classes as u64);
+        total = add(total, &[fc1, hidden])?.checked_add(hidden)?;
+        total = add(total, &[hidden, hidden])?.checked_add(hidden)?;
+        add(total, &[hidden, classes])?.checked_add(classes)
     }
 
     /// Number of 2x2 max-pools, which fixes the smallest input: `2^pools` pixels a side.
@@ -405,6 +441,57 @@ impl VggConfig {
     /// Inputs to FC1: `channels x pool x pool`.
     pub fn fc1_inputs(&self) -> usize {
         self.feature_channels() * self.pool_size * self.pool_size
+    }
+
+    /// Checks that a batch can pass through the network: 4-D, the right channels, at least
+    /// `2^pools` pixels a side, and no activation larger than [`crate::limits::Limits::max_tensor_bytes`].
+    pub fn check_input(&self, dims: &[usize]) -> Result<(), VggError> {
+        let [_, c, h, w] = dims else {
+            return Err(VggError::BadInputShape {
+                shape: dims.to_vec(),
+            });
+        };
+        if *c != self.in_channels {
+            return Err(VggError::ChannelMismatch {
+                expected: self.in_channels,
+                got: *c,
+            });
+        }
+        if dims[0] == 0 {
+            return Err(VggError::BadInputShape {
+                shape: dims.to_vec(),
+            });
+        }
+        let min = self.min_input();
+        if *h < min || *w < min {
+            return Err(VggError::InputTooSmall {
+                height: *h,
+                width: *w,
+                pools: self.num_pools(),
+                min,
+            });
+        }
+        crate::limits::check(
+            || format!("a batch of shape {dims:?}: bytes of the largest activation"),
+            self.largest_activation(dims),
+            crate::limits::get().max_tensor_bytes,
+            "max_tensor_bytes",
+        )
+    }
+
+    /// Bytes of the largest tensor `features` makes for a batch of `[N, C, H, W]` (saturating).
+    fn largest_activation(&self, dims: &[usize]) -> u64 {
+        let (n, mut c, mut h, mut w) = (dims[0] as u128, dims[1] as u128, dims[2] as u128, dims[3] as u128);
+        let mut largest = n * c * h * w;
+        for layer in &self.layers {
+            match *layer {
+                Layer::Conv3(out) | Layer::Conv1(out) => c = out as u128,
+                Layer::Pool => (h, w) = (h / 2, w / 2),
+                Layer::Lrn => {}
+            }
+            largest = largest.max(n.saturating_mul(c).saturating_mul(h).saturating_mul(w));
+        }
+        u64::try_from(largest.saturating_mul(4)).unwrap_or(u64::MAX)
     }
 
     /// Derives the torchvision-ordered plan: one [`Stage`] per layer of `features` with its

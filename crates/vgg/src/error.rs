@@ -1,12 +1,13 @@
-//! The library's errors: each message says what is wrong and what to do about it.
+//! The library's errors: each message says what is wrong, in the library's words. A program
+//! built on it (the `vgg` tool) adds which of its own flags would fix it.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong when building, running or loading a VGG network.
+/// Everything that can go wrong when building, running, loading or training a VGG network.
 #[derive(Debug, thiserror::Error)]
 pub enum VggError {
     /// An architecture name that is not one of the paper's or torchvision's.
-    #[error("unknown architecture `{name}`; known: {}; or give your own list with --layers (e.g. 64,M,128,M)", known.join(", "))]
+    #[error("unknown architecture `{name}`; known: {}", known.join(", "))]
     UnknownArch { name: String, known: Vec<String> },
 
     /// A user's layer list with a token that is not a width, `M`, `L` or `C1-n`.
@@ -19,8 +20,8 @@ pub enum VggError {
         reason: String,
     },
 
-    /// A number of the configuration out of range.
-    #[error("bad configuration: {what} {reason}")]
+    /// A setting out of range; `what` is the setting's name in the library (`lr`, `num_classes`).
+    #[error("bad setting: {what} {reason}")]
     BadConfig { what: String, reason: String },
 
     /// An input whose spatial size cannot pass through every 2x2 max-pool.
@@ -35,20 +36,28 @@ pub enum VggError {
     },
 
     /// An input with a channel count other than the network's.
-    #[error(
-        "input has {got} channel(s) but the network expects {expected}; convert the images or build the network with --in-channels {got}"
-    )]
+    #[error("input has {got} channel(s) but the network expects {expected}")]
     ChannelMismatch { expected: usize, got: usize },
 
     /// An input that is not a 4-D `[N, C, H, W]` batch.
-    #[error("input must be [N, C, H, W], got shape {shape:?}")]
+    #[error("input must be [N, C, H, W] with N >= 1, got shape {shape:?}")]
     BadInputShape { shape: Vec<usize> },
 
+    /// Something would need more memory than a [`crate::limits::Limits`] bound allows.
+    #[error("{what}: {value} is over the limit of {limit} ({limit_name})")]
+    LimitExceeded {
+        what: String,
+        value: u64,
+        limit: u64,
+        /// The field of [`crate::limits::Limits`].
+        limit_name: &'static str,
+    },
+
     /// A file that could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A weight file that is not what its extension says, or is truncated or corrupt.
@@ -59,6 +68,14 @@ pub enum VggError {
         reason: String,
     },
 
+    /// A weight file holding NaN or infinite values: training diverged before it was saved.
+    #[error("{}: `{key}` holds {count} NaN or infinite value(s); these weights cannot give true results", path.display())]
+    NonFiniteWeights {
+        path: PathBuf,
+        key: String,
+        count: usize,
+    },
+
     /// A weight file whose extension is none of the supported ones.
     #[error("{}: unknown weight format; use .pth/.pt (PyTorch), .safetensors or .bpk (burn)", path.display())]
     UnknownFormat { path: PathBuf },
@@ -67,14 +84,12 @@ pub enum VggError {
     #[error("dataset {}: {reason}", path.display())]
     Dataset { path: PathBuf, reason: String },
 
-    /// An image file that cannot be decoded.
-    #[error("{}: unreadable image: {reason} (pass --skip-bad to skip and count such files)", path.display())]
+    /// An image file that cannot be decoded, or cannot be used at the network's size.
+    #[error("{}: unusable image: {reason}", path.display())]
     BadImage { path: PathBuf, reason: String },
 
     /// A label not below the network's class count.
-    #[error(
-        "{dataset}: image {index} has label {label} but the network has {num_classes} classes; set --num-classes"
-    )]
+    #[error("{dataset}: image {index} has label {label} but the network has {num_classes} classes")]
     LabelOutOfRange {
         dataset: String,
         index: usize,
@@ -82,19 +97,41 @@ pub enum VggError {
         num_classes: usize,
     },
 
-    /// Training diverged.
+    /// Training diverged: the loss is NaN or infinite. No accuracy is reported for such a run.
     #[error(
-        "the loss became {value} at epoch {epoch}, step {step}; training stopped and the last good checkpoint was kept (try a lower --lr)"
+        "the loss became {value} at epoch {epoch}, step {step}; training stopped. {}",
+        match kept {
+            Some(e) => format!("The run folder keeps the checkpoint of epoch {e}, the last good one; lower the learning rate and start again"),
+            None => "No checkpoint was written (it diverged in the first epoch); lower the learning rate and start again".to_string(),
+        }
     )]
     NonFiniteLoss {
         value: f32,
         epoch: usize,
         step: usize,
+        /// The epoch whose checkpoint the run folder still holds, if any.
+        kept: Option<usize>,
     },
 
+    /// The network gave NaN or infinite scores: no metric can be computed from them.
+    #[error("the network's scores are NaN or infinite ({what}); the weights are broken (diverged training?)")]
+    NonFiniteOutput { what: String },
+
     /// A run folder that exists already.
-    #[error("{} exists; pass --force to overwrite it or --resume {} to continue it", path.display(), path.display())]
+    #[error("{} exists", path.display())]
     RunExists { path: PathBuf },
+
+    /// A folder that was to be replaced but was not made by this library: nothing in it is touched.
+    #[error(
+        "{} exists and is not a vgg run folder (no readable config.json of a run); nothing in it was touched",
+        path.display()
+    )]
+    NotARun { path: PathBuf },
+
+    /// A run folder's own file (`config.json`, `state.json`, a checkpoint) that is unreadable,
+    /// inconsistent or names something outside the folder.
+    #[error("{}: {reason}", path.display())]
+    RunFile { path: PathBuf, reason: String },
 
     /// A state dict that does not fit the network: every difference is listed.
     #[error("{}: the weights do not fit {arch}:{}", path.display(), list_mismatch(missing, unexpected, misshaped))]
@@ -136,15 +173,28 @@ fn list_mismatch(
             .map(|(k, want, got)| format!("{k}: expected {want:?}, file has {got:?}"))
             .collect(),
     );
-    out.push_str("\n  (is this the right architecture? check --arch, --num-classes, --in-channels and --layers)");
     out
 }
 
 impl VggError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
+        }
+    }
+
+    pub(crate) fn bad_config(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::BadConfig {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn run_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::RunFile {
+            path: path.into(),
+            reason: reason.into(),
         }
     }
 }

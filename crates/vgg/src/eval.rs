@@ -3,6 +3,8 @@
 //! 5x5 grid of crops x 2 flips, or both; over one or several scales and one or several models,
 //! averaging the softmax.
 
+use std::path::Path;
+
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Image;
 use crate::data::transform::{Normalize, Planar, crop, rescale_shorter, to_channels};
 use crate::error::VggError;
+use crate::limits::check_rescale;
 use crate::model::Vgg;
 
 /// How the class probabilities of one image at one scale are computed.
@@ -88,12 +91,25 @@ impl Classifier {
     /// Class probabilities of one image at scale `q` (shorter side). An image already at the
     /// crop size is used as it is (no resize, no crop), so results compare exactly with PyTorch
     /// on the same pixels.
-    pub fn probs(&self, img: &Image, method: Method, q: usize) -> Result<Vec<f32>, VggError> {
-        let x = to_channels(img, self.channels(), self.normalize.scale);
+    /// `Err` for an image that would be enlarged past [`crate::limits::Limits::max_upscale`]
+    /// (named by `path`), and for NaN or infinite scores.
+    pub fn probs(
+        &self,
+        img: &Image,
+        path: &Path,
+        method: Method,
+        q: usize,
+    ) -> Result<Vec<f32>, VggError> {
         let c = self.crop;
-        if method == Method::Center && x.height == c && x.width == c {
+        if method == Method::Center && img.height == c && img.width == c {
+            let x = to_channels(img, self.channels(), self.normalize.scale);
             return self.mean_probs(self.batch(vec![self.finish(x)], c, c));
         }
+        check_rescale(img.height, img.width, q.max(c)).map_err(|reason| VggError::BadImage {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        let x = to_channels(img, self.channels(), self.normalize.scale);
         let x = rescale_shorter(&x, q.max(c));
         let (h, w) = (x.height, x.width);
         match method {
@@ -131,8 +147,8 @@ impl Classifier {
                 Ok(sum)
             }
             Method::DenseMulticrop => {
-                let a = self.probs(img, Method::Dense, q)?;
-                let b = self.probs(img, Method::Multicrop, q)?;
+                let a = self.probs(img, path, Method::Dense, q)?;
+                let b = self.probs(img, path, Method::Multicrop, q)?;
                 Ok(a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect())
             }
         }
@@ -141,9 +157,12 @@ impl Classifier {
 
 /// The softmax averaged over every scale and every classifier (multi-scale evaluation and
 /// ensembles, Tables 4 and 6).
+///
+/// `Err` when a probability is NaN or infinite: such an image has no true answer.
 pub fn average_probs(
     models: &[Classifier],
     img: &Image,
+    path: &Path,
     method: Method,
     scales: &[usize],
 ) -> Result<Vec<f32>, VggError> {
@@ -151,7 +170,12 @@ pub fn average_probs(
     let count = (models.len() * scales.len()) as f32;
     for m in models {
         for &q in scales {
-            let p = m.probs(img, method, q)?;
+            let p = m.probs(img, path, method, q)?;
+            if p.iter().any(|v| !v.is_finite()) {
+                return Err(VggError::NonFiniteOutput {
+                    what: format!("{}, {} at scale {q}", path.display(), method.name()),
+                });
+            }
             if sum.is_empty() {
                 sum = vec![0.0; p.len()];
             }
@@ -165,20 +189,6 @@ pub fn average_probs(
         }
     }
     Ok(sum)
-}
-
-/// Top-1 / top-5 hits of one probability vector.
-pub fn hits(probs: &[f32], label: usize) -> (bool, bool) {
-    let target = probs[label];
-    let rank = probs.iter().filter(|&&v| v > target).count();
-    (rank == 0, rank < 5)
-}
-
-/// The `k` most probable classes, best first.
-pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| (i, probs[i])).collect()
 }
 
 /// ImageNet-1k's 1000 class names, in the order of torchvision's and Caffe's outputs (public
@@ -204,14 +214,11 @@ mod tests {
     }
 
     #[test]
-    fn top_k_and_hits() {
-        let p = [0.1, 0.5, 0.05, 0.3, 0.05];
-        assert_eq!(top_k(&p, 2), vec![(1, 0.5), (3, 0.3)]);
-        assert_eq!(hits(&p, 1), (true, true));
-        assert_eq!(hits(&p, 3), (false, true));
+    fn method_names() {
         assert_eq!(
             Method::parse("dense+multicrop"),
             Some(Method::DenseMulticrop)
         );
+        assert_eq!(Method::parse("dense").map(Method::name), Some("dense"));
     }
 }

@@ -305,30 +305,9 @@ impl Vgg {
         &self.config
     }
 
-    /// Checks that a batch can pass through the network: 4-D, the right channels, and at least
-    /// `2^pools` pixels a side.
+    /// Checks that a batch can pass through the network ([`VggConfig::check_input`]).
     pub fn check_input(&self, dims: &[usize]) -> Result<(), VggError> {
-        let [_, c, h, w] = dims else {
-            return Err(VggError::BadInputShape {
-                shape: dims.to_vec(),
-            });
-        };
-        if *c != self.config.in_channels {
-            return Err(VggError::ChannelMismatch {
-                expected: self.config.in_channels,
-                got: *c,
-            });
-        }
-        let min = self.config.min_input();
-        if *h < min || *w < min {
-            return Err(VggError::InputTooSmall {
-                height: *h,
-                width: *w,
-                pools: self.config.num_pools(),
-                min,
-            });
-        }
-        Ok(())
+        self.config.check_input(dims)
     }
 
     /// Class scores (logits), after checking the input. `[N, C, H, W] -> [N, classes]`.

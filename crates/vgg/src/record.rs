@@ -10,7 +10,8 @@ use burn::tensor::Device;
 use crate::arch::VggConfig;
 use crate::error::VggError;
 use crate::model::{InitScheme, Vgg};
-use crate::weights::write_atomic;
+use crate::fsio::write_atomic;
+use crate::weights::check_finite;
 
 /// Writes `model` as a burnpack record, atomically.
 pub fn save_burn(model: &Vgg, path: &Path) -> Result<(), VggError> {
@@ -33,11 +34,13 @@ pub fn load_burn(config: &VggConfig, path: &Path, device: &Device) -> Result<Vgg
         format: "burn",
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| VggError::io(path, e))?;
+    let bytes = crate::weights::read_bounded(path, Some(config))?;
     let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
         .map_err(|e| corrupt(format!("{e:?}")))?;
     let model = Vgg::new(config, InitScheme::Kaiming, device)?;
-    model
+    let model = model
         .try_load_record(record)
-        .map_err(|e| corrupt(format!("{e:?} (is this the right architecture?)")))
+        .map_err(|e| corrupt(format!("{e:?} (is this the right architecture?)")))?;
+    check_finite(&model.state_dict(), path)?;
+    Ok(model)
 }

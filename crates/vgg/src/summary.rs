@@ -148,21 +148,8 @@ fn totals(
 /// for a `[C, H, W]` input. Fast enough for tests of the full-size networks.
 pub fn estimate(config: &VggConfig, input: [usize; 3]) -> Result<Summary, VggError> {
     config.validate()?;
+    config.check_input(&[1, input[0], input[1], input[2]])?;
     let [c, mut h, mut w] = input;
-    if c != config.in_channels {
-        return Err(VggError::ChannelMismatch {
-            expected: config.in_channels,
-            got: c,
-        });
-    }
-    if h < config.min_input() || w < config.min_input() {
-        return Err(VggError::InputTooSmall {
-            height: h,
-            width: w,
-            pools: config.num_pools(),
-            min: config.min_input(),
-        });
-    }
     let mut channels = c;
     let mut shapes = Vec::new();
     for layer in &config.layers {

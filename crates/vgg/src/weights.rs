@@ -121,8 +121,26 @@ fn strip_prefix(dict: StateDict, prefix: &str) -> StateDict {
         .collect()
 }
 
+/// The whole file, if it is no larger than weights can be: [`Limits::max_params`] values of 8
+/// bytes (float64) and 64 MiB of headers. `config` (when known) bounds it more tightly.
+///
+/// [`Limits::max_params`]: crate::limits::Limits::max_params
+pub fn read_bounded(path: &Path, config: Option<&VggConfig>) -> Result<Vec<u8>, VggError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| VggError::io(path, e))?
+        .len();
+    let params = config.map_or(crate::limits::get().max_params, |c| c.num_params() as u64);
+    crate::limits::check(
+        || format!("{}: file size in bytes", path.display()),
+        size,
+        params.saturating_mul(8).saturating_add(64 << 20),
+        "max_params",
+    )?;
+    std::fs::read(path).map_err(|e| VggError::io(path, e))
+}
+
 fn read_safetensors(path: &Path) -> Result<StateDict, VggError> {
-    let bytes = std::fs::read(path).map_err(|e| VggError::io(path, e))?;
+    let bytes = read_bounded(path, None)?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| corrupt(path, "safetensors", e))?;
     let mut dict = StateDict::new();
@@ -255,33 +273,25 @@ pub fn write_safetensors(dict: &StateDict, path: &Path) -> Result<(), VggError> 
         views.push((k.as_str(), view));
     }
     let bytes = safetensors::serialize(views, None).map_err(|e| corrupt(path, "safetensors", e))?;
-    write_atomic(path, &bytes)
+    crate::fsio::write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VggError> {
-    use std::io::Write;
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(VggError::io(path, e));
+/// `Err` naming the first tensor that holds a NaN or an infinity: weights that cannot give a
+/// true score are refused at load time, not discovered as NaN accuracies later.
+pub fn check_finite(dict: &StateDict, path: &Path) -> Result<(), VggError> {
+    for (key, t) in dict {
+        if let Values::F32(v) = &t.values {
+            let count = v.iter().filter(|x| !x.is_finite()).count();
+            if count > 0 {
+                return Err(VggError::NonFiniteWeights {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    count,
+                });
+            }
+        }
     }
     Ok(())
-}
-
-/// `dir/.name.tmp-PID`: beside the target, so the rename stays on one file system.
-pub fn temp_path(path: &Path) -> std::path::PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// Compares a state dict with the keys and shapes `config` expects; `Err` lists every
@@ -345,6 +355,7 @@ impl Vgg {
         device: &Device,
     ) -> Result<Self, VggError> {
         check_state_dict(config, dict, source)?;
+        check_finite(dict, source)?;
         let model = Vgg::new(config, InitScheme::Kaiming, device)?;
         Ok(model.load_state_dict_unchecked(dict, device))
     }

@@ -91,6 +91,9 @@ pub fn toy_config() -> TrainConfig {
         train_data: "toy".into(),
         val_data: "toy".into(),
         classes: vec!["a".into(), "b".into(), "c".into()],
+        data: None,
+        train_images: 0,
+        val_images: 0,
     }
 }
 

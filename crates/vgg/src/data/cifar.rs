@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Dataset, Image, Images};
+use super::{Dataset, Image, Images, Split};
 use crate::error::VggError;
+use crate::limits;
 
 pub const CIFAR10_CLASSES: [&str; 10] = [
     "airplane",
@@ -22,14 +23,13 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 const RECORD: usize = 1 + 3 * 32 * 32;
 
 /// The batch files for `split` at `path` (a `.bin` file, or a folder holding the batches).
-pub fn find(path: &Path, split: &str) -> Option<Vec<PathBuf>> {
+pub fn find(path: &Path, split: Split) -> Option<Vec<PathBuf>> {
     if path.is_file() {
         return (path.extension()? == "bin").then(|| vec![path.to_path_buf()]);
     }
-    let names: Vec<String> = if split == "train" {
-        (1..=5).map(|i| format!("data_batch_{i}.bin")).collect()
-    } else {
-        vec!["test_batch.bin".to_string()]
+    let names: Vec<String> = match split {
+        Split::Train => (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+        Split::Test => vec!["test_batch.bin".to_string()],
     };
     let files: Vec<PathBuf> = names
         .iter()
@@ -39,7 +39,21 @@ pub fn find(path: &Path, split: &str) -> Option<Vec<PathBuf>> {
     (!files.is_empty()).then_some(files)
 }
 
+/// Reads the batch files, refusing a truncated file, a label that is not one of the ten
+/// classes (naming the record), and more data than [`limits::Limits::max_dataset_bytes`].
 pub fn read(files: &[PathBuf]) -> Result<Dataset, VggError> {
+    let mut total = 0u64;
+    for file in files {
+        total += std::fs::metadata(file)
+            .map_err(|e| VggError::io(file, e))?
+            .len();
+    }
+    limits::check(
+        || format!("dataset {}: bytes of its batch files", files[0].display()),
+        total,
+        limits::get().max_dataset_bytes,
+        "max_dataset_bytes",
+    )?;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for file in files {
@@ -53,8 +67,17 @@ pub fn read(files: &[PathBuf]) -> Result<Dataset, VggError> {
                 ),
             });
         }
-        for record in bytes.chunks_exact(RECORD) {
-            labels.push(record[0] as usize);
+        for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
+            let label = record[0] as usize;
+            if label >= CIFAR10_CLASSES.len() {
+                return Err(VggError::Dataset {
+                    path: file.clone(),
+                    reason: format!(
+                        "record {i} has label {label}; CIFAR-10 labels are 0-9 (is this CIFAR-100 or another format?)"
+                    ),
+                });
+            }
+            labels.push(label);
             images.push(Image {
                 channels: 3,
                 height: 32,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{Dataset, idx};
+use super::{Dataset, Split, idx};
 use crate::error::VggError;
 
 const TRAIN_IMAGES: &[u8] = include_bytes!("../../data/demo/train-images-idx3-ubyte.gz");
@@ -12,24 +12,18 @@ const TRAIN_LABELS: &[u8] = include_bytes!("../../data/demo/train-labels-idx1-ub
 const TEST_IMAGES: &[u8] = include_bytes!("../../data/demo/t10k-images-idx3-ubyte.gz");
 const TEST_LABELS: &[u8] = include_bytes!("../../data/demo/t10k-labels-idx1-ubyte.gz");
 
-/// The demo's `train` or `test` split.
-pub fn load(split: &str) -> Result<Dataset, VggError> {
-    let (images, labels) = if split == "train" {
-        (TRAIN_IMAGES, TRAIN_LABELS)
-    } else {
-        (TEST_IMAGES, TEST_LABELS)
+/// The demo's training or test split.
+pub fn load(split: Split) -> Result<Dataset, VggError> {
+    let (images, labels, name) = match split {
+        Split::Train => (TRAIN_IMAGES, TRAIN_LABELS, "train"),
+        Split::Test => (TEST_IMAGES, TEST_LABELS, "test"),
     };
     let mut set = idx::from_bytes(
-        Path::new(&format!("<embedded {split} images>")),
-        images.to_vec(),
-        Path::new(&format!("<embedded {split} labels>")),
-        labels.to_vec(),
+        Path::new(&format!("<embedded fashion-mnist {name} images>")),
+        images,
+        Path::new(&format!("<embedded fashion-mnist {name} labels>")),
+        labels,
     )?;
-    set.name = format!("demo Fashion-MNIST subset ({split})");
+    set.name = format!("demo Fashion-MNIST subset ({name})");
     Ok(set)
-}
-
-/// `true` when `path` names the demo data rather than a file.
-pub fn is_demo(path: Option<&Path>) -> bool {
-    path.is_none_or(|p| p.as_os_str() == "demo")
 }

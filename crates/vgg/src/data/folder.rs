@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::{Dataset, Image, Images};
 use crate::error::VggError;
+use crate::limits;
 
-const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPEG"];
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 pub fn read(root: &Path) -> Result<Dataset, VggError> {
     let list = |dir: &Path| -> Result<Vec<PathBuf>, VggError> {
@@ -56,16 +57,54 @@ pub fn read(root: &Path) -> Result<Dataset, VggError> {
 }
 
 /// Decodes one JPEG/PNG file to 8-bit grey (1 channel) or RGB (3 channels), planar.
+///
+/// The size in the file's header is checked against [`Limits::max_image_pixels`] before any
+/// pixel is decoded, and a JPEG must reach its end-of-image marker: decoders fill a truncated
+/// JPEG with grey without a word, where PIL refuses it ("image file is truncated").
+///
+/// [`Limits::max_image_pixels`]: crate::limits::Limits::max_image_pixels
 pub fn decode(path: &Path) -> Result<Image, VggError> {
     let bad = |reason: String| VggError::BadImage {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = image::ImageReader::open(path).map_err(|e| VggError::io(path, e))?;
-    let reader = reader
-        .with_guessed_format()
+    let max_pixels = limits::get().max_image_pixels;
+    // A compressed file is smaller than its pixels: 8 bytes a pixel bounds any PNG or JPEG.
+    let size = std::fs::metadata(path)
+        .map_err(|e| VggError::io(path, e))?
+        .len();
+    limits::check(
+        || format!("{}: file size in bytes", path.display()),
+        size,
+        max_pixels.saturating_mul(8).saturating_add(1 << 20),
+        "max_image_pixels",
+    )?;
+    let bytes = std::fs::read(path).map_err(|e| VggError::io(path, e))?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| bad(e.to_string()))
+    };
+    let (width, height) = reader()?
+        .into_dimensions()
         .map_err(|e| bad(e.to_string()))?;
+    limits::check(
+        || format!("{}: pixels ({width}x{height})", path.display()),
+        width as u64 * height as u64,
+        max_pixels,
+        "max_image_pixels",
+    )?;
+    let mut reader = reader()?;
+    let mut bounds = image::Limits::default();
+    bounds.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(bounds);
+    let format = reader.format();
     let decoded = reader.decode().map_err(|e| bad(e.to_string()))?;
+    if format == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
+        return Err(bad(
+            "truncated JPEG: the file ends before its end-of-image marker".into(),
+        ));
+    }
     let grey = matches!(
         decoded.color(),
         image::ColorType::L8
@@ -91,4 +130,69 @@ pub fn decode(path: &Path) -> Result<Image, VggError> {
         width,
         pixels,
     })
+}
+
+/// Whether a JPEG's bytes reach its end-of-image marker (FF D9), walking its segments by their
+/// lengths (so a thumbnail's marker inside EXIF does not count) and the entropy-coded data of
+/// each scan (baseline and progressive).
+fn jpeg_complete(b: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    loop {
+        // A marker: one or more 0xFF, then its code.
+        if b.get(i) != Some(&0xFF) {
+            return false;
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&code) = b.get(i) else {
+            return false;
+        };
+        i += 1;
+        match code {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue, // markers without a length
+            _ => {
+                let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+                    return false;
+                };
+                if len < 2 {
+                    return false;
+                }
+                i += len;
+                if code == 0xDA {
+                    // Entropy-coded data: up to the next marker that is not a stuffed 0xFF00 or
+                    // a restart marker.
+                    loop {
+                        match (b.get(i), b.get(i + 1)) {
+                            (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => i += 2,
+                            (Some(0xFF), Some(0xFF)) => i += 1,
+                            (Some(0xFF), Some(_)) => break,
+                            (Some(_), _) => i += 1,
+                            (None, _) => return false,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_end_marker_is_found_by_walking_segments() {
+        // SOI, APP0 of 4 bytes (holding a fake FF D9), SOS header, data with a stuffed FF 00 and a
+        // restart marker, EOI.
+        let whole = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xFF, 0xD9, 0xFF, 0xDA, 0x00, 0x02, 0x12, 0xFF,
+            0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xD9,
+        ];
+        assert!(jpeg_complete(&whole));
+        for cut in 2..whole.len() - 1 {
+            assert!(!jpeg_complete(&whole[..cut]), "cut at {cut}");
+        }
+    }
 }

@@ -20,8 +20,8 @@ pub struct Batch {
     pub skipped: Vec<String>,
 }
 
-/// Turns image `index` of the dataset into network input.
-pub type Prepare = Arc<dyn Fn(&Image, usize) -> Vec<f32> + Send + Sync>;
+/// Turns image `index` of the dataset into network input, or says why it cannot.
+pub type Prepare = Arc<dyn Fn(&Image, usize) -> Result<Vec<f32>, String> + Send + Sync>;
 
 /// The order of an epoch: a permutation seeded by (seed, epoch), or the identity.
 pub fn epoch_order(len: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<usize> {
@@ -103,9 +103,15 @@ fn build(
     let mut labels = Vec::with_capacity(indices.len());
     let mut skipped = Vec::new();
     for &i in indices {
-        match data.image(i) {
-            Ok(img) => {
-                images.extend(prepare(&img, i));
+        let input = data.image(i).and_then(|img| {
+            prepare(&img, i).map_err(|reason| VggError::BadImage {
+                path: data.item_path(i),
+                reason,
+            })
+        });
+        match input {
+            Ok(values) => {
+                images.extend(values);
                 labels.push(data.labels[i]);
             }
             Err(e) if skip_bad => skipped.push(e.to_string()),

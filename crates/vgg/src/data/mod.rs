@@ -10,6 +10,7 @@ pub mod demo;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod source;
 pub mod transform;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,14 @@ impl Dataset {
         }
     }
 
+    /// What names image `i` in messages: its file, or `DATASET image i`.
+    pub fn item_path(&self, i: usize) -> PathBuf {
+        match &self.images {
+            Images::Files(paths) => paths[i].clone(),
+            Images::Memory(_) => format!("{} image {i}", self.name).into(),
+        }
+    }
+
     /// Checks what training needs: at least one image, every label below the class count.
     pub fn check(&self, num_classes: usize) -> Result<(), VggError> {
         if self.is_empty() {
@@ -101,7 +110,13 @@ impl Dataset {
 
     /// Splits off a held-out `fraction` for validation, with a fixed `seed`, keeping classes
     /// in proportion. Returns `(train, validation)`.
-    pub fn split(&self, fraction: f64, seed: u64) -> (Dataset, Dataset) {
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset), VggError> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(VggError::bad_config(
+                "val_fraction",
+                format!("is {fraction}; it must be in (0, 1)"),
+            ));
+        }
         let mut rng = Rng::new(seed);
         let mut train = Vec::new();
         let mut val = Vec::new();
@@ -116,18 +131,26 @@ impl Dataset {
         }
         train.sort_unstable();
         val.sort_unstable();
-        (
+        Ok((
             self.subset(&train, &format!("{} (train split)", self.name)),
             self.subset(&val, &format!("{} (validation split)", self.name)),
-        )
+        ))
     }
+}
+
+/// Which part of a dataset that holds both (IDX, CIFAR-10's batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// `train-*` IDX files, `data_batch_*.bin`.
+    Train,
+    /// `t10k-*` IDX files, `test_batch.bin`.
+    Test,
 }
 
 /// Reads a dataset from `path`, recognising the format: a folder with one sub-folder per
 /// class; a folder or file of MNIST-style IDX (`*-images-idx3-ubyte[.gz]`, with the labels
 /// beside it); or CIFAR-10's binary batches (`data_batch_*.bin` / `test_batch.bin`).
-/// `split` is `train` or `test` for the formats that hold both.
-pub fn open(path: &Path, split: &str) -> Result<Dataset, VggError> {
+pub fn open(path: &Path, split: Split) -> Result<Dataset, VggError> {
     if !path.exists() {
         return Err(VggError::Dataset {
             path: path.to_path_buf(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Image, Rng};
 use crate::error::VggError;
+use crate::limits::check_rescale;
 
 /// How pixels become network inputs: `(pixel * scale - mean) / std`, channel by channel, after
 /// an optional RGB -> BGR swap. Carried with the weights, so evaluation preprocesses as training.
@@ -99,6 +100,12 @@ impl Stats {
         limit: usize,
         skip_bad: bool,
     ) -> Result<Self, VggError> {
+        if !(1..=3).contains(&channels) {
+            return Err(VggError::bad_config(
+                "in_channels",
+                format!("is {channels}; images are grey or RGB, so a network trained on them reads 1 or 3 channels"),
+            ));
+        }
         let step = (data.len() / limit.max(1)).max(1);
         let mut sum = vec![0f64; channels];
         let mut cross = vec![vec![0f64; channels]; channels];
@@ -120,6 +127,12 @@ impl Stats {
                 }
             }
             count += plane as f64;
+        }
+        if count == 0.0 {
+            return Err(VggError::Dataset {
+                path: data.name.clone().into(),
+                reason: "no readable image to measure the mean from".into(),
+            });
         }
         let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
         let cov: Vec<Vec<f64>> = (0..channels)
@@ -329,9 +342,11 @@ pub struct Transform {
 
 impl Transform {
     /// One training sample: random scale, random crop, random flip, colour shift, normalise.
-    pub fn train(&self, img: &Image, rng: &mut Rng) -> Vec<f32> {
-        let x = to_channels(img, self.channels, self.normalize.scale);
+    /// `Err` (the reason) for an image that would be enlarged or grown past the limits.
+    pub fn train(&self, img: &Image, rng: &mut Rng) -> Result<Vec<f32>, String> {
         let side = rng.range(self.scale_min, self.scale_max);
+        check_rescale(img.height, img.width, side)?;
+        let x = to_channels(img, self.channels, self.normalize.scale);
         let x = rescale_shorter(&x, side);
         let top = rng.range(0, x.height - self.crop);
         let left = rng.range(0, x.width - self.crop);
@@ -352,15 +367,16 @@ impl Transform {
                     .for_each(|v| *v += shift);
             }
         }
-        self.finish(x)
+        Ok(self.finish(x))
     }
 
     /// One evaluation sample: shorter side to Q, central crop.
-    pub fn eval(&self, img: &Image) -> Vec<f32> {
+    pub fn eval(&self, img: &Image) -> Result<Vec<f32>, String> {
+        check_rescale(img.height, img.width, self.eval_scale)?;
         let x = to_channels(img, self.channels, self.normalize.scale);
         let x = rescale_shorter(&x, self.eval_scale);
         let (top, left) = ((x.height - self.crop) / 2, (x.width - self.crop) / 2);
-        self.finish(crop(&x, top, left, self.crop, self.crop, false))
+        Ok(self.finish(crop(&x, top, left, self.crop, self.crop, false)))
     }
 
     fn finish(&self, x: Planar) -> Vec<f32> {

@@ -1,6 +1,7 @@
 //! VGG's max pooling (2x2 window, stride 2, odd trailing rows and columns dropped, as
 //! `nn.MaxPool2d(2, 2)`), on flex: the forward records which of the four inputs won (one byte
-//! per output), so the backward is a scatter with no search (ties go to the first, row-major).
+//! per output), so the backward is a scatter with no search (ties go to the first, row-major; a NaN
+//! wins, so that it propagates as in PyTorch).
 
 use std::sync::Arc;
 
@@ -19,6 +20,9 @@ pub fn forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
     let s = x.layout().shape();
     let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
     let (ho, wo) = (h / 2, w / 2);
+    if n * c * ho * wo == 0 {
+        return (tensor(Vec::new(), vec![n, c, ho, wo]), Vec::new());
+    }
     let xv = values(x);
     let mut out = vec![0f32; n * c * ho * wo];
     let mut arg = vec![0u8; n * c * ho * wo];
@@ -33,7 +37,8 @@ pub fn forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
                     let cand = [r0[2 * xo], r0[2 * xo + 1], r1[2 * xo], r1[2 * xo + 1]];
                     let mut best = 0;
                     for (i, &v) in cand.iter().enumerate().skip(1) {
-                        if v > cand[best] {
+                        // NaN wins, as in PyTorch: a broken input must not vanish here.
+                        if v > cand[best] || v.is_nan() {
                             best = i;
                         }
                     }
@@ -48,8 +53,11 @@ pub fn forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
 /// The input gradient `[N, C, H, W]`: each output's gradient goes to its winner.
 pub fn backward(dy: &FlexTensor, arg: &[u8], [n, c, h, w]: [usize; 4]) -> FlexTensor {
     let (ho, wo) = (h / 2, w / 2);
-    let dv = values(dy);
     let mut dx = vec![0f32; n * c * h * w];
+    if n * c * ho * wo == 0 {
+        return tensor(dx, vec![n, c, h, w]);
+    }
+    let dv = values(dy);
     dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
         let (g, a) = (
             &dv[plane * ho * wo..(plane + 1) * ho * wo],

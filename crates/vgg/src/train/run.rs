@@ -17,16 +17,20 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::folder::{self, CONFIG, STATE, checkpoint_names};
 use super::plateau::{Decision, Plateau};
 use super::step::{Sgd, SgdSettings, cross_entropy};
 use crate::arch::VggConfig;
 use crate::data::loader::{Loader, Prepare, epoch_order};
+use crate::data::source::DataSpec;
 use crate::data::transform::Transform;
 use crate::data::{Dataset, Rng};
 use crate::dist::{Collective, GradLayout, Single, owner, running_weight};
 use crate::error::VggError;
+use crate::fsio::{sha256_file, write_atomic};
+use crate::metrics::topk_hits;
 use crate::model::{BN_MOMENTUM, BatchStats, InitScheme, Vgg};
-use crate::weights::{Values, read_state_dict, write_atomic};
+use crate::weights::{Values, check_finite, read_state_dict};
 
 /// Everything that defines a run; written to `config.json`. Defaults are the paper's (Section 3.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +61,89 @@ pub struct TrainConfig {
     pub train_data: String,
     pub val_data: String,
     pub classes: Vec<String>,
+    /// Where the images are read from, so that a resumed run reads the same sets (`None` in
+    /// runs written before it was recorded).
+    #[serde(default)]
+    pub data: Option<DataSpec>,
+    /// Images in the training and validation sets when the run started (0: not recorded);
+    /// a resumed run refuses data of another size.
+    #[serde(default)]
+    pub train_images: usize,
+    #[serde(default)]
+    pub val_images: usize,
+}
+
+impl TrainConfig {
+    /// Checks every number before anything is allocated or written: a NaN learning rate must
+    /// not train for an epoch and report an accuracy.
+    pub fn validate(&self) -> Result<(), VggError> {
+        self.model.validate()?;
+        let bad = |what: &str, reason: String| Err(VggError::bad_config(what, reason));
+        let finite_in = |what: &str, v: f64, lo: f64, hi: f64, text: &str| {
+            if v.is_finite() && v >= lo && v <= hi {
+                Ok(())
+            } else {
+                bad(what, format!("is {v}; it must be {text}"))
+            }
+        };
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", format!("is {}; it must be a positive number", self.lr));
+        }
+        finite_in("momentum", self.sgd.momentum, 0.0, 0.999_999, "in [0, 1)")?;
+        finite_in("weight_decay", self.sgd.weight_decay, 0.0, 1.0, "in [0, 1]")?;
+        finite_in("lr_factor", self.lr_factor, 1e-9, 1.0, "in (0, 1]")?;
+        finite_in("pca_std", self.transform.pca_std as f64, 0.0, 10.0, "in [0, 10]")?;
+        if self.epochs == 0 {
+            return bad("epochs", "is 0; a run trains at least one epoch".into());
+        }
+        if self.batch == 0 || self.micro_batch == 0 || self.batch % self.micro_batch != 0 {
+            return bad(
+                "batch",
+                format!(
+                    "{} must be a positive multiple of the micro-batch {}",
+                    self.batch, self.micro_batch
+                ),
+            );
+        }
+        if self.patience == 0 {
+            return bad("patience", "is 0; it must be at least one epoch".into());
+        }
+        let t = &self.transform;
+        if t.channels != self.model.in_channels {
+            return bad(
+                "transform.channels",
+                format!("{} differs from the network's {}", t.channels, self.model.in_channels),
+            );
+        }
+        if t.crop < self.model.min_input() {
+            return bad(
+                "crop",
+                format!(
+                    "{} is smaller than the {} pixels the network's {} pools need",
+                    t.crop,
+                    self.model.min_input(),
+                    self.model.num_pools()
+                ),
+            );
+        }
+        if t.scale_min < t.crop || t.scale_max < t.scale_min || t.eval_scale < t.crop {
+            return bad(
+                "scale",
+                format!(
+                    "[{}, {}] (evaluation {}) must be at least the crop {} and in order",
+                    t.scale_min, t.scale_max, t.eval_scale, t.crop
+                ),
+            );
+        }
+        if t.normalize.mean.is_empty()
+            || t.normalize.std.is_empty()
+            || t.normalize.mean.iter().chain(&t.normalize.std).any(|v| !v.is_finite())
+            || t.normalize.std.iter().any(|&v| v == 0.0)
+        {
+            return bad("normalize", "needs finite means and non-zero standard deviations".into());
+        }
+        self.model.check_input(&[self.micro_batch, t.channels, t.crop, t.crop])
+    }
 }
 
 /// One row of the log.
@@ -97,6 +184,12 @@ pub struct RunState {
     pub model_file: Option<String>,
     pub optim_file: Option<String>,
     pub finished: bool,
+    /// SHA-256 of the checkpoint files, checked on resume: a file from another run or a
+    /// damaged one is refused.
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    #[serde(default)]
+    pub optim_sha256: Option<String>,
 }
 
 /// Progress within an epoch, for a progress bar.
@@ -147,12 +240,58 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), VggError> {
     )
 }
 
+/// A run file: at most 64 MiB (a state holds one row per epoch), read whole.
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, VggError> {
+    let size = std::fs::metadata(path).map_err(io(path))?.len();
+    if size > 64 << 20 {
+        return Err(VggError::run_file(path, format!("{size} bytes is too large for a run file")));
+    }
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    serde_json::from_str(&text).map_err(|e| VggError::Dataset {
-        path: path.to_path_buf(),
-        reason: format!("not a run file: {e}"),
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| VggError::run_file(path, format!("not a readable run file: {e}")))
+}
+
+/// The run's config, as written in `dir/config.json`, validated.
+pub fn read_config(dir: &Path) -> Result<TrainConfig, VggError> {
+    let config: TrainConfig = read_json(&dir.join(CONFIG))?;
+    config
+        .validate()
+        .map_err(|e| VggError::run_file(dir.join(CONFIG), format!("holds a bad setting: {e}")))?;
+    Ok(config)
+}
+
+/// The run's state, as written in `dir/state.json`, with checkpoint names checked to be this
+/// run's own (`epoch-N.bpk` for its epoch N).
+pub fn read_state(dir: &Path) -> Result<RunState, VggError> {
+    let path = dir.join(STATE);
+    let state: RunState = read_json(&path)?;
+    let (model, optim) = checkpoint_names(state.epoch);
+    let named = |f: &Option<String>, want: &str| f.as_deref().is_none_or(|f| f == want);
+    if !named(&state.model_file, &model) || !named(&state.optim_file, &optim) {
+        return Err(VggError::run_file(
+            path,
+            format!(
+                "names checkpoint files {:?} / {:?}, not this run's {model} / {optim} for epoch {}",
+                state.model_file, state.optim_file, state.epoch
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Refuses a dataset of another size than the run recorded (0 = not recorded).
+fn check_size(data: &Dataset, recorded: usize, what: &str, dir: &Path) -> Result<(), VggError> {
+    if recorded != 0 && data.len() != recorded {
+        return Err(VggError::run_file(
+            dir.join(CONFIG),
+            format!(
+                "the run's {what} set had {recorded} images; {} has {}: resume with the run's own data",
+                data.name,
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Trainer {
@@ -179,38 +318,23 @@ impl Trainer {
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
+        let mut config = config;
+        config.validate()?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
-        if config.batch == 0 || config.micro_batch == 0 || config.batch % config.micro_batch != 0 {
-            return Err(VggError::BadConfig {
-                what: "batch".into(),
-                reason: format!(
-                    "{} must be a positive multiple of the micro-batch {}",
-                    config.batch, config.micro_batch
-                ),
-            });
-        }
-        let writer = comm.rank() == 0;
-        if writer && run_dir.exists() {
-            if !force {
-                return Err(VggError::RunExists {
-                    path: run_dir.to_path_buf(),
-                });
-            }
-            std::fs::remove_dir_all(run_dir).map_err(io(run_dir))?;
-        }
-        if writer {
-            std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-        }
+        (config.train_images, config.val_images) = (train.len(), val.len());
         device.seed(config.seed);
         let mut model = Vgg::new(&config.model, config.init, device)?;
         if let Some(source) = &config.init_from {
             model = init_from(model, source, device)?;
         }
-        let model = broadcast_model(model, comm.as_ref(), device);
+        // Every input is valid: only now is the folder touched.
+        let writer = comm.rank() == 0;
         if writer {
-            write_json(&run_dir.join("config.json"), &config)?;
+            folder::prepare(run_dir, force)?;
+            write_json(&run_dir.join(CONFIG), &config)?;
         }
+        let model = broadcast_model(model, comm.as_ref(), device);
         let state = RunState {
             epoch: 0,
             step: 0,
@@ -225,6 +349,8 @@ impl Trainer {
             model_file: None,
             optim_file: None,
             finished: false,
+            model_sha256: None,
+            optim_sha256: None,
         };
         let sgd = Sgd::new(config.sgd);
         Ok(Self::assemble(
@@ -252,18 +378,34 @@ impl Trainer {
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
-        let config: TrainConfig = read_json(&run_dir.join("config.json"))?;
-        let state: RunState = read_json(&run_dir.join("state.json"))?;
+        let config = read_config(run_dir)?;
+        let state = read_state(run_dir)?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
+        check_size(&train, config.train_images, "training", run_dir)?;
+        check_size(&val, config.val_images, "validation", run_dir)?;
         let (Some(model_file), Some(optim_file)) = (&state.model_file, &state.optim_file) else {
-            return Err(VggError::Dataset {
-                path: run_dir.to_path_buf(),
-                reason: "the run has no checkpoint yet; start it again".into(),
-            });
+            return Err(VggError::run_file(
+                run_dir.join(STATE),
+                "the run has no checkpoint yet (it stopped in its first epoch); start it again",
+            ));
         };
-        let model = crate::record::load_burn(&config.model, &run_dir.join(model_file), device)?;
-        let optim_path = run_dir.join(optim_file);
+        let (model_path, optim_path) = (run_dir.join(model_file), run_dir.join(optim_file));
+        for (path, want) in [(&model_path, &state.model_sha256), (&optim_path, &state.optim_sha256)] {
+            if let Some(want) = want {
+                let got = sha256_file(path)?;
+                if &got != want {
+                    return Err(VggError::run_file(
+                        path,
+                        format!("is not the checkpoint this run wrote (SHA-256 {got}, state.json records {want}): it was replaced or damaged"),
+                    ));
+                }
+            }
+        }
+        if comm.rank() == 0 {
+            folder::remove_temps(run_dir);
+        }
+        let model = crate::record::load_burn(&config.model, &model_path, device)?;
         let bytes = std::fs::read(&optim_path).map_err(io(&optim_path))?;
         let sgd =
             Sgd::new(config.sgd)
@@ -309,6 +451,29 @@ impl Trainer {
             comm,
             layout,
         }
+    }
+
+    /// Sets the run's epoch budget (to train a resumed run further, or stop it earlier); rank 0
+    /// rewrites `config.json`.
+    pub fn set_epochs(&mut self, epochs: usize) -> Result<(), VggError> {
+        let done = self.state.epoch;
+        if epochs <= done {
+            return Err(VggError::bad_config(
+                "epochs",
+                format!("is {epochs}, but the run has trained {done} epoch(s) already; give a larger total"),
+            ));
+        }
+        if self.state.finished {
+            return Err(VggError::run_file(
+                self.run_dir.join(STATE),
+                "the run is finished: its schedule stopped it after the last learning-rate reduction (Section 3.1)",
+            ));
+        }
+        self.config.epochs = epochs;
+        if self.comm.rank() == 0 {
+            write_json(&self.run_dir.join(CONFIG), &self.config)?;
+        }
+        Ok(())
     }
 
     /// This process's rank and the number of ranks.
@@ -400,12 +565,16 @@ impl Trainer {
                 let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
                 let share = n as f64 / group_size as f64;
                 let (loss, logits, stats) = self.sgd.accumulate_train(&model, x, y, share);
-                if !loss.is_finite() {
-                    bad_loss = Some(loss);
-                }
+                let scores = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+                let (t1, t5) = match topk_hits(&scores, &batch.labels, "training") {
+                    Ok(hits) if loss.is_finite() => hits,
+                    _ => {
+                        bad_loss = Some(if loss.is_finite() { f32::NAN } else { loss });
+                        (0, 0)
+                    }
+                };
                 let weight = running_weight(BN_MOMENTUM, m - first, last - first);
                 add_stats(&mut bn_delta, &stats, weight);
-                let (t1, t5) = topk_hits(logits, &batch.labels);
                 let hits = [n as f64, loss as f64 * n as f64, t1 as f64, t5 as f64];
                 totals.iter_mut().zip(hits).for_each(|(t, h)| *t += h);
                 let seen = totals[0];
@@ -429,6 +598,7 @@ impl Trainer {
                     value: bad_loss.unwrap_or(f32::NAN),
                     epoch: epoch + 1,
                     step: self.state.step + 1,
+                    kept: self.state.model_file.is_some().then_some(self.state.epoch),
                 });
             }
             let keep = (1.0 - BN_MOMENTUM).powi((last - first) as i32);
@@ -443,6 +613,14 @@ impl Trainer {
         let train_seconds = start.elapsed().as_secs_f64();
         observer.on_validation(epoch + 1);
         let c = &self.config;
+        let kept = self.state.model_file.is_some().then_some(self.state.epoch);
+        let diverged = |what: String| VggError::NonFiniteOutput {
+            what: format!(
+                "{what} after epoch {}; training stopped{}",
+                epoch + 1,
+                kept.map_or(String::new(), |e| format!(", the run folder keeps epoch {e}'s checkpoint"))
+            ),
+        };
         let val = evaluate_shard(
             &self.model.valid(),
             &self.val,
@@ -451,11 +629,24 @@ impl Trainer {
             c.workers,
             c.skip_bad,
             (rank, size),
-        )?;
+        )
+        .map_err(|e| match e {
+            VggError::NonFiniteOutput { what } => diverged(what),
+            e => e,
+        })?;
         let n = val.images as f64;
         let mut sums = [val.loss * n, val.top1 * n, val.top5 * n, n];
         self.comm.all_reduce_sum_f64(&mut sums);
-        let d = sums[3].max(1.0);
+        if sums[3] == 0.0 {
+            return Err(VggError::Dataset {
+                path: self.val.name.clone().into(),
+                reason: "no validation image could be read".into(),
+            });
+        }
+        if !sums.iter().all(|v| v.is_finite()) || !loss_sum.is_finite() {
+            return Err(diverged("the loss on validation or training".into()));
+        }
+        let d = sums[3];
         let (val_loss, val_top1, val_top5) = (sums[0] / d, sums[1] / d, sums[2] / d);
         let skipped = skipped as usize;
         let seen = seen.max(1.0);
@@ -528,8 +719,7 @@ impl Trainer {
     /// Writes the epoch's checkpoint; `state.json` last, so that it only ever names complete files.
     fn checkpoint(&mut self, is_best: bool) -> Result<(), VggError> {
         let dir = &self.run_dir;
-        let model_file = format!("epoch-{}.bpk", self.state.epoch);
-        let optim_file = format!("epoch-{}-optim.bpk", self.state.epoch);
+        let (model_file, optim_file) = checkpoint_names(self.state.epoch);
         crate::record::save_burn(&self.model, &dir.join(&model_file))?;
         let optim_bytes = self
             .sgd
@@ -544,13 +734,19 @@ impl Trainer {
             crate::record::save_burn(&self.model, &dir.join("best.bpk"))?;
             self.model.save_safetensors(&dir.join("best.safetensors"))?;
         }
-        let previous = (
-            self.state.model_file.replace(model_file),
-            self.state.optim_file.replace(optim_file),
-        );
-        write_json(&dir.join("state.json"), &self.state)?;
-        for old in [previous.0, previous.1].into_iter().flatten() {
-            let _ = std::fs::remove_file(dir.join(old));
+        self.state.model_sha256 = Some(sha256_file(&dir.join(&model_file))?);
+        self.state.optim_sha256 = Some(sha256_file(&dir.join(&optim_file))?);
+        let had_previous = self.state.model_file.is_some();
+        self.state.model_file = Some(model_file);
+        self.state.optim_file = Some(optim_file);
+        write_json(&dir.join(STATE), &self.state)?;
+        // The previous epoch's checkpoint, by the names this run gives it: never a name read
+        // from a file.
+        if had_previous && self.state.epoch > 1 {
+            let (model, optim) = checkpoint_names(self.state.epoch - 1);
+            for old in [model, optim] {
+                let _ = std::fs::remove_file(dir.join(old));
+            }
         }
         write_logs(dir, &self.state.history)
     }
@@ -628,26 +824,6 @@ fn broadcast_model(model: Vgg, comm: &dyn Collective, device: &Device) -> Vgg {
     model.load_state_dict_unchecked(&dict, device)
 }
 
-/// Counts of correct top-1 and top-5 predictions in a batch of logits.
-pub fn topk_hits(logits: Tensor<2>, labels: &[usize]) -> (usize, usize) {
-    let [n, k] = logits.dims();
-    let values = logits
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 logits");
-    let (mut top1, mut top5) = (0, 0);
-    for i in 0..n {
-        let row = &values[i * k..(i + 1) * k];
-        let target = row[labels[i]];
-        // Rank of the true class: how many classes score strictly higher.
-        let rank = row.iter().filter(|&&v| v > target).count();
-        top1 += (rank == 0) as usize;
-        top5 += (rank < 5) as usize;
-    }
-    (top1, top5)
-}
-
 /// Loss and top-1 / top-5 accuracy on a dataset.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evaluation {
@@ -702,7 +878,8 @@ pub fn evaluate_shard(
         let logits = model.forward(x);
         loss +=
             cross_entropy(logits.clone(), y).into_scalar::<f32>() as f64 * b.labels.len() as f64;
-        let (t1, t5) = topk_hits(logits, &b.labels);
+        let scores = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let (t1, t5) = topk_hits(&scores, &b.labels, "validation")?;
         top1 += t1;
         top5 += t5;
         n += b.labels.len();
@@ -783,6 +960,7 @@ pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggE
     for i in [0, 3, 6] {
         copy(&format!("classifier.{i}"), &format!("classifier.{i}"));
     }
+    check_finite(&picked, source)?;
     if picked.is_empty() {
         return Err(VggError::WeightMismatch {
             path: source.to_path_buf(),

@@ -1,0 +1,121 @@
+//! Files written so that nothing is ever half-written: a temporary file beside the target, synced,
+//! then renamed over it. A process killed mid-write leaves only its temporary file, which the next
+//! write of the same target removes.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::VggError;
+
+/// `dir/.name.tmp-PID`: beside the target, so the rename stays on one file system.
+pub fn temp_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!(".{}.tmp-{}", file_name(path), std::process::id()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VggError> {
+    remove_stale_temps(path);
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(VggError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Removes the temporary files of earlier writes of `path` whose process is gone (killed
+/// mid-write): `.name.tmp-PID` with no process `PID`. Only names of this exact form are touched.
+pub fn remove_stale_temps(path: &Path) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{}.tmp-", file_name(path));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a process `pid` exists (Linux's /proc; elsewhere assume it does, and keep the file).
+fn process_alive(pid: u32) -> bool {
+    if Path::new("/proc/self").exists() {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// The SHA-256 of a file, as 64 hex digits (streamed: the file is not held in memory).
+pub fn sha256_file(path: &Path) -> Result<String, VggError> {
+    let mut file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| VggError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The SHA-256 of bytes, as 64 hex digits.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_dead_processes_go_others_stay() {
+        let dir = std::env::temp_dir().join(format!("vgg-fsio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("w.safetensors");
+        // PID 4194305 is above Linux's pid_max: never alive.
+        let stale = dir.join(".w.safetensors.tmp-4194305");
+        let foreign = dir.join(".w.safetensors.tmp-notapid");
+        let other = dir.join(".x.safetensors.tmp-4194305");
+        for f in [&stale, &foreign, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        write_atomic(&target, b"data").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"data");
+        assert!(!stale.exists() && foreign.exists() && other.exists());
+        assert_eq!(
+            sha256(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sha256_file(&target).unwrap(), sha256(b"data"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,132 @@
+//! The run folder and the only files a run ever writes or removes there.
+//!
+//! A run owns `config.json`, `state.json`, `epoch-N.bpk`, `epoch-N-optim.bpk`, `best.bpk`,
+//! `best.safetensors`, `log.csv`, `log.jsonl`, `curves.png` and the temporary files of their
+//! atomic writes. Replacing a run (`force`) removes those and nothing else, and only in a folder
+//! that holds a run's `config.json` (or nothing at all); names read back from `state.json` must
+//! be of the `epoch-N` form, so a crafted file cannot point outside the folder.
+
+use std::path::Path;
+
+use super::run::TrainConfig;
+use crate::error::VggError;
+
+/// The run's settings.
+pub const CONFIG: &str = "config.json";
+/// Where the run stands; written last after each epoch.
+pub const STATE: &str = "state.json";
+/// The fixed names of a run's other files.
+const FIXED: [&str; 7] = [
+    CONFIG,
+    STATE,
+    "best.bpk",
+    "best.safetensors",
+    "log.csv",
+    "log.jsonl",
+    "curves.png",
+];
+
+/// The checkpoint files of epoch `n`: weights, then optimiser state.
+pub fn checkpoint_names(epoch: usize) -> (String, String) {
+    (format!("epoch-{epoch}.bpk"), format!("epoch-{epoch}-optim.bpk"))
+}
+
+/// Whether `name` is one of the files a run writes (or the temporary file of one).
+pub fn is_run_file(name: &str) -> bool {
+    let name = match name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) {
+        Some((target, pid)) if pid.parse::<u32>().is_ok() => target,
+        _ => name,
+    };
+    FIXED.contains(&name)
+        || name
+            .strip_prefix("epoch-")
+            .and_then(|rest| rest.strip_suffix("-optim.bpk").or(rest.strip_suffix(".bpk")))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `dir` holds a run: a `config.json` that reads as a [`TrainConfig`].
+pub fn is_run(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(CONFIG))
+        .ok()
+        .is_some_and(|text| serde_json::from_str::<TrainConfig>(&text).is_ok())
+}
+
+/// Makes `dir` ready for a new run. A missing folder is created; an existing one is refused
+/// unless `force`, and then only a run's folder (or an empty one) is accepted, and only the
+/// run's own files are removed from it: anything else a user put there stays.
+pub fn prepare(dir: &Path, force: bool) -> Result<(), VggError> {
+    let io = |e| VggError::io(dir, e);
+    if !dir.exists() {
+        return std::fs::create_dir_all(dir).map_err(io);
+    }
+    if !force {
+        return Err(VggError::RunExists {
+            path: dir.to_path_buf(),
+        });
+    }
+    let empty = dir.is_dir() && std::fs::read_dir(dir).map_err(io)?.next().is_none();
+    if !dir.is_dir() || !(empty || is_run(dir)) {
+        return Err(VggError::NotARun {
+            path: dir.to_path_buf(),
+        });
+    }
+    for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_run_file(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).map_err(|e| VggError::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temporary files that writes killed mid-way left in `dir` (a resumed run's folder).
+pub fn remove_temps(dir: &Path) {
+    for name in FIXED {
+        crate::fsio::remove_stale_temps(&dir.join(name));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".epoch-") && is_run_file(&name) {
+            if let Some((target, _)) = name[1..].rsplit_once(".tmp-") {
+                crate::fsio::remove_stale_temps(&dir.join(target));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_runs_own_names_are_run_files() {
+        for ours in [
+            "config.json",
+            "epoch-12.bpk",
+            "epoch-3-optim.bpk",
+            ".best.bpk.tmp-42",
+            ".epoch-1.bpk.tmp-7",
+        ] {
+            assert!(is_run_file(ours), "{ours}");
+        }
+        for theirs in [
+            "notes.txt",
+            "epoch-.bpk",
+            "epoch-1.bpk.bak",
+            "../x/epoch-1.bpk",
+            "epoch-1/../../x.bpk",
+            ".notes.txt.tmp-1",
+            ".best.bpk.tmp-x",
+            "config.json~",
+        ] {
+            assert!(!is_run_file(theirs), "{theirs}");
+        }
+        assert_eq!(
+            checkpoint_names(4),
+            ("epoch-4.bpk".to_string(), "epoch-4-optim.bpk".to_string())
+        );
+    }
+}
