@@ -379,6 +379,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let workloads = workloads(&args);
+    for w in &workloads {
+        config_of(w)?; // every workload is checked before the first child starts
+    }
     let exe = std::env::current_exe()?;
     let (_, peak_text) = peak_flops();
     if !args.json {
@@ -395,9 +398,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "% peak",
             "peak RSS"
         );
-    }
-    for w in &workloads {
-        config_of(w)?; // every workload is checked before the first child starts
     }
     let mut rows = Vec::new();
     for w in &workloads {

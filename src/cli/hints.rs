@@ -47,6 +47,7 @@ fn flag(setting: &str) -> Option<&'static str> {
         "pool_size" => "--pool-size",
         "dropout" => "--dropout",
         "layers" => "--layers",
+        "width" => "--width",
         "crop" => "--crop",
         "scale" => "--scale",
         _ => return None,

@@ -223,7 +223,7 @@ fn parse_scale(text: &str) -> anyhow::Result<(usize, usize)> {
     }
 }
 
-fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset) -> anyhow::Result<TrainConfig> {
+fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset, leader: bool) -> anyhow::Result<TrainConfig> {
     // The first readable image sets the defaults (channels, small-image sizes).
     anyhow::ensure!(!train.is_empty(), "dataset {}: it holds no images", train.name);
     let first = (0..train.len())
@@ -265,7 +265,7 @@ fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset) -> anyhow
         args.pca_std
     );
     model.check_input(&[args.micro_batch, model.in_channels, crop, crop])?;
-    let stats = Stats::measure(train, model.in_channels, 10_000, args.skip_bad)?;
+    let in_channels = model.in_channels;
     let transform = Transform {
         channels: model.in_channels,
         crop,
@@ -274,10 +274,11 @@ fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset) -> anyhow
         eval_scale: scale_min,
         flip: !args.no_flip,
         pca_std: args.pca_std,
-        normalize: Normalize::mean_only(stats.mean.clone()),
-        stats,
+        // Measured below, once every setting is known to be valid.
+        normalize: Normalize::mean_only(vec![0.0; in_channels]),
+        stats: Stats::default(),
     };
-    let config = TrainConfig {
+    let mut config = TrainConfig {
         model,
         init: args.init.into(),
         init_from: args.init_from.clone(),
@@ -304,6 +305,12 @@ fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset) -> anyhow
         val_images: val.len(),
     };
     config.validate()?;
+    if leader {
+        eprintln!("measuring the training set's mean and colour covariance ...");
+    }
+    let stats = Stats::measure(train, in_channels, 10_000, args.skip_bad)?;
+    config.transform.normalize = Normalize::mean_only(stats.mean.clone());
+    config.transform.stats = stats;
     Ok(config)
 }
 
@@ -439,10 +446,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         None => {
             let spec = data_spec(&args);
             let Sets { train, val, test } = spec.open(args.seed)?;
-            if leader {
-                eprintln!("measuring the training set's mean and colour covariance ...");
-            }
-            let config = config(&args, spec, &train, &val)?;
+            let config = config(&args, spec, &train, &val, leader)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

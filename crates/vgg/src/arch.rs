@@ -380,9 +380,12 @@ impl VggConfig {
         if self.num_pools() >= usize::BITS as usize - 1 {
             return bad("layers", "has more max-pools than any image can pass through");
         }
+        let Some(params) = self.checked_params() else {
+            return bad("width", "gives more parameters than a 64-bit count holds");
+        };
         crate::limits::check(
             || format!("{}: parameters", self.name),
-            self.checked_params().unwrap_or(u64::MAX),
+            params,
             crate::limits::get().max_params,
             "max_params",
         )

@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod features;
 pub mod fsio;
+pub mod fuzz;
 pub mod kernels;
 pub mod layouts;
 pub mod limits;

@@ -216,6 +216,18 @@ fn read_pytorch(path: &Path) -> Result<StateDict, VggError> {
         }
     }
     let mut dict = StateDict::new();
+    // The pickle declares the tensors' sizes: bounded before any is read.
+    let declared = reader
+        .tensors()
+        .values()
+        .try_fold(0u64, |acc, t| acc.checked_add(t.num_elements() as u64))
+        .unwrap_or(u64::MAX);
+    crate::limits::check(
+        || format!("{}: values its tensors declare", path.display()),
+        declared,
+        crate::limits::get().max_params.saturating_mul(2),
+        "max_params",
+    )?;
     for (name, tensor) in reader.into_tensors() {
         let bytes = tensor.read().map_err(|e| corrupt(path, "PyTorch", e))?;
         // The reader gives native-endian bytes: the same as safetensors' little-endian here.

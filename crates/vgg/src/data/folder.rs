@@ -98,13 +98,12 @@ pub fn decode(path: &Path) -> Result<Image, VggError> {
     let mut bounds = image::Limits::default();
     bounds.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(bounds);
-    let format = reader.format();
-    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?;
-    if format == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
         return Err(bad(
             "truncated JPEG: the file ends before its end-of-image marker".into(),
         ));
     }
+    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?;
     let grey = matches!(
         decoded.color(),
         image::ColorType::L8

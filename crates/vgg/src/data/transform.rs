@@ -75,7 +75,7 @@ impl Normalize {
 
 /// Krizhevsky's PCA colour shift: eigen-decomposition of the channel covariance of the
 /// training pixels (values in [0, 1]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pca {
     /// Standard deviation along each principal component (square roots of the eigenvalues).
     pub std: Vec<f32>,
@@ -84,7 +84,7 @@ pub struct Pca {
 }
 
 /// The training set's statistics, measured once and stored with the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub mean: Vec<f32>,
     pub pca: Pca,

@@ -52,8 +52,9 @@ pub fn is_run(dir: &Path) -> bool {
 }
 
 /// Makes `dir` ready for a new run. A missing folder is created; an existing one is refused
-/// unless `force`, and then only a run's folder (or an empty one) is accepted, and only the
-/// run's own files are removed from it: anything else a user put there stays.
+/// unless `force`, and then only a run's folder (or an empty one, or one holding only a run's
+/// temporary files) is accepted, and only the run's own files are removed from it: anything
+/// else a user put there stays.
 pub fn prepare(dir: &Path, force: bool) -> Result<(), VggError> {
     let io = |e| VggError::io(dir, e);
     if !dir.exists() {
@@ -64,8 +65,13 @@ pub fn prepare(dir: &Path, force: bool) -> Result<(), VggError> {
             path: dir.to_path_buf(),
         });
     }
-    let empty = dir.is_dir() && std::fs::read_dir(dir).map_err(io)?.next().is_none();
-    if !dir.is_dir() || !(empty || is_run(dir)) {
+    // Empty, or holding only the temporary files of a run killed while writing its config.
+    let fresh = dir.is_dir()
+        && std::fs::read_dir(dir).map_err(io)?.flatten().all(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with('.') && name.contains(".tmp-") && is_run_file(&name)
+        });
+    if !dir.is_dir() || !(fresh || is_run(dir)) {
         return Err(VggError::NotARun {
             path: dir.to_path_buf(),
         });

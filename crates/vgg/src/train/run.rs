@@ -404,6 +404,8 @@ impl Trainer {
         }
         if comm.rank() == 0 {
             folder::remove_temps(run_dir);
+            // A run killed between its state and its logs: the logs follow the state again.
+            write_logs(run_dir, &state.history)?;
         }
         let model = crate::record::load_burn(&config.model, &model_path, device)?;
         let bytes = std::fs::read(&optim_path).map_err(io(&optim_path))?;

@@ -3,6 +3,7 @@
 mod common;
 mod data;
 mod golden;
+mod hostile;
 mod kernels;
 mod train;
 mod weights;
