@@ -4,11 +4,11 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET ...]     (default: 20 s, every target)
 #
-# Each target starts from fuzz/corpus/TARGET (small valid inputs, committed) and the regression
-# cases in crates/vgg/tests/hostile/TARGET; new interesting inputs go to fuzz/target/corpus.
-# A crash, a timeout (> 10 s) or an allocation over 2 GB stops the run with its input saved
-# in fuzz/target/artifacts/TARGET: copy it to crates/vgg/tests/hostile/TARGET/ once fixed, so
-# the test suite replays it.
+# Each target starts from crates/vgg/tests/hostile/TARGET (small valid seeds, seed-*, and the
+# inputs that once crashed, crash-*; the test suite replays them all); new interesting inputs go
+# to fuzz/target/corpus. A crash, a timeout (> 10 s) or an allocation over 2 GB stops the run
+# with its input saved in fuzz/target/artifacts/TARGET: once fixed, copy it to
+# crates/vgg/tests/hostile/TARGET/crash-NAME so the suite keeps replaying it.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${1:-20}"
@@ -26,10 +26,8 @@ cargo build --release --target "$TRIPLE" --bins
 total=0
 for t in "${TARGETS[@]}"; do
     mkdir -p "target/corpus/$t" "target/artifacts/$t"
-    seeds=("corpus/$t")
-    [ -d "../crates/vgg/tests/hostile/$t" ] && seeds+=("../crates/vgg/tests/hostile/$t")
     log="target/fuzz-$t.log"
-    if ! "target/$TRIPLE/release/$t" "target/corpus/$t" "${seeds[@]}" \
+    if ! "target/$TRIPLE/release/$t" "target/corpus/$t" "../crates/vgg/tests/hostile/$t" \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -artifact_prefix="target/artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
         tail -40 "$log"

@@ -1,5 +1,6 @@
 //! Entry points for fuzzing every parser of untrusted input with raw bytes: the targets under
-//! `fuzz/` call [`run`], and the test suite replays the inputs the fuzzers kept.
+//! `fuzz/` call [`run`], and the test suite replays the seeds and the inputs that once crashed
+//! (`tests/hostile/PARSER/`).
 //!
 //! Each parser must return (a value or an error) for any input: a panic, a hang or an
 //! allocation beyond the [limits](crate::limits) is a bug. Results are otherwise ignored.
@@ -96,16 +97,22 @@ pub fn small_limits() {
     });
 }
 
-/// A small network of the fixtures' shape (torchvision layout, 10 classes).
-fn tiny() -> VggConfig {
+/// The network of the weight seeds in `tests/hostile` (made by `fuzz/make_seeds.py`): five
+/// convolutions of 4-8 channels, the compact head (pool 1, hidden 8), 10 classes; 12 KB of
+/// weights, small enough for a fuzzer to mutate.
+pub fn tiny() -> VggConfig {
     VggConfig::from_layers(
-        "vgg11",
-        parse_layers("4,M,8,M,16,16,M,32,32,M,32,32,M").expect("a valid list"),
+        "tiny",
+        parse_layers(TINY_LAYERS).expect("a valid list"),
         false,
     )
-    .with_hidden(32)
+    .with_hidden(8)
+    .with_pool_size(1)
     .with_num_classes(10)
 }
+
+/// [`tiny`]'s layer list.
+pub const TINY_LAYERS: &str = "4,M,8,M,8,M,8,M,8,M";
 
 /// A folder of this process's own for the parsers that read files (in memory where /dev/shm is).
 fn scratch_dir() -> PathBuf {

@@ -1,6 +1,6 @@
-//! Its own test binary (it lowers the process-wide limits as the fuzzers do): every input the
-//! fuzzers kept under `tests/hostile/<parser>/`, the crashes they found among them, goes through
-//! its parser again and must give a value or an error, never a panic.
+//! Its own test binary (it lowers the process-wide limits as the fuzzers do): every input under
+//! `tests/hostile/<parser>/` (the fuzzers' seeds, `seed-*`, and the inputs that once crashed them,
+//! `crash-*`) goes through its parser again and must give a value or an error, never a panic.
 
 use std::path::PathBuf;
 
