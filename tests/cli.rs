@@ -498,7 +498,7 @@ fn features_to_safetensors_and_npy() {
     args.extend(W16);
     let out = vgg(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let dict = vgg::weights::read_state_dict(&st).unwrap();
+    let dict = vgg::checkpoint::read_state_dict(&st).unwrap();
     assert_eq!(dict["relu1_1"].shape, vec![2, 4, 224, 224]);
     assert_eq!(dict["pool5"].shape, vec![2, 32, 7, 7]);
     assert_eq!(dict["features.3"].shape, vec![2, 8, 112, 112]);

@@ -31,7 +31,7 @@ fn command(args: &[&str]) -> Command {
 }
 
 fn fresh_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["train", "--data", data, "--out", out, "--epochs", "16", "--force"];
+    let mut args = vec!["train", "--data", data, "--out", out, "--epochs", "24", "--force"];
     args.extend(TINY);
     args
 }
@@ -91,7 +91,7 @@ fn history(run: &Path) -> Vec<String> {
 
 #[test]
 fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
-    let data = tiny_folder("crash-data", 8, false);
+    let data = tiny_folder("crash-data", 16, false);
     let data = data.to_str().unwrap();
     let reference = tmp("crash-reference");
     let _ = std::fs::remove_dir_all(&reference);
@@ -105,15 +105,18 @@ fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
     let run = tmp("crash-run");
     let _ = std::fs::remove_dir_all(&run);
     let run_s = run.to_str().unwrap();
-    // A fixed sequence of moments, each within the first quarter of a whole run: startup, epochs
-    // and checkpoint writes are all hit, and each attempt gets a little further.
+    // Pseudo-random moments within a window that starts at 5% of a whole run and widens by half
+    // after each attempt that got no further (a kill during startup), so that attempts die in
+    // startup, in epochs and in checkpoint writes, and yet the run moves on.
+    let epoch_of = || vgg::train::read_state(&run).map_or(0, |s| s.epoch);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let (mut kills, mut finished) = (0, false);
-    for _ in 0..40 {
+    let (mut kills, mut finished, mut window) = (0, false, 0.05);
+    for _ in 0..80 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = whole.mul_f64((seed % 1000) as f64 / 1000.0 * 0.25);
+        let delay = whole.mul_f64((seed % 1000) as f64 / 1000.0 * window);
+        let before = epoch_of();
         let args: Vec<&str> = if run.join("state.json").exists() {
             vec!["train", "--resume", run_s, "--quiet"]
         } else {
@@ -133,11 +136,18 @@ fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
             finished = true;
             break;
         }
+        window = if epoch_of() > before { 0.05 } else { window * 1.5 };
     }
     if !finished {
-        let out = command(&["train", "--resume", run_s, "--quiet"]).output().unwrap();
+        let args: Vec<&str> = if run.join("state.json").exists() {
+            vec!["train", "--resume", run_s, "--quiet"]
+        } else {
+            fresh_args(data, run_s)
+        };
+        let out = command(&args).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    eprintln!("{kills} kills, the run resumed after each");
     assert!(kills >= 10, "only {kills} kills");
     check_consistent(&run);
     assert_eq!(history(&run), history(&reference));

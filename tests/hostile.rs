@@ -128,7 +128,7 @@ fn ties_are_not_hits_and_nan_is_never_an_accuracy() {
         .state_dict()
         .into_iter()
         .map(|(k, mut t)| {
-            if let vgg::weights::Values::F32(v) = &mut t.values {
+            if let vgg::checkpoint::Values::F32(v) = &mut t.values {
                 v.iter_mut().for_each(|x| *x = 0.0);
             }
             (k, t)
@@ -338,12 +338,12 @@ fn what_was_accepted_silently_is_refused() {
     // predict has no --skip-bad: it is not suggested.
     assert!(!stderr(&out).contains("--skip-bad"));
 
-    let mut dict = vgg::weights::read_state_dict(&weights).unwrap();
-    if let vgg::weights::Values::F32(v) = &mut dict.get_mut("classifier.6.bias").unwrap().values {
+    let mut dict = vgg::checkpoint::read_state_dict(&weights).unwrap();
+    if let vgg::checkpoint::Values::F32(v) = &mut dict.get_mut("classifier.6.bias").unwrap().values {
         v[0] = f32::NAN;
     }
     let nan = tmp("nan.safetensors");
-    vgg::weights::write_safetensors(&dict, &nan).unwrap();
+    vgg::checkpoint::write_safetensors(&dict, &nan).unwrap();
     let photo_png = tmp("photo.png");
     photo.save(&photo_png).unwrap();
     let mut args = vec!["predict", photo_png.to_str().unwrap(), "-w", nan.to_str().unwrap()];
@@ -393,7 +393,7 @@ fn what_was_accepted_silently_is_refused() {
     assert_eq!(std::fs::read(&existing).unwrap(), b"my own file");
     args.push("--force");
     assert!(vgg(&args).status.success());
-    assert!(vgg::weights::read_state_dict(&existing).unwrap().contains_key("fc7"));
+    assert!(vgg::checkpoint::read_state_dict(&existing).unwrap().contains_key("fc7"));
 }
 
 /// 8. Unclear errors: a doubled `caused by`, run files called "dataset", a corrupt config.json

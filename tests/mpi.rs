@@ -73,7 +73,7 @@ fn last_weights(dir: &Path) -> StateDict {
     let arch: vgg::VggConfig = serde_json::from_value(config["model"].clone()).unwrap();
     let file = dir.join(state["model_file"].as_str().unwrap());
     let device = burn::tensor::Device::default();
-    vgg::record::load_burn(&arch, &file, &device)
+    vgg::checkpoint::burnpack::load(&arch, &file, &device)
         .unwrap()
         .state_dict()
 }

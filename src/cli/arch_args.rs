@@ -2,10 +2,9 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use clap::Args;
-use vgg::VggConfig;
-use vgg::arch::parse_layers;
+use vgg::arch::{Overrides, parse_layers};
+use vgg::{VggConfig, VggError};
 
 #[derive(Args, Debug, Clone)]
 pub struct ArchArgs {
@@ -40,47 +39,42 @@ pub struct ArchArgs {
 }
 
 impl ArchArgs {
-    /// The configuration: `name` (vgg11 ... vgg19_bn, A ... E) or `--layers`, then the flags.
-    pub fn config(&self, name: Option<&str>) -> anyhow::Result<VggConfig> {
-        let mut config = match (&self.layers, name) {
-            (Some(list), _) => {
+    /// The layer table: `name` (vgg11 ... vgg19_bn, A ... E) or `--layers` (a list, or a file
+    /// holding one), with BatchNorm when `--bn` or a `_bn` name asks for it.
+    pub fn base(&self, name: &str) -> Result<VggConfig, VggError> {
+        let config = match &self.layers {
+            Some(list) => {
                 let text = if Path::new(list).is_file() {
-                    std::fs::read_to_string(list)
-                        .with_context(|| format!("reading the layer list {list}"))?
+                    std::fs::read_to_string(list).map_err(|error| VggError::Io {
+                        path: list.into(),
+                        error,
+                    })?
                 } else {
                     list.clone()
                 };
-                let label = name.unwrap_or("custom");
-                VggConfig::from_layers(label, parse_layers(&text)?, self.bn)
+                VggConfig::from_layers(name, parse_layers(&text)?, self.bn)
             }
-            (None, Some(name)) => {
-                let config = VggConfig::named(name)?;
-                let bn = config.batch_norm || self.bn;
-                config.with_batch_norm(bn)
-            }
-            (None, None) => {
-                anyhow::bail!("name an architecture (vgg11 ... vgg19_bn, A ... E) or give --layers")
-            }
+            None => VggConfig::named(name)?,
         };
-        if let Some(n) = self.num_classes {
-            config = config.with_num_classes(n);
+        let bn = config.batch_norm || self.bn;
+        Ok(config.with_batch_norm(bn))
+    }
+
+    /// The flags that change a network's numbers.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            num_classes: self.num_classes,
+            in_channels: self.in_channels,
+            hidden: self.hidden,
+            dropout: self.dropout,
+            width: self.width,
+            pool_size: self.pool_size,
         }
-        if let Some(n) = self.in_channels {
-            config = config.with_in_channels(n);
-        }
-        if let Some(n) = self.hidden {
-            config = config.with_hidden(n);
-        }
-        if let Some(p) = self.dropout {
-            config = config.with_dropout(p);
-        }
-        if let Some(w) = self.width {
-            anyhow::ensure!(w > 0.0 && w.is_finite(), "--width must be positive");
-            config = config.with_width(w);
-        }
-        if let Some(n) = self.pool_size {
-            config = config.with_pool_size(n);
-        }
+    }
+
+    /// The network: [`ArchArgs::base`] with the flags applied, checked.
+    pub fn config(&self, name: &str) -> Result<VggConfig, VggError> {
+        let config = self.base(name)?.with_overrides(&self.overrides())?;
         config.validate()?;
         Ok(config)
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
-use vgg::summary::estimate;
+use vgg::nn::summary::estimate;
 use vgg::train::{Sgd, SgdSettings};
 use vgg::{InitScheme, Vgg, VggConfig};
 
@@ -183,8 +183,8 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     for i in 0..w.warmup + w.runs {
         let start = Instant::now();
         if train {
-            sgd.accumulate(&model, x.clone(), y.clone(), 1.0);
-            model = sgd.step(model, 1e-3);
+            sgd.micro_batch(&model, x.clone(), y.clone(), 1.0, (0, 1));
+            model = sgd.step(model, 1e-3, 1);
             let _ = model.fc3.weight.val().into_data();
         } else {
             let _ = model.forward(x.clone()).into_data();
@@ -237,7 +237,6 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
     let rows = estimate(&config, w.input)?.layers;
     let [c, h, wd] = w.input;
     let mut x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
-    let mut convs = model.convs.iter();
     say!(
         "{} {} batch {} input {:?}: per layer, alone (median of {} runs)",
         w.variant, w.mode, w.batch, w.input, w.runs
@@ -276,25 +275,25 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         Ok(())
     };
     let grad = |t: Tensor<4>| if train { t.require_grad() } else { t };
-    for (layer, row) in config
-        .layers
+    for (i, row) in rows
         .iter()
-        .zip(rows.iter().filter(|r| r.kind != "BatchNorm"))
+        .filter(|r| r.kind != "BatchNorm")
+        .take(config.layers.len())
+        .enumerate()
     {
         let input = grad(x.clone().detach());
         let f = time(w.runs, || {
-            let _ = layer_forward(&model, layer, &mut convs.clone(), input.clone()).into_data();
+            let _ = model.layer(i, input.clone()).into_data();
         });
         let b = train.then(|| {
             time(w.runs, || {
-                let y = layer_forward(&model, layer, &mut convs.clone(), input.clone());
-                let _ = y.sum().backward();
+                let _ = model.layer(i, input.clone()).sum().backward();
             })
         });
         total_f += f;
         total_b += b.unwrap_or(0.0);
         report(&row.name, &row.kind, row.macs, f, b)?;
-        x = layer_forward(&model, layer, &mut convs, x.detach());
+        x = model.layer(i, x.detach());
     }
     let head_in = grad(x.detach());
     let f = time(w.runs, || {
@@ -323,20 +322,6 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         }
     );
     Ok(())
-}
-
-fn layer_forward<'a>(
-    model: &'a Vgg,
-    layer: &vgg::Layer,
-    convs: &mut impl Iterator<Item = &'a vgg::model::ConvBlock>,
-    x: Tensor<4>,
-) -> Tensor<4> {
-    match layer {
-        vgg::Layer::Conv3(_) | vgg::Layer::Conv1(_) => {
-            convs.next().expect("one block per conv").forward(x)
-        }
-        other => model.weightless(other, x),
-    }
 }
 
 /// The workloads the flags ask for: one, or the standard set, with the flags' run counts.

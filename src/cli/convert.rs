@@ -31,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.output.display()
         );
     }
-    let config = args.net.config(Some(&args.arch))?;
+    let config = args.net.config(&args.arch)?;
     let device = super::device();
     let model = Vgg::load(&config, &args.input, &device)?;
     model

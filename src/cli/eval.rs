@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vgg::data::Split;
 use vgg::eval::{Method, average_probs};
-use vgg::metrics::rank;
+use vgg::eval::metrics::rank;
 
 use super::arch_args::positive;
 use super::weights::{WeightArgs, load_all};
@@ -51,10 +51,9 @@ struct Row {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded = load_all(&args.weights)?;
-    let default_scale = loaded[0].default_scale;
-    let classes = loaded[0].classes.clone();
-    let models: Vec<_> = loaded.into_iter().map(|l| l.classifier).collect();
+    let models = load_all(&args.weights)?;
+    let default_scale = models[0].preset.scale;
+    let classes = models[0].preset.classes.clone();
     let data = if args.data.as_os_str() == "demo" {
         vgg::data::demo::load(Split::Test)?
     } else {

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::tensor::{Tensor, TensorData};
 use vgg::data::folder::decode;
-use vgg::data::transform::{crop, rescale_shorter, to_channels};
 use vgg::fsio::write_atomic;
-use vgg::limits::check_rescale;
-use vgg::weights::{StateDict, StateTensor, write_safetensors};
+use vgg::checkpoint::{StateDict, StateTensor, write_safetensors};
 
 use super::weights::{WeightArgs, load};
 
@@ -65,8 +63,8 @@ fn npy(shape: &[usize], values: &[f32]) -> Vec<u8> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded = load(&args.weights, &args.weights.weights[0])?;
-    let model = &loaded.classifier.model;
+    let classifier = load(&args.weights, &args.weights.weights[0])?;
+    let model = &classifier.model;
     if args.list {
         let text: String = model
             .layer_names()
@@ -103,28 +101,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{} is a file; give a .safetensors name or a folder for the .npy files",
         args.output.display()
     );
-    let side = args.size.unwrap_or(loaded.classifier.crop);
+    let side = args.size.unwrap_or(classifier.preset.crop);
     let channels = model.config().in_channels;
     let mut batch = Vec::new();
     for path in &args.images {
         let img = decode(path)?;
-        check_rescale(img.height, img.width, side).map_err(|reason| vgg::VggError::BadImage {
-            path: path.clone(),
-            reason,
-        })?;
-        let x = rescale_shorter(
-            &to_channels(&img, channels, loaded.classifier.normalize.scale),
-            side,
-        );
-        let x = crop(
-            &x,
-            (x.height - side) / 2,
-            (x.width - side) / 2,
-            side,
-            side,
-            false,
-        );
-        batch.extend(loaded.classifier.normalize.apply(x));
+        let x = classifier
+            .center(&img, side)
+            .map_err(|reason| vgg::VggError::BadImage {
+                path: path.clone(),
+                reason,
+            })?;
+        batch.extend(x);
     }
     let device = super::device();
     let x = Tensor::<4>::from_data(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use vgg::data::folder::decode;
 use vgg::eval::{Method, average_probs};
-use vgg::metrics::top_k;
+use vgg::eval::metrics::top_k;
 
 use super::weights::{WeightArgs, load_all};
 
@@ -44,13 +44,12 @@ struct Prediction {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let loaded = load_all(&args.weights)?;
+    let models = load_all(&args.weights)?;
     let method = Method::parse(&args.method)
         .ok_or_else(|| anyhow::anyhow!("unknown method `{}`", args.method))?;
-    let scale = args.scale.unwrap_or(loaded[0].default_scale);
-    let classes = loaded[0].classes.clone();
-    let channels = loaded[0].classifier.model.config().in_channels;
-    let models: Vec<_> = loaded.into_iter().map(|l| l.classifier).collect();
+    let scale = args.scale.unwrap_or(models[0].preset.scale);
+    let classes = models[0].preset.classes.clone();
+    let channels = models[0].model.config().in_channels;
     let mut out = Vec::new();
     for path in &args.images {
         let img = decode(path)?;

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use vgg::dist::{Collective, Single};
+use vgg::train::{Collective, Single};
 
 /// This process's place in the job.
 pub struct Ranks {
@@ -14,18 +14,11 @@ pub struct Ranks {
     mpi: Option<Rc<vgg::dist::mpi::MpiCollective>>,
 }
 
-/// Ranks an MPI launcher says it started (Open MPI, MPICH/PMI), if any.
-fn launcher_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
-}
-
 impl Ranks {
     /// Joins the MPI job when started by `mpirun`; one process otherwise.
     pub fn start() -> anyhow::Result<Self> {
         #[cfg(feature = "mpi")]
-        if vgg::dist::mpi::launched() {
+        if vgg::dist::launched() {
             let mpi = vgg::dist::mpi::MpiCollective::init()
                 .ok_or_else(|| anyhow::anyhow!("MPI could not be initialised"))?;
             let mpi = Rc::new(mpi);
@@ -35,7 +28,7 @@ impl Ranks {
                 mpi: Some(mpi),
             });
         }
-        if launcher_size().is_some_and(|n| n > 1) {
+        if vgg::dist::launched_size().is_some_and(|n| n > 1) {
             anyhow::bail!(
                 "started by mpirun, but this vgg was built without MPI: every rank would train \
                  alone into the same folder. Rebuild with `cargo build --release --features mpi` \

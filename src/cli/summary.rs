@@ -1,6 +1,6 @@
 //! `vgg summary ARCH`: the per-layer table, computed by running the network.
 
-use vgg::summary::{Summary, summarize};
+use vgg::nn::summary::{Summary, summarize};
 use vgg::{InitScheme, Vgg};
 
 use super::arch_args::{ArchArgs, parse_chw};
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.net.config(args.arch.as_deref())?;
+    let config = args.net.config(args.arch.as_deref().unwrap_or("custom"))?;
     let input = args.input.unwrap_or([config.in_channels, 224, 224]);
     let device = super::device();
     let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;

@@ -11,9 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vgg::InitScheme;
 use vgg::data::Dataset;
 use vgg::data::source::{DataSpec, Sets, Source, Validation};
-use vgg::data::transform::{Normalize, Stats, Transform};
 use vgg::train::{
-    EpochRecord, Observer, Progress, RunState, SgdSettings, TrainConfig, Trainer, evaluate,
+    EpochRecord, Observer, Progress, Recipe, RunState, SgdSettings, TrainConfig, Trainer, evaluate,
 };
 
 use super::arch_args::{ArchArgs, positive};
@@ -223,95 +222,31 @@ fn parse_scale(text: &str) -> anyhow::Result<(usize, usize)> {
     }
 }
 
-fn config(args: &Args, spec: DataSpec, train: &Dataset, val: &Dataset, leader: bool) -> anyhow::Result<TrainConfig> {
-    // The first readable image sets the defaults (channels, small-image sizes).
-    anyhow::ensure!(!train.is_empty(), "dataset {}: it holds no images", train.name);
-    let first = (0..train.len())
-        .map(|i| train.image(i))
-        .find(|r| r.is_ok() || !args.skip_bad)
-        .unwrap_or_else(|| train.image(0))?;
-    let small = first.height.max(first.width) <= 64;
-    let mut net = args.net.clone();
-    if small {
-        // Small-image defaults (28 -> 32 for Fashion-MNIST): a quarter of the paper's widths
-        // (16 ... 128 channels) and the compact head (512x1x1 -> FC 512), so the demo trains
-        // in about a minute on two cores. --width 1 --hidden 4096 --pool-size 7 is the paper's net.
-        net.width = net.width.or(Some(0.25));
-        net.pool_size = net.pool_size.or(Some(1));
-        net.hidden = net.hidden.or(Some(512));
-    }
-    net.num_classes = net.num_classes.or(Some(train.classes.len()));
-    net.in_channels = net.in_channels.or(Some(first.channels));
-    let model = net.config(Some(&args.arch))?;
-    let crop = args.crop.unwrap_or(if small { 32 } else { 224 });
-    let (scale_min, scale_max) = match &args.scale {
-        Some(s) => parse_scale(s)?,
-        None if small => (crop, crop + crop / 8),
-        None => (256, 256),
+/// The run's recipe from the flags.
+fn recipe(args: &Args) -> anyhow::Result<Recipe> {
+    let mut r = Recipe::paper(args.net.base(&args.arch)?);
+    r.overrides = args.net.overrides();
+    r.crop = args.crop;
+    r.scale = args.scale.as_deref().map(parse_scale).transpose()?;
+    r.flip = !args.no_flip;
+    r.pca_std = args.pca_std;
+    r.init = args.init.into();
+    r.init_from = args.init_from.clone();
+    r.epochs = args.epochs;
+    r.batch = args.batch;
+    r.micro_batch = args.micro_batch;
+    r.lr = args.lr;
+    r.sgd = SgdSettings {
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
     };
-    anyhow::ensure!(
-        scale_min >= crop,
-        "--scale {scale_min} is smaller than the crop {crop}: the crop must fit in the rescaled image"
-    );
-    anyhow::ensure!(
-        crop >= model.min_input(),
-        "--crop {crop} is smaller than the {} pixels the network's pools need",
-        model.min_input()
-    );
-    // Before the mean is measured over 10,000 images: a bad number must fail at once.
-    anyhow::ensure!(
-        args.pca_std.is_finite() && args.pca_std >= 0.0,
-        "--pca-std {} must be a number >= 0",
-        args.pca_std
-    );
-    model.check_input(&[args.micro_batch, model.in_channels, crop, crop])?;
-    let in_channels = model.in_channels;
-    let transform = Transform {
-        channels: model.in_channels,
-        crop,
-        scale_min,
-        scale_max,
-        eval_scale: scale_min,
-        flip: !args.no_flip,
-        pca_std: args.pca_std,
-        // Measured below, once every setting is known to be valid.
-        normalize: Normalize::mean_only(vec![0.0; in_channels]),
-        stats: Stats::default(),
-    };
-    let mut config = TrainConfig {
-        model,
-        init: args.init.into(),
-        init_from: args.init_from.clone(),
-        epochs: args.epochs,
-        batch: args.batch,
-        micro_batch: args.micro_batch,
-        lr: args.lr,
-        sgd: SgdSettings {
-            momentum: args.momentum,
-            weight_decay: args.weight_decay,
-        },
-        lr_factor: args.lr_factor,
-        patience: args.patience,
-        max_reductions: args.max_reductions,
-        seed: args.seed,
-        workers: args.workers,
-        skip_bad: args.skip_bad,
-        transform,
-        train_data: train.name.clone(),
-        val_data: val.name.clone(),
-        classes: train.classes.clone(),
-        data: Some(spec),
-        train_images: train.len(),
-        val_images: val.len(),
-    };
-    config.validate()?;
-    if leader {
-        eprintln!("measuring the training set's mean and colour covariance ...");
-    }
-    let stats = Stats::measure(train, in_channels, 10_000, args.skip_bad)?;
-    config.transform.normalize = Normalize::mean_only(stats.mean.clone());
-    config.transform.stats = stats;
-    Ok(config)
+    r.lr_factor = args.lr_factor;
+    r.patience = args.patience;
+    r.max_reductions = args.max_reductions;
+    r.seed = args.seed;
+    r.workers = args.workers;
+    r.skip_bad = args.skip_bad;
+    Ok(r)
 }
 
 /// The progress bar, the per-epoch line and the plot.
@@ -446,7 +381,11 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         None => {
             let spec = data_spec(&args);
             let Sets { train, val, test } = spec.open(args.seed)?;
-            let config = config(&args, spec, &train, &val, leader)?;
+            let config = recipe(&args)?.config(spec, &train, &val, || {
+                if leader {
+                    eprintln!("measuring the training set's mean and colour covariance ...");
+                }
+            })?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -501,7 +440,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
     );
     if let Some(test) = test {
         let cfg = trainer.config.clone();
-        let model = vgg::record::load_burn(
+        let model = vgg::checkpoint::burnpack::load(
             &cfg.model,
             &trainer.run_dir().join("best.bpk"),
             &super::device(),

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use vgg::VggConfig;
-use vgg::dist::Collective;
+use vgg::train::Collective;
 use vgg::dist::mpi::MpiCollective;
 
 fn main() {

@@ -25,15 +25,15 @@ pub fn run(parser: &str, bytes: &[u8]) -> Result<(), String> {
     match parser {
         "safetensors" | "pth" => {
             let path = scratch(&format!("input.{parser}"), bytes);
-            if let Ok(dict) = crate::weights::read_state_dict(&path) {
+            if let Ok(dict) = crate::checkpoint::read_state_dict(&path) {
                 let config = tiny();
-                let dict = crate::layouts::to_torchvision(dict, &config);
+                let dict = crate::checkpoint::layouts::to_torchvision(dict, &config);
                 let _ = crate::Vgg::from_state_dict(&config, &dict, &path, &Device::flex());
             }
         }
         "bpk" => {
             let path = scratch("input.bpk", bytes);
-            let _ = crate::record::load_burn(&tiny(), &path, &Device::flex());
+            let _ = crate::checkpoint::burnpack::load(&tiny(), &path, &Device::flex());
         }
         "image" => {
             let path = scratch("input.img", bytes);

@@ -3,33 +3,39 @@
 //! The VGG family of very deep convolutional networks (K. Simonyan, A. Zisserman, "Very Deep
 //! Convolutional Networks for Large-Scale Image Recognition", ICLR 2015) on burn 0.22.
 //!
+//! The modules depend one way, each on those above it:
+//!
 //! - [`arch`]: the paper's Table 1 as data ([`Layer`] tokens) and [`VggConfig`], from which the
-//!   model, its parameter and MAC counts and its checkpoint keys derive.
-//! - [`model`]: the [`Vgg`] module (torchvision's layout and head).
-//! - [`weights`]: torchvision state dicts from `.pth` / `.safetensors`, strict loading.
-//! - [`dist`]: synchronous data-parallel SGD over a [`dist::Collective`] (MPI with `mpi`).
-//! - [`summary`]: a per-layer table of output shapes, parameters and multiply-adds.
+//!   model, its parameter and MAC counts, its checkpoint keys and every layer name derive.
+//! - [`nn`]: the [`Vgg`] module and its one forward pass (with taps for features and the
+//!   summary), the dense head; `nn::ops` alone chooses our flex [`kernels`] or burn's.
+//! - [`checkpoint`]: state dicts from `.pth` and `.safetensors`, Caffe/Keras layouts, strict
+//!   loading, burn's records, a run folder's file names.
+//! - [`preset`]: what travels with weights (preprocessing, crop, scale, class names), and
+//!   opening weights from a file or a run folder.
+//! - [`data`]: datasets, transforms (Section 3.1), the threaded loader, where a run's data is.
+//! - [`eval`]: the paper's test protocols (Section 3.2) and honest top-k metrics.
+//! - [`train`]: the recipe, the SGD step, the trainer, the run folder.
+//! - [`dist`]: data-parallel training on MPI (feature `mpi`).
+//!
+//! Beside them: [`error`] (the library's errors, in its own words), [`limits`] (bounds on what
+//! input may allocate), [`fsio`] (atomic writes, hashes), [`fuzz`] (the parsers' fuzzing entry).
 
 pub mod arch;
+pub mod checkpoint;
 pub mod data;
-pub mod dense;
 pub mod dist;
 pub mod error;
 pub mod eval;
-pub mod features;
 pub mod fsio;
 pub mod fuzz;
 pub mod kernels;
-pub mod layouts;
 pub mod limits;
-pub mod metrics;
-pub mod model;
-pub mod record;
-pub mod summary;
+pub mod nn;
+pub mod preset;
 pub mod train;
-pub mod weights;
 
 pub use arch::{Layer, VggConfig};
+pub use checkpoint::{StateDict, StateTensor};
 pub use error::VggError;
-pub use model::{InitScheme, Vgg};
-pub use weights::{StateDict, StateTensor};
+pub use nn::{InitScheme, Vgg};

@@ -8,70 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Image, Rng};
 use crate::error::VggError;
+pub use crate::preset::Normalize;
 use crate::limits::check_rescale;
-
-/// How pixels become network inputs: `(pixel * scale - mean) / std`, channel by channel, after
-/// an optional RGB -> BGR swap. Carried with the weights, so evaluation preprocesses as training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Normalize {
-    /// 1/255 for inputs in [0, 1], 1 for Caffe's 0-255.
-    pub scale: f32,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    /// Feed channels in BGR order (the authors' Caffe release).
-    pub bgr: bool,
-}
-
-impl Normalize {
-    /// Our training runs: [0, 1] inputs minus the training set's mean per channel (the paper's
-    /// only preprocessing, Section 2.1).
-    pub fn mean_only(mean: Vec<f32>) -> Self {
-        let std = vec![1.0; mean.len()];
-        Self {
-            scale: 1.0 / 255.0,
-            mean,
-            std,
-            bgr: false,
-        }
-    }
-
-    /// Applies the channel order, mean and std to a planar image (values already scaled).
-    pub fn apply(&self, mut x: Planar) -> Vec<f32> {
-        let plane = x.height * x.width;
-        if self.bgr && x.channels == 3 {
-            let (r, rest) = x.data.split_at_mut(plane);
-            r.swap_with_slice(&mut rest[plane..2 * plane]);
-        }
-        for c in 0..x.channels {
-            let (m, s) = (self.mean[c % self.mean.len()], self.std[c % self.std.len()]);
-            x.data[c * plane..(c + 1) * plane]
-                .iter_mut()
-                .for_each(|v| *v = (*v - m) / s);
-        }
-        x.data
-    }
-
-    /// torchvision's ImageNet weights: RGB in [0, 1], mean (0.485, 0.456, 0.406),
-    /// std (0.229, 0.224, 0.225).
-    pub fn torchvision() -> Self {
-        Self {
-            scale: 1.0 / 255.0,
-            mean: vec![0.485, 0.456, 0.406],
-            std: vec![0.229, 0.224, 0.225],
-            bgr: false,
-        }
-    }
-
-    /// The authors' Caffe release: BGR, 0-255, mean pixel (103.939, 116.779, 123.68) in BGR order.
-    pub fn caffe() -> Self {
-        Self {
-            scale: 1.0,
-            mean: vec![103.939, 116.779, 123.68],
-            std: vec![1.0; 3],
-            bgr: true,
-        }
-    }
-}
 
 /// Krizhevsky's PCA colour shift: eigen-decomposition of the channel covariance of the
 /// training pixels (values in [0, 1]).
@@ -380,7 +318,7 @@ impl Transform {
     }
 
     fn finish(&self, x: Planar) -> Vec<f32> {
-        self.normalize.apply(x)
+        self.normalize.apply(x.data, x.channels)
     }
 }
 

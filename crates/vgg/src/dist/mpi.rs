@@ -11,7 +11,7 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
-use super::Collective;
+use crate::train::Collective;
 
 /// Floats per all-reduce bucket (16 MiB).
 pub const BUCKET_FLOATS: usize = 1 << 22;
@@ -23,18 +23,6 @@ pub struct MpiCollective {
     seconds: Cell<f64>,
     // Last: dropped (MPI_Finalize) after the communicator.
     _universe: Universe,
-}
-
-/// Whether this process was started by an MPI launcher (`mpirun`, `mpiexec`, `srun`).
-pub fn launched() -> bool {
-    [
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_RANK",
-        "MPI_LOCALNRANKS",
-    ]
-    .iter()
-    .any(|v| std::env::var_os(v).is_some())
 }
 
 impl MpiCollective {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use vgg::arch::{VggConfig, parse_layers};
-use vgg::weights::{StateDict, read_state_dict};
+use vgg::checkpoint::{StateDict, read_state_dict};
 
 /// `tests/fixtures/NAME`, the PyTorch-generated golden files (copied from shared/fixtures).
 pub fn fixture(name: &str) -> PathBuf {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use vgg::arch::{VggConfig, parse_layers};
 use vgg::data::{self, Split};
-use vgg::weights::{StateTensor, Values, read_state_dict, write_safetensors};
+use vgg::checkpoint::{StateTensor, Values, read_state_dict, write_safetensors};
 use vgg::{Vgg, VggError};
 
 use crate::common::{case, config_of, fixture};

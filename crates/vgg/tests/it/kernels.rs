@@ -73,6 +73,7 @@ fn batch_norm_kernel_matches_the_generic_path() {
 
 #[test]
 fn conv_kernel_matches_the_generic_path() {
+    use burn::tensor::activation::relu;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     let device = Device::flex().autodiff();
@@ -95,26 +96,35 @@ fn conv_kernel_matches_the_generic_path() {
         let p = k / 2;
         let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
 
-        let generic = conv2d(x.clone(), weight.clone(), Some(bias.clone()), options);
-        let g_grads = (generic.clone() * dy.clone()).sum().backward();
-        let ours = kernels::conv_same(x.clone(), weight.clone(), bias.clone());
-        let o_grads = (ours.clone() * dy).sum().backward();
+        // The plain convolution, and the one with ReLU fused (forward and its masked backward)
+        // against conv2d followed by burn's relu.
+        for fused in [false, true] {
+            let generic = conv2d(x.clone(), weight.clone(), Some(bias.clone()), options.clone());
+            let generic = if fused { relu(generic) } else { generic };
+            let g_grads = (generic.clone() * dy.clone()).sum().backward();
+            let ours = if fused {
+                kernels::conv_same_relu(x.clone(), weight.clone(), bias.clone())
+            } else {
+                kernels::conv_same(x.clone(), weight.clone(), bias.clone())
+            };
+            let o_grads = (ours.clone() * dy.clone()).sum().backward();
 
-        let errs = [
-            max_err(ours, generic),
-            max_err(x.grad(&o_grads).unwrap(), x.grad(&g_grads).unwrap()),
-            max_err(
-                weight.grad(&o_grads).unwrap(),
-                weight.grad(&g_grads).unwrap(),
-            ),
-            max_err(bias.grad(&o_grads).unwrap(), bias.grad(&g_grads).unwrap()),
-        ];
-        for (what, e) in ["output", "dx", "dweight", "dbias"].iter().zip(errs) {
-            assert!(
-                e < 1e-4,
-                "{what} of n{n} {ci}->{co} {h}x{w} k{k}: relative error {e}"
-            );
-            worst = worst.max(e);
+            let errs = [
+                max_err(ours, generic),
+                max_err(x.grad(&o_grads).unwrap(), x.grad(&g_grads).unwrap()),
+                max_err(
+                    weight.grad(&o_grads).unwrap(),
+                    weight.grad(&g_grads).unwrap(),
+                ),
+                max_err(bias.grad(&o_grads).unwrap(), bias.grad(&g_grads).unwrap()),
+            ];
+            for (what, e) in ["output", "dx", "dweight", "dbias"].iter().zip(errs) {
+                assert!(
+                    e < 1e-4,
+                    "{what} of n{n} {ci}->{co} {h}x{w} k{k} (ReLU fused: {fused}): relative error {e}"
+                );
+                worst = worst.max(e);
+            }
         }
     }
     eprintln!("conv kernel: largest relative error {worst:e}");

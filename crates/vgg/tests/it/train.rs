@@ -1,6 +1,7 @@
 //! The `train` fixtures: three SGD steps in PyTorch (lr 0.01, momentum 0.9, dampening 0,
 //! weight decay 5e-4, batch 8, dropout 0): the losses and the final state, BN running stats
-//! included.
+//! included, reproduced by the step `vgg train` runs (`Sgd::micro_batch`, `take`, `apply`:
+//! BatchNorm's statistics handed out by the forward pass and folded after the step).
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -42,17 +43,17 @@ fn reproduce(name: &str) {
             .map(|&t| t as i64)
             .collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
-        let (loss, _) = sgd.accumulate(&model, x, y, 1.0);
+        // The trainer's own step: one micro-batch making the whole batch.
+        let (loss, _) = sgd.micro_batch(&model, x, y, 1.0, (0, 1));
         let expected = want[step].as_f64().unwrap() as f32;
         assert!(
             (loss - expected).abs() <= 1e-4 + 1e-3 * expected.abs(),
             "{name} step {step}: loss {loss}, PyTorch {expected}"
         );
-        model = sgd.step(model, 0.01);
-        model.add_batches_tracked(1);
+        model = sgd.step(model, 0.01, 1);
     }
     let final_state =
-        vgg::weights::read_state_dict(&fixture(&format!("{name}_final.safetensors"))).unwrap();
+        vgg::checkpoint::read_state_dict(&fixture(&format!("{name}_final.safetensors"))).unwrap();
     let got = model.valid().state_dict();
     let tol = tolerance(&case);
     for (key, want) in &final_state {
@@ -86,7 +87,7 @@ fn init_from_takes_four_convs_and_the_fcs_of_net_a() {
     let fresh = vgg::Vgg::new(&d, vgg::InitScheme::Glorot, &device).unwrap();
     let before = fresh.state_dict();
     let deeper =
-        vgg::train::run::init_from(fresh, &fixture("vgg11_w16.safetensors"), &device).unwrap();
+        vgg::checkpoint::partial::init_from(fresh, &fixture("vgg11_w16.safetensors"), &device).unwrap();
     let (src, dst) = (source.state_dict(), deeper.state_dict());
     // A's conv1_1, conv2_1, conv3_1, conv3_2 (features.0, 3, 6, 8) land on D's layers of
     // those names (features.0, 5, 10, 12); D's conv1_2 and conv2_2 stay random.

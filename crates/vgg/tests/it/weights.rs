@@ -1,7 +1,7 @@
 //! Weight files: exact round trips, strict loading, and the errors users meet.
 
 use burn::tensor::{Device, Tensor};
-use vgg::weights::{read_state_dict, write_safetensors};
+use vgg::checkpoint::{read_state_dict, write_safetensors};
 use vgg::{Vgg, VggConfig, VggError};
 
 use crate::common::*;
@@ -62,7 +62,7 @@ fn strict_loading_lists_every_difference() {
     write_safetensors(&dict, &path).unwrap_or_else(|_| {
         // A shape that disagrees with its data cannot be written; fix the data too.
         let t = dict.get_mut("classifier.6.bias").unwrap();
-        t.values = vgg::weights::Values::F32(vec![0.0; 11]);
+        t.values = vgg::checkpoint::Values::F32(vec![0.0; 11]);
         write_safetensors(&dict, &path).unwrap()
     });
     let err = Vgg::load(&small("vgg11_w16"), &path, &device).unwrap_err();
@@ -180,8 +180,8 @@ fn inputs_that_cannot_pass_are_refused() {
 /// fixture, load to the same network.
 #[test]
 fn caffe_and_keras_layouts_load_to_the_same_network() {
-    use vgg::layouts::{Layout, detect};
-    use vgg::weights::{StateTensor, Values};
+    use vgg::checkpoint::layouts::{Layout, detect};
+    use vgg::checkpoint::{StateTensor, Values};
     let device = Device::flex();
     let config = small("vgg16_w16");
     let src = fixture("vgg16_w16.safetensors");

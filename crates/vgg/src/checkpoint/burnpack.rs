@@ -7,14 +7,14 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::Device;
 
+use super::state_dict::check_finite;
 use crate::arch::VggConfig;
 use crate::error::VggError;
-use crate::model::{InitScheme, Vgg};
 use crate::fsio::write_atomic;
-use crate::weights::check_finite;
+use crate::nn::{InitScheme, Vgg};
 
 /// Writes `model` as a burnpack record, atomically.
-pub fn save_burn(model: &Vgg, path: &Path) -> Result<(), VggError> {
+pub fn save(model: &Vgg, path: &Path) -> Result<(), VggError> {
     let bytes = model
         .clone()
         .into_record()
@@ -28,13 +28,13 @@ pub fn save_burn(model: &Vgg, path: &Path) -> Result<(), VggError> {
 }
 
 /// Reads a burnpack record into a network of `config`.
-pub fn load_burn(config: &VggConfig, path: &Path, device: &Device) -> Result<Vgg, VggError> {
+pub fn load(config: &VggConfig, path: &Path, device: &Device) -> Result<Vgg, VggError> {
     let corrupt = |reason: String| VggError::CorruptWeights {
         path: path.to_path_buf(),
         format: "burn",
         reason,
     };
-    let bytes = crate::weights::read_bounded(path, Some(config))?;
+    let bytes = super::read_bounded(path, Some(config))?;
     let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
         .map_err(|e| corrupt(format!("{e:?}")))?;
     let model = Vgg::new(config, InitScheme::Kaiming, device)?;

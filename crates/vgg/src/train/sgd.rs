@@ -3,7 +3,8 @@
 //! `v = momentum * v + (g + weight_decay * w); w -= lr * v` (dampening 0, no Nesterov), which
 //! is burn's SGD with `dampening: 0` (burn's default dampening is not 0). Gradients of several
 //! micro-batches are summed with each loss scaled by its share of the batch, so the step equals
-//! one on the whole batch (as the paper's multi-GPU training, Section 3.3).
+//! one on the whole batch (as the paper's multi-GPU training, Section 3.3), and so are their
+//! BatchNorm statistics, weighted as PyTorch's running updates one batch after another.
 
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -12,7 +13,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BatchStats, Vgg};
+use super::collective::running_weight;
+use crate::nn::{BN_MOMENTUM, Vgg};
 
 /// The optimiser's hyper-parameters; the defaults are the paper's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -39,10 +41,16 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
-/// burn's SGD set up as PyTorch's, with gradient accumulation over micro-batches.
+/// burn's SGD set up as PyTorch's, with gradient accumulation over the micro-batches of a step
+/// and BatchNorm's running statistics folded as PyTorch folds them, batch after batch. This is
+/// the step `vgg train` runs (and the PyTorch fixtures check): [`Sgd::micro_batch`] for each
+/// micro-batch, then [`Sgd::take`] (all-reduced across ranks), then [`Sgd::apply`].
 pub struct Sgd {
     pub optim: ModuleOptimizer,
     accumulator: GradientsAccumulator<Vgg>,
+    /// The step's BatchNorm statistics so far, laid out as [`Vgg::running_stats`] and weighted
+    /// by [`running_weight`].
+    running: Vec<f32>,
 }
 
 impl Sgd {
@@ -63,6 +71,7 @@ impl Sgd {
         Self {
             optim: config.init(),
             accumulator: GradientsAccumulator::new(),
+            running: Vec::new(),
         }
     }
 
@@ -83,63 +92,67 @@ impl Sgd {
             .map_err(|e| format!("{e:?}"))
     }
 
-    /// Forward and backward of one micro-batch whose loss weighs `share` of the batch's
-    /// (micro / batch). Returns the micro-batch's mean loss and its logits (detached). In
-    /// training, BatchNorm folds the batch's statistics into its running ones at once.
-    pub fn accumulate(
+    /// Forward and backward of micro-batch `k` of the `count` that make this step, whose loss
+    /// weighs `share` of the batch's (micro / batch): its gradient accumulates, and so do its
+    /// BatchNorm statistics. Returns the micro-batch's mean loss and its logits (detached).
+    pub fn micro_batch(
         &mut self,
         model: &Vgg,
         images: Tensor<4>,
         labels: Tensor<1, Int>,
         share: f64,
+        (k, count): (usize, usize),
     ) -> (f32, Tensor<2>) {
-        let logits = model.forward(images); // [n, K]
-        self.backward(model, logits, labels, share)
-    }
-
-    /// [`Sgd::accumulate`], returning each BatchNorm layer's batch statistics instead of
-    /// folding them (see [`Vgg::forward_train`]).
-    pub fn accumulate_train(
-        &mut self,
-        model: &Vgg,
-        images: Tensor<4>,
-        labels: Tensor<1, Int>,
-        share: f64,
-    ) -> (f32, Tensor<2>, Vec<BatchStats>) {
         let (logits, stats) = model.forward_train(images); // [n, K]
-        let (loss, logits) = self.backward(model, logits, labels, share);
-        (loss, logits, stats)
-    }
-
-    fn backward(
-        &mut self,
-        model: &Vgg,
-        logits: Tensor<2>,
-        labels: Tensor<1, Int>,
-        share: f64,
-    ) -> (f32, Tensor<2>) {
         let loss = cross_entropy(logits.clone(), labels);
         let value = loss.clone().into_scalar::<f32>();
         let grads = loss.mul_scalar(share).backward();
         self.accumulator
             .accumulate(model, GradientsParams::from_grads(grads, model));
+        let weight = running_weight(BN_MOMENTUM, k, count);
+        let mut offset = 0;
+        for s in &stats {
+            for t in [&s.mean, &s.var] {
+                for v in t.to_data().convert::<f32>().iter::<f32>() {
+                    if self.running.len() <= offset {
+                        self.running.push(0.0);
+                    }
+                    self.running[offset] += (weight * v as f64) as f32;
+                    offset += 1;
+                }
+            }
+        }
         (value, logits.detach())
     }
 
-    /// Applies the accumulated gradient with learning rate `lr`.
-    pub fn step(&mut self, model: Vgg, lr: f64) -> Vgg {
-        let grads = self.take_grads();
-        self.apply(model, lr, grads)
+    /// The step's gradient (empty if no micro-batch ran here) and BatchNorm statistics (zeros
+    /// then), for all-reducing across ranks before [`Sgd::apply`].
+    pub fn take(&mut self, model: &Vgg) -> (GradientsParams, Vec<f32>) {
+        let mut running = std::mem::take(&mut self.running);
+        running.resize(model.running_stats().len(), 0.0);
+        (self.accumulator.grads(), running)
     }
 
-    /// The gradient accumulated since the last step (empty if no micro-batch ran), for
-    /// all-reducing before [`Sgd::apply`].
-    pub fn take_grads(&mut self) -> GradientsParams {
-        self.accumulator.grads()
+    /// Ends a step of `count` micro-batches: folds their BatchNorm statistics (`running`, from
+    /// [`Sgd::take`]) into the running ones, `r = (1 - m)^count r + running`, applies the SGD
+    /// update with `lr`, and counts the batches in `num_batches_tracked`.
+    pub fn apply(
+        &mut self,
+        model: Vgg,
+        lr: f64,
+        grads: GradientsParams,
+        running: &[f32],
+        count: usize,
+    ) -> Vgg {
+        model.fold_running_stats(running, (1.0 - BN_MOMENTUM).powi(count as i32));
+        let mut model = self.optim.step(lr, model, grads);
+        model.add_batches_tracked(count as i64);
+        model
     }
 
-    /// One SGD update of `model` with `grads`.
-    pub fn apply(&mut self, model: Vgg, lr: f64, grads: GradientsParams) -> Vgg {
-        self.optim.step(lr, model, grads)
+    /// A whole step in one process: [`Sgd::take`] then [`Sgd::apply`].
+    pub fn step(&mut self, model: Vgg, lr: f64, count: usize) -> Vgg {
+        let (grads, running) = self.take(&model);
+        self.apply(model, lr, grads, &running, count)
     }
 }

@@ -5,11 +5,10 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 
+use super::model::Vgg;
+use super::ops::conv_valid;
 use crate::error::VggError;
-use crate::model::Vgg;
 
 fn as_conv(
     linear: &burn::nn::Linear,
@@ -27,15 +26,16 @@ fn as_conv(
 
 impl Vgg {
     /// The class score map of the fully-convolutional net: `[N, C, H, W] -> [N, classes, h, w]`
-    /// with `h = H/32 - pool + 1` (2x4 for 256x320 and the 7x7 head).
+    /// with `h = H/2^p - pool + 1` for `p` pools (2x4 for 256x320, VGG-16 and the 7x7 head).
     pub fn dense_scores(&self, x: Tensor<4>) -> Result<Tensor<4>, VggError> {
         self.check_input(&x.dims())?;
         let config = self.config();
         let (c, p, hidden) = (config.feature_channels(), config.pool_size, config.hidden);
-        let f = self.features(x); // [N, 512, H/32, W/32]
+        let f = self.features(x); // [N, C, H/2^p, W/2^p]
         let [_, _, h, w] = f.dims();
         if h < p || w < p {
-            let (ih, iw) = (h * 32, w * 32);
+            let scale = 1usize << config.num_pools();
+            let (ih, iw) = (h * scale, w * scale);
             return Err(VggError::BadConfig {
                 what: "dense evaluation".into(),
                 reason: format!(
@@ -43,13 +43,12 @@ impl Vgg {
                 ),
             });
         }
-        let opts = || ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
         let (w1, b1) = as_conv(&self.fc1, c, p);
         let (w2, b2) = as_conv(&self.fc2, hidden, 1);
         let (w3, b3) = as_conv(&self.fc3, hidden, 1);
-        let s = relu(conv2d(f, w1, b1, opts())); // [N, 4096, h-p+1, w-p+1]
-        let s = relu(conv2d(s, w2, b2, opts())); // [N, 4096, ., .]
-        Ok(conv2d(s, w3, b3, opts())) // [N, classes, ., .]
+        let s = relu(conv_valid(f, w1, b1)); // [N, hidden, h-p+1, w-p+1]
+        let s = relu(conv_valid(s, w2, b2)); // [N, hidden, ., .]
+        Ok(conv_valid(s, w3, b3)) // [N, classes, ., .]
     }
 
     /// Spatially averaged class scores of the dense net: `[N, classes]`.

@@ -2,8 +2,10 @@
 //!
 //! Every configuration of the paper, torchvision's `_bn` variants and a user's own list go
 //! through [`Layer`] tokens. The model ([`crate::Vgg`]), the parameter and MAC counts, the
-//! summary and the checkpoint key names are all derived from the token list by
-//! [`VggConfig::plan`], so they cannot disagree.
+//! summary, the checkpoint keys and every layer name ([`names`]) are derived from the token
+//! list by [`VggConfig::plan`], so they cannot disagree.
+
+pub mod names;
 
 use serde::{Deserialize, Serialize};
 
@@ -249,6 +251,19 @@ pub fn format_layers(layers: &[Layer]) -> String {
     tokens.join(",")
 }
 
+/// The numbers of a network a caller may choose apart from its layer table; `None` keeps the
+/// table's (or a recipe's) choice.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub num_classes: Option<usize>,
+    pub in_channels: Option<usize>,
+    pub hidden: Option<usize>,
+    pub dropout: Option<f64>,
+    /// Every conv width multiplied by this.
+    pub width: Option<f64>,
+    pub pool_size: Option<usize>,
+}
+
 /// Everything needed to build a VGG network. Serialised next to checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VggConfig {
@@ -312,6 +327,35 @@ impl VggConfig {
                 known: known_names(),
             }),
         }
+    }
+
+    /// The configuration with the caller's choices applied where they made one.
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<Self, VggError> {
+        if let Some(w) = o.width {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(VggError::BadConfig {
+                    what: "width".into(),
+                    reason: format!("is {w}; it must be a positive number"),
+                });
+            }
+            self = self.with_width(w);
+        }
+        if let Some(n) = o.num_classes {
+            self.num_classes = n;
+        }
+        if let Some(n) = o.in_channels {
+            self.in_channels = n;
+        }
+        if let Some(n) = o.hidden {
+            self.hidden = n;
+        }
+        if let Some(p) = o.dropout {
+            self.dropout = p;
+        }
+        if let Some(n) = o.pool_size {
+            self.pool_size = n;
+        }
+        Ok(self)
     }
 
     /// Builder-style setters, so that callers can write `VggConfig::named("vgg16")?.with_num_classes(500)`.

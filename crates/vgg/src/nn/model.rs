@@ -1,8 +1,13 @@
-//! The VGG network (paper Section 2.1; torchvision's `VGG` module).
+//! The VGG network (paper Section 2.1; torchvision's `VGG` module) and its one forward pass.
 //!
 //! The module holds only what has weights: one [`ConvBlock`] per convolution and the three FC
 //! layers. The order of convolutions, LRNs and pools comes from [`VggConfig::layers`], the same
 //! table that names the checkpoint keys, so the forward pass and the keys cannot drift apart.
+//! Every use of the network (inference, training, dense evaluation, feature taps, the summary,
+//! the benchmark's per-layer timing) goes through [`Vgg::layer`] and [`Vgg::head`], and every
+//! operation through [`super::ops`].
+
+use std::collections::BTreeSet;
 
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -16,6 +21,8 @@ use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::ops::{self, BatchStats};
+use crate::arch::names::Point;
 use crate::arch::{Layer, VggConfig};
 use crate::error::VggError;
 
@@ -63,7 +70,7 @@ impl InitScheme {
 /// BatchNorm's momentum in its running statistics (PyTorch's default; eps is 1e-5).
 pub const BN_MOMENTUM: f64 = 0.1;
 
-/// A convolution, its optional BatchNorm, and the ReLU that follows (applied in `forward`).
+/// A convolution and its optional BatchNorm; the ReLU that follows has no weights.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
     pub conv: Conv2d,
@@ -95,48 +102,6 @@ impl ConvBlock {
         });
         Self { conv, bn }
     }
-
-    /// conv -> [BN] -> ReLU. `[N, C_in, H, W] -> [N, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.forward_with(x, None)
-    }
-
-    /// [`ConvBlock::forward`]; in training, a BatchNorm's batch statistics go to `stats` when
-    /// given (for the caller to fold into the running statistics) instead of being folded now.
-    fn forward_with(&self, x: Tensor<4>, stats: Option<&mut Vec<BatchStats>>) -> Tensor<4> {
-        let x = match (&self.conv.bias, &self.bn) {
-            // Our kernels (flex); without BatchNorm the ReLU is fused into the convolution.
-            (Some(bias), None) if crate::kernels::supported(&x.device()) => {
-                return crate::kernels::conv_same_relu(x, self.conv.weight.val(), bias.val());
-            }
-            (Some(bias), _) if crate::kernels::supported(&x.device()) => {
-                crate::kernels::conv_same(x, self.conv.weight.val(), bias.val())
-            }
-            _ => self.conv.forward(x),
-        };
-        let x = match &self.bn {
-            Some(bn) if x.device().is_autodiff() && bn.training.is_enabled() => {
-                let (out, batch) = batch_norm_train(bn, x);
-                match stats {
-                    Some(sink) => sink.push(batch),
-                    None => fold_running(bn, &batch, bn.momentum, 1.0 - bn.momentum),
-                }
-                out
-            }
-            Some(bn) => bn.forward(x),
-            None => x,
-        };
-        relu(x)
-    }
-}
-
-/// One BatchNorm layer's statistics over a training batch: the per-channel mean and the
-/// unbiased variance (`var * n / (n - 1)`, n = N*H*W), which PyTorch folds into the running
-/// statistics. `[C]` each, detached.
-#[derive(Debug, Clone)]
-pub struct BatchStats {
-    pub mean: Tensor<1>,
-    pub var: Tensor<1>,
 }
 
 /// `running = keep * running + weight * batch`: PyTorch's update is `keep = 1 - momentum`,
@@ -156,42 +121,6 @@ fn fold_running(bn: &BatchNorm, batch: &BatchStats, weight: f64, keep: f64) {
     bn.running_var.update(var.detach());
 }
 
-/// BatchNorm in training, as PyTorch's: normalise with the batch's biased variance, but fold
-/// the unbiased one into `running_var`. burn's own layer uses the biased variance for both,
-/// which drifts from torchvision's running statistics.
-fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats) {
-    let [n, _, h, w] = x.dims();
-    let count = (n * h * w) as f64;
-    let unbiased = if count > 1.0 {
-        count / (count - 1.0)
-    } else {
-        1.0
-    };
-    if crate::kernels::supported(&x.device()) {
-        // Our fused kernel: [2, C] statistics, then the normalisation with its own backward.
-        let stats = crate::kernels::batch_norm_stats(x.clone()); // [2, C]
-        let [_, c] = stats.dims();
-        let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
-        let var = stats.clone().slice([1..2, 0..c]).reshape([c]);
-        let out =
-            crate::kernels::batch_norm_train(x, stats, bn.gamma.val(), bn.beta.val(), bn.epsilon);
-        return (
-            out,
-            BatchStats {
-                mean,
-                var: var.mul_scalar(unbiased),
-            },
-        );
-    }
-    let result =
-        burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
-    let stats = BatchStats {
-        mean: result.mean.detach(),
-        var: result.variance.detach().mul_scalar(unbiased),
-    };
-    (result.output, stats)
-}
-
 fn zero_bias_conv(mut conv: Conv2d) -> Conv2d {
     conv.bias = conv
         .bias
@@ -206,6 +135,42 @@ fn zero_bias_linear(mut linear: Linear) -> Linear {
     linear
 }
 
+/// A tensor seen at a point of the forward pass: a map of `features` or a vector of the head.
+pub enum Seen<'a> {
+    Map(&'a Tensor<4>),
+    Vector(&'a Tensor<2>),
+}
+
+/// What a forward pass does besides computing: record the points asked for, and in training
+/// hand each BatchNorm layer's statistics to the caller instead of folding them.
+#[derive(Default)]
+struct Pass<'a> {
+    wanted: Option<&'a BTreeSet<Point>>,
+    sink: Option<&'a mut dyn FnMut(Point, Seen<'_>)>,
+    seen: usize,
+    stats: Option<&'a mut Vec<BatchStats>>,
+}
+
+impl Pass<'_> {
+    fn wants(&self, point: Point) -> bool {
+        self.wanted.is_some_and(|w| w.contains(&point))
+    }
+
+    fn tap(&mut self, point: Point, value: Seen<'_>) {
+        if self.wants(point) {
+            if let Some(sink) = self.sink.as_mut() {
+                sink(point, value);
+            }
+            self.seen += 1;
+        }
+    }
+
+    /// Every point asked for has been seen: the rest of the pass is not needed.
+    fn done(&self) -> bool {
+        self.wanted.is_some_and(|w| self.seen >= w.len())
+    }
+}
+
 /// A VGG network: `features` (the conv stack) then torchvision's head (adaptive average pool,
 /// FC-ReLU-Dropout x2, FC). Dropout and BatchNorm behave as in training only on an autodiff
 /// device and after [`Module::train`]; [`Module::valid`] gives the inference behaviour.
@@ -213,7 +178,7 @@ fn zero_bias_linear(mut linear: Linear) -> Linear {
 pub struct Vgg {
     /// One block per convolution, in the order of `config.layers`.
     pub convs: Vec<ConvBlock>,
-    /// FC1 (`classifier.0`); a 7x7 convolution in dense evaluation.
+    /// FC1 (`classifier.0`); a `pool x pool` convolution in dense evaluation.
     pub fc1: Linear,
     /// FC2 (`classifier.3`).
     pub fc2: Linear,
@@ -289,7 +254,7 @@ impl Vgg {
     /// Sets BatchNorm's `num_batches_tracked`.
     pub fn set_batches_tracked(&mut self, n: i64) {
         let device = self.fc3.weight.val().device();
-        let value = Tensor::from_data(burn::tensor::TensorData::new(vec![n], [1]), &device);
+        let value = Tensor::from_data(TensorData::new(vec![n], [1]), &device);
         self.batches_tracked = Param::initialized(self.batches_tracked.id, value);
     }
 
@@ -319,19 +284,9 @@ impl Vgg {
     /// Class scores (logits). `[N, C, H, W] -> [N, classes]`; panics on an input that cannot
     /// pass the pools: use [`Vgg::try_forward`] on untrusted input.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.features(x); // [N, 512, H/32, W/32]
-        self.head(x)
-    }
-
-    /// The convolutional part (torchvision's `features`): `[N, C, H, W] -> [N, 512, H/32, W/32]`.
-    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        self.features_traced(x, |_, _| {})
-    }
-
-    /// [`Vgg::features`], calling `tap(layer_index, &output)` after each entry of
-    /// `config.layers` (the ReLU of a conv included), for summaries and feature extraction.
-    pub fn features_traced(&self, x: Tensor<4>, tap: impl FnMut(usize, &Tensor<4>)) -> Tensor<4> {
-        self.features_with(x, tap, None)
+        let mut pass = Pass::default();
+        let x = self.features_pass(x, &mut pass); // [N, C, H/2^p, W/2^p]
+        self.head_pass(x, &mut pass) // [N, classes]
     }
 
     /// Class scores of a training batch, and each BatchNorm layer's statistics on it (in layer
@@ -340,8 +295,174 @@ impl Vgg {
     /// process's). `[N, C, H, W] -> [N, classes]`.
     pub fn forward_train(&self, x: Tensor<4>) -> (Tensor<2>, Vec<BatchStats>) {
         let mut stats = Vec::new();
-        let x = self.features_with(x, |_, _| {}, Some(&mut stats)); // [N, 512, H/32, W/32]
-        (self.head(x), stats)
+        let mut pass = Pass {
+            stats: Some(&mut stats),
+            ..Pass::default()
+        };
+        let x = self.features_pass(x, &mut pass); // [N, C, H/2^p, W/2^p]
+        let logits = self.head_pass(x, &mut pass); // [N, classes]
+        (logits, stats)
+    }
+
+    /// The forward pass, calling `sink` with the tensor at each point in `wanted` (in forward
+    /// order) and stopping once all have been seen. A convolution's output before its ReLU is
+    /// computed apart only when it is asked for.
+    pub fn forward_tapped(
+        &self,
+        x: Tensor<4>,
+        wanted: &BTreeSet<Point>,
+        sink: &mut dyn FnMut(Point, Seen<'_>),
+    ) {
+        let mut pass = Pass {
+            wanted: Some(wanted),
+            sink: Some(sink),
+            ..Pass::default()
+        };
+        let x = self.features_pass(x, &mut pass);
+        if !pass.done() {
+            self.head_pass(x, &mut pass);
+        }
+    }
+
+    /// The convolutional part (torchvision's `features`): `[N, C, H, W] -> [N, C', H/2^p, W/2^p]`
+    /// for a network of `p` pools whose last convolution has `C'` channels.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.features_pass(x, &mut Pass::default())
+    }
+
+    /// Entry `i` of `config.layers` alone, as the forward pass runs it (for per-layer timing):
+    /// a convolution with its BatchNorm and ReLU, an LRN or a pool.
+    pub fn layer(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
+        let conv = self.config.layers[..i]
+            .iter()
+            .filter(|l| matches!(l, Layer::Conv3(_) | Layer::Conv1(_)))
+            .count();
+        let stage = self.stage_of(i);
+        self.block(&self.config.layers[i], conv, stage, x, &mut Pass::default())
+    }
+
+    /// The plan index of layer `i`'s first stage.
+    fn stage_of(&self, i: usize) -> usize {
+        let per_conv = if self.config.batch_norm { 3 } else { 2 };
+        self.config.layers[..i]
+            .iter()
+            .map(|l| match l {
+                Layer::Conv3(_) | Layer::Conv1(_) => per_conv,
+                Layer::Lrn | Layer::Pool => 1,
+            })
+            .sum()
+    }
+
+    fn features_pass(&self, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+        let (mut x, mut conv, mut stage) = (x, 0, 0);
+        for layer in &self.config.layers {
+            x = self.block(layer, conv, stage, x, pass);
+            if matches!(layer, Layer::Conv3(_) | Layer::Conv1(_)) {
+                conv += 1;
+                stage += if self.config.batch_norm { 3 } else { 2 };
+            } else {
+                stage += 1;
+            }
+            if pass.done() {
+                break;
+            }
+        }
+        x
+    }
+
+    /// One entry of `features`: `conv` is the index of the next [`ConvBlock`], `stage` the
+    /// torchvision index (`features.N`) of the entry's first module.
+    fn block(&self, layer: &Layer, conv: usize, stage: usize, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+        match layer {
+            Layer::Conv3(_) | Layer::Conv1(_) => {
+                let block = &self.convs[conv];
+                let relu_point = Point::Features(stage + 1 + block.bn.is_some() as usize);
+                if block.bn.is_none() && !pass.wants(Point::Features(stage)) {
+                    // [N, C_in, H, W] -> [N, C_out, H, W], ReLU fused
+                    let y = ops::conv(x, &block.conv, true);
+                    pass.tap(relu_point, Seen::Map(&y));
+                    return y;
+                }
+                let y = ops::conv(x, &block.conv, false); // [N, C_out, H, W]
+                pass.tap(Point::Features(stage), Seen::Map(&y));
+                let y = match &block.bn {
+                    Some(bn) => {
+                        let y = self.batch_norm(bn, y, pass);
+                        pass.tap(Point::Features(stage + 1), Seen::Map(&y));
+                        y
+                    }
+                    None => y,
+                };
+                let y = relu(y);
+                pass.tap(relu_point, Seen::Map(&y));
+                y
+            }
+            Layer::Lrn => {
+                let y = self.lrn.forward(x); // [N, C, H, W]
+                pass.tap(Point::Features(stage), Seen::Map(&y));
+                y
+            }
+            Layer::Pool => {
+                let y = ops::max_pool(x, &self.pool); // [N, C, H/2, W/2]
+                pass.tap(Point::Features(stage), Seen::Map(&y));
+                y
+            }
+        }
+    }
+
+    /// BatchNorm: batch statistics in training (handed to the pass, or folded now), running
+    /// statistics otherwise.
+    fn batch_norm(&self, bn: &BatchNorm, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+        if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+            return bn.forward(x);
+        }
+        let (out, batch) = ops::batch_norm_train(bn, x);
+        match pass.stats.as_mut() {
+            Some(sink) => sink.push(batch),
+            None => fold_running(bn, &batch, bn.momentum, 1.0 - bn.momentum),
+        }
+        out
+    }
+
+    /// torchvision's head: adaptive average pool to `pool x pool`, flatten, FC-ReLU-Dropout x2,
+    /// FC. `[N, C, h, w] -> [N, classes]`.
+    pub fn head(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head_pass(x, &mut Pass::default())
+    }
+
+    fn head_pass(&self, x: Tensor<4>, pass: &mut Pass) -> Tensor<2> {
+        let x = self.avgpool(x); // [N, C, pool, pool]
+        pass.tap(Point::AvgPool, Seen::Map(&x));
+        let mut h: Tensor<2> = x.flatten(1, 3); // [N, C*pool*pool]
+        let steps: [(usize, &dyn Fn(Tensor<2>) -> Tensor<2>); 7] = [
+            (0, &|h| self.fc1.forward(h)), // [N, hidden]
+            (1, &relu),
+            (2, &|h| self.dropout.forward(h)),
+            (3, &|h| self.fc2.forward(h)), // [N, hidden]
+            (4, &relu),
+            (5, &|h| self.dropout.forward(h)),
+            (6, &|h| self.fc3.forward(h)), // [N, classes]
+        ];
+        for (i, step) in steps {
+            if pass.done() {
+                break;
+            }
+            h = step(h);
+            pass.tap(Point::Classifier(i), Seen::Vector(&h));
+        }
+        h
+    }
+
+    /// torchvision's `AdaptiveAvgPool2d((7, 7))` (or the configured size). A map already of
+    /// that size passes unchanged.
+    pub fn avgpool(&self, x: Tensor<4>) -> Tensor<4> {
+        let p = self.config.pool_size;
+        let [_, _, h, w] = x.dims();
+        if h == p && w == p {
+            x
+        } else {
+            adaptive_avg_pool2d(x, [p, p])
+        }
     }
 
     /// The BatchNorm running statistics, flattened: each layer's mean then its variance.
@@ -370,62 +491,6 @@ impl Vgg {
             };
             fold_running(bn, &batch, 1.0, keep);
             offset += 2 * c;
-        }
-    }
-
-    fn features_with(
-        &self,
-        x: Tensor<4>,
-        mut tap: impl FnMut(usize, &Tensor<4>),
-        mut stats: Option<&mut Vec<BatchStats>>,
-    ) -> Tensor<4> {
-        let mut convs = self.convs.iter();
-        let mut x = x;
-        for (i, layer) in self.config.layers.iter().enumerate() {
-            x = match layer {
-                // [N, C_in, H, W] -> [N, C_out, H, W]
-                Layer::Conv3(_) | Layer::Conv1(_) => convs
-                    .next()
-                    .expect("one block per conv")
-                    .forward_with(x, stats.as_deref_mut()),
-                Layer::Lrn | Layer::Pool => self.weightless(layer, x),
-            };
-            tap(i, &x);
-        }
-        x
-    }
-
-    /// One weightless layer of `features`.
-    pub fn weightless(&self, layer: &Layer, x: Tensor<4>) -> Tensor<4> {
-        match layer {
-            // [N, C, H, W] -> [N, C, H, W]
-            Layer::Lrn => self.lrn.forward(x),
-            // [N, C, H, W] -> [N, C, H/2, W/2]
-            Layer::Pool if crate::kernels::supported(&x.device()) => crate::kernels::max_pool2x2(x),
-            Layer::Pool => self.pool.forward(x),
-            Layer::Conv3(_) | Layer::Conv1(_) => unreachable!("convolutions have weights"),
-        }
-    }
-
-    /// torchvision's head: adaptive average pool to `pool x pool`, flatten, FC-ReLU-Dropout x2,
-    /// FC. `[N, 512, h, w] -> [N, classes]`.
-    pub fn head(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.avgpool(x); // [N, 512, 7, 7]
-        let x: Tensor<2> = x.flatten(1, 3); // [N, 512*7*7]
-        let x = self.dropout.forward(relu(self.fc1.forward(x))); // [N, 4096]
-        let x = self.dropout.forward(relu(self.fc2.forward(x))); // [N, 4096]
-        self.fc3.forward(x) // [N, classes]
-    }
-
-    /// torchvision's `AdaptiveAvgPool2d((7, 7))` (or the configured size). A map already of
-    /// that size passes unchanged.
-    pub fn avgpool(&self, x: Tensor<4>) -> Tensor<4> {
-        let p = self.config.pool_size;
-        let [_, _, h, w] = x.dims();
-        if h == p && w == p {
-            x
-        } else {
-            adaptive_avg_pool2d(x, [p, p])
         }
     }
 }

@@ -9,11 +9,14 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
+
 use crate::data::Image;
-use crate::data::transform::{Normalize, Planar, crop, rescale_shorter, to_channels};
+use crate::data::transform::{Planar, crop, rescale_shorter, to_channels};
 use crate::error::VggError;
 use crate::limits::check_rescale;
-use crate::model::Vgg;
+use crate::nn::Vgg;
+use crate::preset::Preset;
 
 /// How the class probabilities of one image at one scale are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +53,10 @@ impl Method {
     }
 }
 
-/// A network with the preprocessing its weights expect.
+/// A network with the preset its weights carry (preprocessing, crop, scale, class names).
 pub struct Classifier {
     pub model: Vgg,
-    pub normalize: Normalize,
-    /// The training crop (224, or 32 for our small-image runs).
-    pub crop: usize,
+    pub preset: Preset,
 }
 
 impl Classifier {
@@ -64,7 +65,16 @@ impl Classifier {
     }
 
     fn finish(&self, x: Planar) -> Vec<f32> {
-        self.normalize.apply(x)
+        self.preset.normalize.apply(x.data, x.channels)
+    }
+
+    /// The image as the network reads it: converted to its channels, rescaled so the shorter
+    /// side is `side` and centre-cropped to `side` x `side` (what `vgg features` feeds).
+    pub fn center(&self, img: &Image, side: usize) -> Result<Vec<f32>, String> {
+        check_rescale(img.height, img.width, side)?;
+        let x = rescale_shorter(&to_channels(img, self.channels(), self.preset.normalize.scale), side);
+        let (top, left) = ((x.height - side) / 2, (x.width - side) / 2);
+        Ok(self.finish(crop(&x, top, left, side, side, false)))
     }
 
     fn batch(&self, crops: Vec<Vec<f32>>, h: usize, w: usize) -> Tensor<4> {
@@ -100,16 +110,16 @@ impl Classifier {
         method: Method,
         q: usize,
     ) -> Result<Vec<f32>, VggError> {
-        let c = self.crop;
+        let c = self.preset.crop;
         if method == Method::Center && img.height == c && img.width == c {
-            let x = to_channels(img, self.channels(), self.normalize.scale);
+            let x = to_channels(img, self.channels(), self.preset.normalize.scale);
             return self.mean_probs(self.batch(vec![self.finish(x)], c, c));
         }
         check_rescale(img.height, img.width, q.max(c)).map_err(|reason| VggError::BadImage {
             path: path.to_path_buf(),
             reason,
         })?;
-        let x = to_channels(img, self.channels(), self.normalize.scale);
+        let x = to_channels(img, self.channels(), self.preset.normalize.scale);
         let x = rescale_shorter(&x, q.max(c));
         let (h, w) = (x.height, x.width);
         match method {
@@ -191,27 +201,9 @@ pub fn average_probs(
     Ok(sum)
 }
 
-/// ImageNet-1k's 1000 class names, in the order of torchvision's and Caffe's outputs (public
-/// data, as shipped by Debian's opencv-doc, `classification_classes_ILSVRC2012.txt`).
-pub fn imagenet_classes() -> Vec<String> {
-    include_str!("../data/imagenet_classes.txt")
-        .lines()
-        .map(|l| l.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn imagenet_has_1000_names_in_order() {
-        let c = imagenet_classes();
-        assert_eq!(c.len(), 1000);
-        assert_eq!(c[0], "tench, Tinca tinca");
-        assert!(c[281].starts_with("tabby"));
-        assert!(c[999].starts_with("toilet tissue"));
-    }
 
     #[test]
     fn method_names() {

@@ -11,8 +11,9 @@
 //!
 //! Both expect BGR input in 0-255 minus the mean pixel (`Normalize::caffe`).
 
-use crate::arch::{StageKind, VggConfig};
-use crate::weights::{StateDict, StateTensor, Values};
+use super::state_dict::{StateDict, StateTensor, Values};
+use crate::arch::VggConfig;
+use crate::arch::names::{Kind, Point, names};
 
 /// Which layout a state dict is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,28 +23,16 @@ pub enum Layout {
     Keras,
 }
 
-/// `(caffe name, keras name, torchvision features index)` of every conv, in order.
+/// `(caffe name, keras name, torchvision features index)` of every conv, in order
+/// ([`crate::arch::names`]).
 fn conv_names(config: &VggConfig) -> Vec<(String, String, usize)> {
-    let (mut block, mut conv) = (1, 0);
-    let mut out = Vec::new();
-    for stage in config.plan() {
-        match stage.kind {
-            StageKind::Conv { .. } => {
-                conv += 1;
-                out.push((
-                    format!("conv{block}_{conv}"),
-                    format!("block{block}_conv{conv}"),
-                    stage.index,
-                ));
-            }
-            StageKind::Pool => {
-                block += 1;
-                conv = 0;
-            }
-            _ => {}
-        }
-    }
-    out
+    names(config)
+        .into_iter()
+        .filter_map(|n| match (n.kind, n.point, n.keras) {
+            (Kind::Conv, Point::Features(i), Some(keras)) => Some((n.caffe, keras, i)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `(layer, param)` of a key: `block1_conv1/kernel:0` -> (`block1_conv1`, `kernel`).

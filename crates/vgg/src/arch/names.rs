@@ -1,0 +1,148 @@
+//! Every name a point of the network goes by, derived once from the layer table: the authors'
+//! Caffe names (`conv3_2`, `pool3`, `fc6`), torchvision's module paths (`features.12`,
+//! `classifier.0`) and Keras' (`block3_conv2`, `block3_pool`, `fc1`, `predictions`). The summary,
+//! the feature taps and the weight-file layouts all read them from here.
+
+use super::{StageKind, VggConfig};
+
+/// What is computed at a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A convolution's output, before its BatchNorm and ReLU.
+    Conv,
+    BatchNorm,
+    Relu,
+    Lrn,
+    Pool,
+    /// The head's adaptive average pool.
+    AvgPool,
+    /// A fully connected layer's output (before its ReLU).
+    Fc,
+    /// Dropout after FC1 and FC2 (the identity in inference).
+    Dropout,
+}
+
+/// Where a point sits in the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Point {
+    /// After entry `i` of torchvision's `features` Sequential.
+    Features(usize),
+    /// After the adaptive average pool (which has no module path in `features`/`classifier`).
+    AvgPool,
+    /// After entry `i` of torchvision's `classifier` Sequential.
+    Classifier(usize),
+}
+
+/// One point of the network with all its names, in forward order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub point: Point,
+    pub kind: Kind,
+    /// The authors' Caffe name: `conv1_1`, `bn1_1`, `relu1_1`, `norm1`, `pool1`, `avgpool`,
+    /// `fc6`, `relu6`, `drop6`, `fc7`, `relu7`, `drop7`, `fc8`.
+    pub caffe: String,
+    /// torchvision's module path (`features.0`, `classifier.6`); empty for the average pool.
+    pub torchvision: String,
+    /// Keras' layer name where Keras has the layer (`block1_conv1`, `block1_pool`, `fc1`,
+    /// `fc2`, `predictions`).
+    pub keras: Option<String>,
+}
+
+/// The names of every point of `config`'s network, in forward order.
+pub fn names(config: &VggConfig) -> Vec<Named> {
+    let mut out = Vec::new();
+    let (mut block, mut conv) = (1, 0);
+    for stage in config.plan() {
+        let torchvision = format!("features.{}", stage.index);
+        let (kind, caffe, keras) = match stage.kind {
+            StageKind::Conv { .. } => {
+                conv += 1;
+                (
+                    Kind::Conv,
+                    format!("conv{block}_{conv}"),
+                    Some(format!("block{block}_conv{conv}")),
+                )
+            }
+            StageKind::BatchNorm { .. } => (Kind::BatchNorm, format!("bn{block}_{conv}"), None),
+            StageKind::Relu => (Kind::Relu, format!("relu{block}_{conv}"), None),
+            StageKind::Lrn => (Kind::Lrn, format!("norm{block}"), None),
+            StageKind::Pool => {
+                let names = (
+                    Kind::Pool,
+                    format!("pool{block}"),
+                    Some(format!("block{block}_pool")),
+                );
+                (block, conv) = (block + 1, 0);
+                names
+            }
+        };
+        out.push(Named {
+            point: Point::Features(stage.index),
+            kind,
+            caffe,
+            torchvision,
+            keras,
+        });
+    }
+    out.push(Named {
+        point: Point::AvgPool,
+        kind: Kind::AvgPool,
+        caffe: "avgpool".into(),
+        torchvision: String::new(),
+        keras: None,
+    });
+    for (i, kind, caffe, keras) in [
+        (0, Kind::Fc, "fc6", Some("fc1")),
+        (1, Kind::Relu, "relu6", None),
+        (2, Kind::Dropout, "drop6", None),
+        (3, Kind::Fc, "fc7", Some("fc2")),
+        (4, Kind::Relu, "relu7", None),
+        (5, Kind::Dropout, "drop7", None),
+        (6, Kind::Fc, "fc8", Some("predictions")),
+    ] {
+        out.push(Named {
+            point: Point::Classifier(i),
+            kind,
+            caffe: caffe.into(),
+            torchvision: format!("classifier.{i}"),
+            keras: keras.map(String::from),
+        });
+    }
+    out
+}
+
+/// The point a name (Caffe, torchvision or Keras) refers to in `config`'s network.
+pub fn find(config: &VggConfig, name: &str) -> Option<Named> {
+    names(config).into_iter().find(|n| {
+        n.caffe == name
+            || (!n.torchvision.is_empty() && n.torchvision == name)
+            || n.keras.as_deref() == Some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_for_every_naming() {
+        let d = VggConfig::named("vgg16_bn").unwrap();
+        let n = names(&d);
+        let conv32 = find(&d, "conv3_2").unwrap();
+        assert_eq!(
+            (conv32.torchvision.as_str(), conv32.keras.as_deref()),
+            ("features.17", Some("block3_conv2"))
+        );
+        assert_eq!(find(&d, "block3_conv2"), Some(conv32.clone()));
+        assert_eq!(find(&d, "features.17"), Some(conv32));
+        assert_eq!(find(&d, "bn1_1").unwrap().point, Point::Features(1));
+        assert_eq!(find(&d, "relu5_3").unwrap().point, Point::Features(42));
+        assert_eq!(find(&d, "pool5").unwrap().keras.as_deref(), Some("block5_pool"));
+        assert_eq!(find(&d, "predictions").unwrap().caffe, "fc8");
+        assert_eq!(n.last().unwrap().point, Point::Classifier(6));
+        // A-LRN: conv1_1, relu1_1, norm1, pool1, conv2_1 ...
+        let lrn = VggConfig::named("A-LRN").unwrap();
+        let caffe: Vec<String> = names(&lrn).into_iter().take(5).map(|n| n.caffe).collect();
+        assert_eq!(caffe, ["conv1_1", "relu1_1", "norm1", "pool1", "conv2_1"]);
+    }
+}

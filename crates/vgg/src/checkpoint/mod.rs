@@ -1,0 +1,143 @@
+//! Weights on disk: state dicts ([`state_dict`]) read from `.pth` ([`pth`]) and `.safetensors`
+//! ([`safetensors`]), the authors' Caffe and Keras names renamed to torchvision's
+//! ([`layouts`]), loaded strictly into a [`Vgg`] ([`strict`]), partly for the paper's
+//! initialisation of deeper nets ([`partial`]), and burn's own record format for training
+//! checkpoints ([`burnpack`]).
+
+pub mod burnpack;
+pub mod layouts;
+pub mod partial;
+pub mod pth;
+pub mod run_files;
+pub mod safetensors;
+pub mod state_dict;
+pub mod strict;
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+pub use state_dict::{StateDict, StateTensor, Values, check_finite};
+pub use strict::check_state_dict;
+
+use crate::arch::VggConfig;
+use crate::error::VggError;
+use crate::nn::Vgg;
+
+/// Supported weight file formats, chosen by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// PyTorch's `torch.save` (zip or legacy), `.pth` / `.pt`.
+    Pytorch,
+    /// `.safetensors`.
+    Safetensors,
+    /// burn's own record format (burnpack), `.bpk`.
+    Burn,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Self, VggError> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("pth" | "pt" | "bin" | "ckpt") => Ok(Self::Pytorch),
+            Some("safetensors") => Ok(Self::Safetensors),
+            Some("bpk" | "burnpack") => Ok(Self::Burn),
+            _ => Err(VggError::UnknownFormat {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+}
+
+pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl ToString) -> VggError {
+    VggError::CorruptWeights {
+        path: path.to_path_buf(),
+        format,
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads a state dict from `.safetensors` or `.pth`. Float16/bfloat16/float64 tensors are
+/// converted to float32. A `.pth` checkpoint that wraps its state dict under `state_dict` or
+/// `model` is unwrapped, and DataParallel's `module.` prefix is removed.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, VggError> {
+    if !path.exists() {
+        return Err(VggError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    let dict = match Format::of(path)? {
+        Format::Safetensors => safetensors::read(path)?,
+        Format::Pytorch => pth::read(path)?,
+        Format::Burn => {
+            return Err(corrupt(
+                path,
+                "burn",
+                "a burn record holds a whole model, not a state dict; load it with Vgg::load",
+            ));
+        }
+    };
+    Ok(state_dict::strip_prefix(dict, "module."))
+}
+
+/// The whole file, if it is no larger than weights can be: [`Limits::max_params`] values of 8
+/// bytes (float64) and 64 MiB of headers. `config` (when known) bounds it more tightly.
+///
+/// [`Limits::max_params`]: crate::limits::Limits::max_params
+pub fn read_bounded(path: &Path, config: Option<&VggConfig>) -> Result<Vec<u8>, VggError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| VggError::io(path, e))?
+        .len();
+    let params = config.map_or(crate::limits::get().max_params, |c| c.num_params() as u64);
+    crate::limits::check(
+        || format!("{}: file size in bytes", path.display()),
+        size,
+        params.saturating_mul(8).saturating_add(64 << 20),
+        "max_params",
+    )?;
+    std::fs::read(path).map_err(|e| VggError::io(path, e))
+}
+
+/// Writes a state dict as `.safetensors` (atomically).
+pub fn write_safetensors(dict: &StateDict, path: &Path) -> Result<(), VggError> {
+    safetensors::write(dict, path)
+}
+
+impl Vgg {
+    /// Reads a weight file (`.pth`, `.safetensors`, or burn's `.bpk`) into a network of
+    /// `config`, strictly.
+    pub fn load(config: &VggConfig, path: &Path, device: &Device) -> Result<Self, VggError> {
+        if Format::of(path)? == Format::Burn {
+            return burnpack::load(config, path, device);
+        }
+        // Caffe- or Keras-named files are renamed into torchvision's layout first.
+        let dict = layouts::to_torchvision(read_state_dict(path)?, config);
+        Self::from_state_dict(config, &dict, path, device)
+    }
+
+    /// Writes the weights in torchvision's layout as `.safetensors` (atomically).
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), VggError> {
+        safetensors::write(&self.state_dict(), path)
+    }
+
+    /// Writes the weights in the format `path`'s extension names: `.safetensors` (torchvision
+    /// layout) or `.bpk` (burn's record). PyTorch pickles are read, not written.
+    pub fn save(&self, path: &Path) -> Result<(), VggError> {
+        match Format::of(path)? {
+            Format::Safetensors => self.save_safetensors(path),
+            Format::Burn => burnpack::save(self, path),
+            Format::Pytorch => Err(VggError::BadConfig {
+                what: "output format".into(),
+                reason: format!(
+                    "{}: writing PyTorch pickles is not supported; write .safetensors (torch loads it with safetensors.torch.load_file)",
+                    path.display()
+                ),
+            }),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Partial loading: the paper's initialisation of a deeper net from a trained shallower one.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use super::state_dict::{StateDict, check_finite};
+use super::read_state_dict;
+use crate::error::VggError;
+use crate::nn::Vgg;
+
+/// The paper's initialisation of deeper nets (Section 3.1): the first four conv layers and
+/// the three FC layers from a trained net (a torchvision-layout `.safetensors`/`.pth`, such as a
+/// run's `best.safetensors`); each conv goes to the next layer of the same shape (A's conv1_1,
+/// conv2_1, conv3_1, conv3_2 to the deeper net's layers of those names); the rest stays random.
+pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggError> {
+    let src = read_state_dict(source)?;
+    let conv_keys = |keys: Vec<String>| -> Vec<String> {
+        let mut convs: Vec<(usize, String)> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let idx = k
+                    .strip_prefix("features.")?
+                    .strip_suffix(".weight")?
+                    .parse::<usize>()
+                    .ok()?;
+                Some((idx, format!("features.{idx}")))
+            })
+            .collect();
+        convs.sort();
+        convs.into_iter().map(|(_, k)| k).collect()
+    };
+    let src_convs: Vec<String> = conv_keys(
+        src.iter()
+            .filter(|(_, t)| t.shape.len() == 4)
+            .map(|(k, _)| k.clone())
+            .collect(),
+    );
+    let expected = model.config().state_keys();
+    let dst_convs = conv_keys(
+        expected
+            .iter()
+            .filter(|(_, s)| s.len() == 4)
+            .map(|(k, _)| k.clone())
+            .collect(),
+    );
+    let mut picked = StateDict::new();
+    let shape_of = |key: &str| {
+        expected
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.clone())
+    };
+    let mut copy = |from: &str, to: &str| {
+        for suffix in ["weight", "bias"] {
+            if let Some(t) = src.get(&format!("{from}.{suffix}")) {
+                if shape_of(&format!("{to}.{suffix}")).as_ref() == Some(&t.shape) {
+                    picked.insert(format!("{to}.{suffix}"), t.clone());
+                }
+            }
+        }
+    };
+    // Each of the source's first four convs goes to the next conv of the deeper net with the
+    // same shape: A's conv1_1, conv2_1, conv3_1, conv3_2 land on D's layers of those names.
+    let mut next = 0;
+    for from in src_convs.iter().take(4) {
+        let shape = src.get(&format!("{from}.weight")).map(|t| t.shape.clone());
+        if let Some(offset) = dst_convs[next..]
+            .iter()
+            .position(|to| shape_of(&format!("{to}.weight")) == shape)
+        {
+            copy(from, &dst_convs[next + offset]);
+            next += offset + 1;
+        }
+    }
+    for i in [0, 3, 6] {
+        copy(&format!("classifier.{i}"), &format!("classifier.{i}"));
+    }
+    check_finite(&picked, source)?;
+    if picked.is_empty() {
+        return Err(VggError::WeightMismatch {
+            path: source.to_path_buf(),
+            arch: model.config().name.clone(),
+            missing: vec![
+                "no conv or FC layer of the source has the shape of this network's".into(),
+            ],
+            unexpected: vec![],
+            misshaped: vec![],
+        });
+    }
+    Ok(model.load_state_dict_unchecked(&picked, device))
+}

@@ -1,0 +1,14 @@
+//! The network: the [`Vgg`] module and its one forward pass ([`model`]), the operations it is
+//! made of and the one place that chooses our flex kernels or burn's ([`ops`]), the dense head
+//! of Section 3.2 ([`dense`]), named activations ([`activations`]) and the per-layer table
+//! ([`summary`]).
+
+pub mod activations;
+pub mod dense;
+pub mod model;
+pub mod ops;
+pub mod summary;
+
+pub use activations::Activation;
+pub use model::{BN_MOMENTUM, ConvBlock, InitScheme, Seen, Vgg};
+pub use ops::BatchStats;

@@ -1,0 +1,90 @@
+//! The operations a VGG is made of, each on our flex kernels ([`crate::kernels`]) where the
+//! device is flex and on burn's own operations elsewhere: the one place that chooses.
+
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
+use burn::tensor::module::{batch_norm_train as generic_batch_norm_train, conv2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor};
+
+use crate::kernels;
+
+/// Whether `device` runs our kernels (flex, with or without autodiff, unless
+/// `VGG_GENERIC_KERNELS=1`).
+fn ours(device: &Device) -> bool {
+    kernels::supported(device)
+}
+
+/// VGG's convolution (stride 1, same padding), then ReLU when `relu`: fused into one pass on
+/// flex. `[N, C_in, H, W] -> [N, C_out, H, W]`.
+pub fn conv(x: Tensor<4>, conv: &Conv2d, relu_after: bool) -> Tensor<4> {
+    match &conv.bias {
+        Some(bias) if ours(&x.device()) => {
+            let (w, b) = (conv.weight.val(), bias.val());
+            if relu_after {
+                kernels::conv_same_relu(x, w, b)
+            } else {
+                kernels::conv_same(x, w, b)
+            }
+        }
+        _ => {
+            let y = conv.forward(x);
+            if relu_after { relu(y) } else { y }
+        }
+    }
+}
+
+/// A convolution without padding (`weight [C_out, C_in, k, k]`), for the FC layers of the
+/// dense head viewed as convolutions (Section 3.2). `[N, C_in, H, W] -> [N, C_out, H-k+1, W-k+1]`.
+pub fn conv_valid(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    conv2d(x, weight, bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
+}
+
+/// One BatchNorm layer's statistics over a training batch: the per-channel mean and the
+/// unbiased variance (`var * n / (n - 1)`, n = N*H*W), which PyTorch folds into the running
+/// statistics. `[C]` each, detached.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    pub mean: Tensor<1>,
+    pub var: Tensor<1>,
+}
+
+/// BatchNorm in training, as PyTorch's: normalise with the batch's biased variance, and return
+/// the statistics with the unbiased one, for the running statistics. burn's own layer uses the
+/// biased variance for both, which drifts from torchvision's running statistics.
+pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats) {
+    let [n, _, h, w] = x.dims();
+    let count = (n * h * w) as f64;
+    let unbiased = if count > 1.0 {
+        count / (count - 1.0)
+    } else {
+        1.0
+    };
+    if ours(&x.device()) {
+        // Our fused kernel: [2, C] statistics, then the normalisation with its own backward.
+        let stats = kernels::batch_norm_stats(x.clone()); // [2, C]
+        let [_, c] = stats.dims();
+        let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
+        let var = stats.clone().slice([1..2, 0..c]).reshape([c]);
+        let out = kernels::batch_norm_train(x, stats, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        let var = var.mul_scalar(unbiased);
+        return (out, BatchStats { mean, var });
+    }
+    let result = generic_batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let stats = BatchStats {
+        mean: result.mean.detach(),
+        var: result.variance.detach().mul_scalar(unbiased),
+    };
+    (result.output, stats)
+}
+
+/// 2x2 max pooling, stride 2 (odd trailing rows and columns dropped, as `nn.MaxPool2d(2, 2)`).
+/// `[N, C, H, W] -> [N, C, H/2, W/2]`.
+pub fn max_pool(x: Tensor<4>, generic: &burn::nn::pool::MaxPool2d) -> Tensor<4> {
+    if ours(&x.device()) {
+        kernels::max_pool2x2(x)
+    } else {
+        generic.forward(x)
+    }
+}

@@ -1,0 +1,161 @@
+//! Where a run stands (`state.json`), its log (`log.csv`, `log.jsonl`), what a caller sees of it
+//! ([`Observer`]), and reading a run's files back, checked.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::folder::{CONFIG, STATE, checkpoint_names};
+use super::plateau::Plateau;
+use crate::error::VggError;
+use crate::fsio::write_atomic;
+
+/// One row of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_top1_err: f64,
+    pub train_top5_err: f64,
+    pub val_loss: f64,
+    pub val_top1_err: f64,
+    pub val_top5_err: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub skipped: usize,
+    /// Processes that trained (data-parallel ranks).
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Seconds rank 0 spent in all-reduce during the epoch.
+    #[serde(default)]
+    pub comm_seconds: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Where the run stands; written to `state.json` after each epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs completed.
+    pub epoch: usize,
+    pub step: usize,
+    pub schedule: Plateau,
+    pub best_val_accuracy: Option<f64>,
+    pub history: Vec<EpochRecord>,
+    pub model_file: Option<String>,
+    pub optim_file: Option<String>,
+    pub finished: bool,
+    /// SHA-256 of the checkpoint files, checked on resume: a file from another run or a
+    /// damaged one is refused.
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    #[serde(default)]
+    pub optim_sha256: Option<String>,
+}
+
+/// Progress within an epoch, for a progress bar.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub images: usize,
+    pub total_images: usize,
+    pub loss: f64,
+    pub top1: f64,
+    pub images_per_s: f64,
+    pub lr: f64,
+}
+
+/// What a caller sees of a run; the library draws nothing itself.
+pub trait Observer {
+    fn on_progress(&mut self, _p: &Progress) {}
+    fn on_validation(&mut self, _epoch: usize) {}
+    fn on_epoch(&mut self, _record: &EpochRecord, _state: &RunState, _run_dir: &Path) {}
+    fn on_note(&mut self, _message: &str) {}
+}
+
+pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), VggError> {
+    write_atomic(
+        path,
+        serde_json::to_string_pretty(value)
+            .expect("serialisable")
+            .as_bytes(),
+    )
+}
+
+/// A run file: at most 64 MiB (a state holds one row per epoch), read whole.
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, VggError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| VggError::io(path, e))?
+        .len();
+    if size > 64 << 20 {
+        return Err(VggError::run_file(path, format!("{size} bytes is too large for a run file")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| VggError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| VggError::run_file(path, format!("not a readable run file: {e}")))
+}
+
+/// The run's config, as written in `dir/config.json`, validated.
+pub fn read_config(dir: &Path) -> Result<TrainConfig, VggError> {
+    let config: TrainConfig = read_json(&dir.join(CONFIG))?;
+    config
+        .validate()
+        .map_err(|e| VggError::run_file(dir.join(CONFIG), format!("holds a bad setting: {e}")))?;
+    Ok(config)
+}
+
+/// The run's state, as written in `dir/state.json`, with checkpoint names checked to be this
+/// run's own (`epoch-N.bpk` for its epoch N).
+pub fn read_state(dir: &Path) -> Result<RunState, VggError> {
+    let path = dir.join(STATE);
+    let state: RunState = read_json(&path)?;
+    let (model, optim) = checkpoint_names(state.epoch);
+    let named = |f: &Option<String>, want: &str| f.as_deref().is_none_or(|f| f == want);
+    if !named(&state.model_file, &model) || !named(&state.optim_file, &optim) {
+        return Err(VggError::run_file(
+            path,
+            format!(
+                "names checkpoint files {:?} / {:?}, not this run's {model} / {optim} for epoch {}",
+                state.model_file, state.optim_file, state.epoch
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// `log.csv` and `log.jsonl`, rewritten from the history (so a resumed run's log has no
+/// duplicated or orphaned rows).
+pub(super) fn write_logs(dir: &Path, history: &[EpochRecord]) -> Result<(), VggError> {
+    let mut csv = String::from(
+        "epoch,lr,train_loss,train_top1_err,train_top5_err,val_loss,val_top1_err,val_top5_err,seconds,images_per_s,skipped,ranks,comm_seconds\n",
+    );
+    let mut jsonl = String::new();
+    for r in history {
+        csv.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2},{:.2},{},{},{:.2}\n",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            r.train_top1_err,
+            r.train_top5_err,
+            r.val_loss,
+            r.val_top1_err,
+            r.val_top5_err,
+            r.seconds,
+            r.images_per_s,
+            r.skipped,
+            r.ranks,
+            r.comm_seconds
+        ));
+        jsonl.push_str(&serde_json::to_string(r).expect("serialisable"));
+        jsonl.push('\n');
+    }
+    write_atomic(&dir.join("log.csv"), csv.as_bytes())?;
+    write_atomic(&dir.join("log.jsonl"), jsonl.as_bytes())
+}
+

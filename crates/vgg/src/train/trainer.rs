@@ -1,0 +1,602 @@
+//! A training run: epochs of SGD over a dataset, validation after each, the plateau schedule,
+//! and checkpoints a run can be resumed from exactly.
+//!
+//! The run folder ([`super::folder`]) holds `config.json` (the whole run configuration),
+//! `state.json` (epoch, schedule, history, and the names and hashes of the current checkpoint
+//! files: written last, so it always points at a complete checkpoint), `epoch-N.bpk` and
+//! `epoch-N-optim.bpk` (weights and momentum), `best.bpk` and `best.safetensors` (best validation
+//! accuracy, the latter in torchvision's layout), and `log.csv` / `log.jsonl` (one row per epoch).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::collective::{Collective, GradLayout, Single, broadcast_model, owner};
+use super::config::TrainConfig;
+use super::folder::{self, CONFIG, STATE, checkpoint_names};
+use super::plateau::{Decision, Plateau};
+use super::sgd::Sgd;
+use super::state::{
+    EpochRecord, Observer, Progress, RunState, read_config, read_state, write_json, write_logs,
+};
+use super::validate::evaluate_shard;
+use crate::checkpoint::partial::init_from;
+use crate::data::loader::{Batch, Loader, Prepare, epoch_order};
+use crate::data::{Dataset, Rng};
+use crate::error::VggError;
+use crate::eval::metrics::topk_hits;
+use crate::fsio::{sha256_file, write_atomic};
+use crate::nn::Vgg;
+
+/// A training run in progress.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub state: RunState,
+    pub model: Vgg,
+    sgd: Sgd,
+    run_dir: PathBuf,
+    train: Arc<Dataset>,
+    val: Arc<Dataset>,
+    device: Device,
+    comm: Rc<dyn Collective>,
+    layout: GradLayout,
+}
+
+/// Sums over this rank's micro-batches of an epoch (summed over the ranks at its end).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    images: f64,
+    loss: f64,
+    top1: f64,
+    top5: f64,
+    skipped: f64,
+}
+
+impl Tally {
+    fn all_reduce(self, comm: &dyn Collective) -> Self {
+        let mut sums = [self.images, self.loss, self.top1, self.top5, self.skipped];
+        comm.all_reduce_sum_f64(&mut sums);
+        let [images, loss, top1, top5, skipped] = sums;
+        Self {
+            images,
+            loss,
+            top1,
+            top5,
+            skipped,
+        }
+    }
+}
+
+/// Validation loss and accuracies, over every rank's share.
+struct Scores {
+    loss: f64,
+    top1: f64,
+    top5: f64,
+}
+
+/// Refuses a dataset of another size than the run recorded (0 = not recorded).
+fn check_size(data: &Dataset, recorded: usize, what: &str, dir: &Path) -> Result<(), VggError> {
+    if recorded != 0 && data.len() != recorded {
+        return Err(VggError::run_file(
+            dir.join(CONFIG),
+            format!(
+                "the run's {what} set had {recorded} images; {} has {}: resume with the run's own data",
+                data.name,
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Trainer {
+    /// Starts a new run in `run_dir`, which must not exist unless `force`.
+    pub fn new(
+        config: TrainConfig,
+        train: Dataset,
+        val: Dataset,
+        run_dir: &Path,
+        force: bool,
+        device: &Device,
+    ) -> Result<Self, VggError> {
+        Self::new_distributed(config, train, val, run_dir, force, device, Rc::new(Single))
+    }
+
+    /// [`Trainer::new`] as one rank of `comm`: rank 0 alone creates the run folder and writes
+    /// to it; every rank starts from rank 0's weights. Every setting and input is checked before
+    /// the folder is touched; `force` replaces only a run's own files ([`folder::prepare`]).
+    pub fn new_distributed(
+        config: TrainConfig,
+        train: Dataset,
+        val: Dataset,
+        run_dir: &Path,
+        force: bool,
+        device: &Device,
+        comm: Rc<dyn Collective>,
+    ) -> Result<Self, VggError> {
+        let mut config = config;
+        config.validate()?;
+        train.check(config.model.num_classes)?;
+        val.check(config.model.num_classes)?;
+        (config.train_images, config.val_images) = (train.len(), val.len());
+        device.seed(config.seed);
+        let mut model = Vgg::new(&config.model, config.init, device)?;
+        if let Some(source) = &config.init_from {
+            model = init_from(model, source, device)?;
+        }
+        // Every input is valid: only now is the folder touched.
+        if comm.rank() == 0 {
+            folder::prepare(run_dir, force)?;
+            write_json(&run_dir.join(CONFIG), &config)?;
+        }
+        let model = broadcast_model(model, comm.as_ref(), device);
+        let state = RunState {
+            epoch: 0,
+            step: 0,
+            schedule: Plateau::new(
+                config.lr,
+                config.lr_factor,
+                config.patience,
+                config.max_reductions,
+            ),
+            best_val_accuracy: None,
+            history: Vec::new(),
+            model_file: None,
+            optim_file: None,
+            finished: false,
+            model_sha256: None,
+            optim_sha256: None,
+        };
+        let sgd = Sgd::new(config.sgd);
+        Ok(Self::assemble(
+            config, state, model, sgd, run_dir, train, val, device, comm,
+        ))
+    }
+
+    /// Continues the run in `run_dir` from its last complete checkpoint.
+    pub fn resume(
+        run_dir: &Path,
+        train: Dataset,
+        val: Dataset,
+        device: &Device,
+    ) -> Result<Self, VggError> {
+        Self::resume_distributed(run_dir, train, val, device, Rc::new(Single))
+    }
+
+    /// [`Trainer::resume`] as one rank of `comm`, whatever the number of ranks that wrote the
+    /// checkpoint (it holds no per-rank state). Every rank reads `run_dir`: on several hosts it
+    /// must be on a shared filesystem. The data must be the run's own (its sizes are checked),
+    /// and the checkpoint the one `state.json` names (its hashes are checked).
+    pub fn resume_distributed(
+        run_dir: &Path,
+        train: Dataset,
+        val: Dataset,
+        device: &Device,
+        comm: Rc<dyn Collective>,
+    ) -> Result<Self, VggError> {
+        let config = read_config(run_dir)?;
+        let state = read_state(run_dir)?;
+        train.check(config.model.num_classes)?;
+        val.check(config.model.num_classes)?;
+        check_size(&train, config.train_images, "training", run_dir)?;
+        check_size(&val, config.val_images, "validation", run_dir)?;
+        let (Some(model_file), Some(optim_file)) = (&state.model_file, &state.optim_file) else {
+            return Err(VggError::run_file(
+                run_dir.join(STATE),
+                "the run has no checkpoint yet (it stopped in its first epoch); start it again",
+            ));
+        };
+        let (model_path, optim_path) = (run_dir.join(model_file), run_dir.join(optim_file));
+        for (path, want) in [
+            (&model_path, &state.model_sha256),
+            (&optim_path, &state.optim_sha256),
+        ] {
+            if let Some(want) = want {
+                let got = sha256_file(path)?;
+                if &got != want {
+                    return Err(VggError::run_file(
+                        path,
+                        format!(
+                            "is not the checkpoint this run wrote (SHA-256 {got}, state.json records {want}): it was replaced or damaged"
+                        ),
+                    ));
+                }
+            }
+        }
+        if comm.rank() == 0 {
+            folder::remove_temps(run_dir);
+            // A run killed between its state and its logs: the logs follow the state again.
+            write_logs(run_dir, &state.history)?;
+        }
+        let model = crate::checkpoint::burnpack::load(&config.model, &model_path, device)?;
+        let bytes = std::fs::read(&optim_path).map_err(|e| VggError::io(&optim_path, e))?;
+        let sgd = Sgd::new(config.sgd)
+            .with_state(bytes)
+            .map_err(|reason| VggError::CorruptWeights {
+                path: optim_path.clone(),
+                format: "burn optimiser",
+                reason,
+            })?;
+        Ok(Self::assemble(
+            config, state, model, sgd, run_dir, train, val, device, comm,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: TrainConfig,
+        state: RunState,
+        model: Vgg,
+        sgd: Sgd,
+        run_dir: &Path,
+        train: Dataset,
+        val: Dataset,
+        device: &Device,
+        comm: Rc<dyn Collective>,
+    ) -> Self {
+        Self {
+            layout: GradLayout::of(&model),
+            config,
+            state,
+            model,
+            sgd,
+            run_dir: run_dir.to_path_buf(),
+            train: Arc::new(train),
+            val: Arc::new(val),
+            device: device.clone(),
+            comm,
+        }
+    }
+
+    /// Sets the run's epoch budget (to train a resumed run further, or stop it earlier); rank 0
+    /// rewrites `config.json`.
+    pub fn set_epochs(&mut self, epochs: usize) -> Result<(), VggError> {
+        let done = self.state.epoch;
+        if epochs <= done {
+            return Err(VggError::bad_config(
+                "epochs",
+                format!(
+                    "is {epochs}, but the run has trained {done} epoch(s) already; give a larger total"
+                ),
+            ));
+        }
+        if self.state.finished {
+            return Err(VggError::run_file(
+                self.run_dir.join(STATE),
+                "the run is finished: its schedule stopped it after the last learning-rate reduction (Section 3.1)",
+            ));
+        }
+        self.config.epochs = epochs;
+        if self.comm.rank() == 0 {
+            write_json(&self.run_dir.join(CONFIG), &self.config)?;
+        }
+        Ok(())
+    }
+
+    /// This process's rank and the number of ranks.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.size())
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Trains until `config.epochs` epochs are done or the schedule says stop.
+    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<(), VggError> {
+        while self.state.epoch < self.config.epochs && !self.state.finished {
+            self.epoch(observer)?;
+        }
+        Ok(())
+    }
+
+    /// Trains up to `epochs` more epochs (for tests and for stopping early).
+    pub fn run_epochs(
+        &mut self,
+        epochs: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<(), VggError> {
+        for _ in 0..epochs {
+            if self.state.epoch >= self.config.epochs || self.state.finished {
+                break;
+            }
+            self.epoch(observer)?;
+        }
+        Ok(())
+    }
+
+    /// One epoch: the SGD steps, the validation, the schedule, the checkpoint.
+    fn epoch(&mut self, observer: &mut dyn Observer) -> Result<(), VggError> {
+        let epoch = self.state.epoch; // 0-based
+        let lr = self.state.schedule.lr;
+        let start = Instant::now();
+        let comm_start = self.comm.seconds();
+        let tally = self.train_epoch(epoch, lr, observer)?.all_reduce(self.comm.as_ref());
+        let train_seconds = start.elapsed().as_secs_f64();
+        observer.on_validation(epoch + 1);
+        let scores = self.validate(epoch)?;
+        if !tally.loss.is_finite() {
+            return Err(self.diverged(epoch, "the training loss".into()));
+        }
+        let seen = tally.images.max(1.0);
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: tally.loss / seen,
+            train_top1_err: 1.0 - tally.top1 / seen,
+            train_top5_err: 1.0 - tally.top5 / seen,
+            val_loss: scores.loss,
+            val_top1_err: 1.0 - scores.top1,
+            val_top5_err: 1.0 - scores.top5,
+            seconds: start.elapsed().as_secs_f64(),
+            images_per_s: seen / train_seconds,
+            skipped: tally.skipped as usize,
+            ranks: self.comm.size(),
+            comm_seconds: self.comm.seconds() - comm_start,
+        };
+        if record.skipped > 0 {
+            observer.on_note(&format!(
+                "epoch {}: skipped {} unreadable image(s)",
+                epoch + 1,
+                record.skipped
+            ));
+        }
+        self.close_epoch(record, scores.top1, observer)
+    }
+
+    /// This rank's micro-batches of every batch of the epoch, in one process's order, with the
+    /// augmentation of each sample a function of (seed, epoch, index).
+    fn loader(&self, epoch: usize) -> Loader {
+        let c = &self.config;
+        let (rank, size) = self.rank();
+        let total = self.train.len();
+        let (mb, per_step) = (c.micro_batch, c.batch / c.micro_batch);
+        let order = epoch_order(total, c.seed, epoch, true);
+        let mine: Vec<usize> = (0..total.div_ceil(mb))
+            .filter(|m| owner(m % per_step, size) == rank)
+            .flat_map(|m| order[m * mb..((m + 1) * mb).min(total)].to_vec())
+            .collect();
+        let shape = [c.model.in_channels, c.transform.crop, c.transform.crop];
+        let (transform, seed) = (Arc::new(c.transform.clone()), c.seed);
+        let prepare: Prepare =
+            Arc::new(move |img, i| transform.train(img, &mut Rng::for_item(seed, epoch, i)));
+        Loader::new(self.train.clone(), mine, mb, shape, prepare, c.workers, c.skip_bad)
+    }
+
+    /// The epoch's SGD steps; this rank's sums.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        lr: f64,
+        observer: &mut dyn Observer,
+    ) -> Result<Tally, VggError> {
+        let (rank, size) = self.rank();
+        // Dropout's generator, reseeded per epoch (and rank) so a resumed run draws the same masks.
+        self.device
+            .seed(self.config.seed.wrapping_add(1 + epoch as u64) ^ ((rank as u64) << 32));
+        let total = self.train.len();
+        let (mb, per_step) = (self.config.micro_batch, self.config.batch / self.config.micro_batch);
+        let micro_batches = total.div_ceil(mb);
+        let mut loader = self.loader(epoch);
+        let start = Instant::now();
+        let mut tally = Tally::default();
+        let mut model = self.model.clone();
+        for first in (0..micro_batches).step_by(per_step) {
+            let last = (first + per_step).min(micro_batches);
+            let batch_images = self.config.batch.min(total - first * mb);
+            let mut bad_loss = None;
+            for m in (first..last).filter(|m| owner(m - first, size) == rank) {
+                let batch = loader.next().expect("the loader yields each micro-batch")?;
+                tally.skipped += batch.skipped.len() as f64;
+                let share = batch.labels.len() as f64 / batch_images as f64;
+                if let Some(bad) = self.micro_batch(&model, batch, share, (m - first, last - first), &mut tally) {
+                    bad_loss = Some(bad);
+                }
+                observer.on_progress(&Progress {
+                    epoch: epoch + 1,
+                    epochs: self.config.epochs,
+                    images: (((tally.images + tally.skipped) as usize) * size).min(total),
+                    total_images: total,
+                    loss: tally.loss / tally.images.max(1.0),
+                    top1: tally.top1 / tally.images.max(1.0),
+                    images_per_s: tally.images * size as f64 / start.elapsed().as_secs_f64(),
+                    lr,
+                });
+            }
+            // Every rank reaches this point once per global batch, with or without work.
+            let (grads, running) = self.sgd.take(&model);
+            let (grads, running, bad) = self.reduce(grads, running, bad_loss.is_some());
+            if bad {
+                self.model = model;
+                return Err(VggError::NonFiniteLoss {
+                    value: bad_loss.unwrap_or(f32::NAN),
+                    epoch: epoch + 1,
+                    step: self.state.step + 1,
+                    kept: self.kept(),
+                });
+            }
+            model = self.sgd.apply(model, lr, grads, &running, last - first);
+            self.state.step += 1;
+        }
+        self.model = model;
+        Ok(tally)
+    }
+
+    /// Forward and backward of one micro-batch (of index `k` of the step's `count`); adds to
+    /// the tally. `Some(loss)` when the loss or a score is NaN or infinite.
+    fn micro_batch(
+        &mut self,
+        model: &Vgg,
+        batch: Batch,
+        share: f64,
+        position: (usize, usize),
+        tally: &mut Tally,
+    ) -> Option<f32> {
+        let n = batch.labels.len();
+        if n == 0 {
+            return None;
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+        let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
+        let (loss, logits) = self.sgd.micro_batch(model, x, y, share, position);
+        let scores = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        let (top1, top5) = match topk_hits(&scores, &batch.labels, "training") {
+            Ok(hits) if loss.is_finite() => hits,
+            _ => return Some(if loss.is_finite() { f32::NAN } else { loss }),
+        };
+        tally.images += n as f64;
+        tally.loss += loss as f64 * n as f64;
+        tally.top1 += top1 as f64;
+        tally.top5 += top5 as f64;
+        None
+    }
+
+    /// Sums the step's gradients, BatchNorm statistics and non-finite-loss flags over the ranks
+    /// (one all-reduce of one buffer); nothing to do for one process.
+    fn reduce(
+        &self,
+        grads: GradientsParams,
+        running: Vec<f32>,
+        bad: bool,
+    ) -> (GradientsParams, Vec<f32>, bool) {
+        if self.comm.size() == 1 {
+            return (grads, running, bad);
+        }
+        let mut flat = self.layout.flatten(&grads);
+        let g = flat.len();
+        flat.extend(&running);
+        flat.push(bad as u8 as f32);
+        self.comm.all_reduce_sum(&mut flat);
+        let device = self.device.clone().inner();
+        let grads = self.layout.unflatten(&flat[..g], &device);
+        let bad = flat[flat.len() - 1] > 0.0;
+        (grads, flat[g..flat.len() - 1].to_vec(), bad)
+    }
+
+    /// The epoch whose checkpoint the run folder holds, if any.
+    fn kept(&self) -> Option<usize> {
+        self.state.model_file.is_some().then_some(self.state.epoch)
+    }
+
+    /// The error of a run whose `what` turned NaN or infinite after `epoch`.
+    fn diverged(&self, epoch: usize, what: String) -> VggError {
+        VggError::NonFiniteOutput {
+            what: format!(
+                "{what} after epoch {}; training stopped{}",
+                epoch + 1,
+                self.kept()
+                    .map_or(String::new(), |e| format!(", the run folder keeps epoch {e}'s checkpoint"))
+            ),
+        }
+    }
+
+    /// Validation over every rank's share of the set.
+    fn validate(&self, epoch: usize) -> Result<Scores, VggError> {
+        let c = &self.config;
+        let val = evaluate_shard(
+            &self.model.valid(),
+            &self.val,
+            &c.transform,
+            c.micro_batch.max(64),
+            c.workers,
+            c.skip_bad,
+            self.rank(),
+        )
+        .map_err(|e| match e {
+            VggError::NonFiniteOutput { what } => self.diverged(epoch, what),
+            e => e,
+        })?;
+        let n = val.images as f64;
+        let mut sums = [val.loss * n, val.top1 * n, val.top5 * n, n];
+        self.comm.all_reduce_sum_f64(&mut sums);
+        if sums[3] == 0.0 {
+            return Err(VggError::Dataset {
+                path: self.val.name.clone().into(),
+                reason: "no validation image could be read".into(),
+            });
+        }
+        if !sums.iter().all(|v| v.is_finite()) {
+            return Err(self.diverged(epoch, "the validation loss".into()));
+        }
+        Ok(Scores {
+            loss: sums[0] / sums[3],
+            top1: sums[1] / sums[3],
+            top5: sums[2] / sums[3],
+        })
+    }
+
+    /// The schedule's decision, the history, the checkpoint (rank 0) and the observer.
+    fn close_epoch(
+        &mut self,
+        record: EpochRecord,
+        val_top1: f64,
+        observer: &mut dyn Observer,
+    ) -> Result<(), VggError> {
+        let is_best = self.state.best_val_accuracy.is_none_or(|b| val_top1 > b);
+        match self.state.schedule.observe(val_top1) {
+            Decision::Reduced { lr } => observer.on_note(&format!(
+                "validation accuracy stopped improving: learning rate now {lr:e}"
+            )),
+            Decision::Stop => {
+                observer.on_note("validation accuracy stopped improving after the last reduction: stopping (Section 3.1)");
+                self.state.finished = true;
+            }
+            Decision::Improved | Decision::Wait => {}
+        }
+        self.state.epoch = record.epoch;
+        self.state.history.push(record.clone());
+        if is_best {
+            self.state.best_val_accuracy = Some(val_top1);
+        }
+        if self.comm.rank() == 0 {
+            self.checkpoint(is_best)?;
+        }
+        observer.on_epoch(&record, &self.state, &self.run_dir);
+        Ok(())
+    }
+
+    /// Writes the epoch's checkpoint; `state.json` last, so that it only ever names complete files.
+    fn checkpoint(&mut self, is_best: bool) -> Result<(), VggError> {
+        let dir = &self.run_dir;
+        let (model_file, optim_file) = checkpoint_names(self.state.epoch);
+        crate::checkpoint::burnpack::save(&self.model, &dir.join(&model_file))?;
+        let optim_bytes = self
+            .sgd
+            .state_bytes()
+            .map_err(|reason| VggError::CorruptWeights {
+                path: dir.join(&optim_file),
+                format: "burn optimiser",
+                reason,
+            })?;
+        write_atomic(&dir.join(&optim_file), &optim_bytes)?;
+        if is_best {
+            crate::checkpoint::burnpack::save(&self.model, &dir.join("best.bpk"))?;
+            self.model.save(&dir.join("best.safetensors"))?;
+        }
+        self.state.model_sha256 = Some(sha256_file(&dir.join(&model_file))?);
+        self.state.optim_sha256 = Some(sha256_file(&dir.join(&optim_file))?);
+        let had_previous = self.state.model_file.is_some();
+        self.state.model_file = Some(model_file);
+        self.state.optim_file = Some(optim_file);
+        write_json(&dir.join(STATE), &self.state)?;
+        // The previous epoch's checkpoint, by the names this run gives it: never a name read
+        // from a file.
+        if had_previous && self.state.epoch > 1 {
+            let (model, optim) = checkpoint_names(self.state.epoch - 1);
+            for old in [model, optim] {
+                let _ = std::fs::remove_file(dir.join(old));
+            }
+        }
+        write_logs(dir, &self.state.history)
+    }
+}
