@@ -4,13 +4,10 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::{stderr, tiny_folder, tmp, vgg};
+use support::{TINY, W16, stderr, tiny_folder, tmp, vgg};
 
 fn fixture(name: &str) -> String {
-    format!(
-        "{}/crates/vgg/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    support::fixture(name).to_string_lossy().into_owned()
 }
 
 /// The tutorial's check: VGG-16 with 500 classes maps [1, 3, 224, 224] to [1, 500].
@@ -148,8 +145,6 @@ fn convert_pth_to_safetensors_and_burn_and_back() {
     );
 }
 
-/// A tiny image folder: 2 classes of 34x34 PNGs (bright top or bright bottom) and, if asked,
-/// one broken file.
 /// `vgg train` on a tiny folder with the TINY network, one loader thread.
 fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str, force: bool) -> Vec<&'a str> {
     let mut args = vec!["train", "--data", data, "--epochs", epochs];
@@ -158,24 +153,8 @@ fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str, force: bool) -> 
     }
     args.extend(["--out", out]);
     args.extend(TINY);
-    args.push("1");
     args
 }
-
-const TINY: [&str; 12] = [
-    "--arch",
-    "vgg11_bn",
-    "--width",
-    "0.0625",
-    "--hidden",
-    "16",
-    "--batch",
-    "8",
-    "--micro-batch",
-    "4",
-    "--quiet",
-    "--workers",
-];
 
 #[test]
 fn train_writes_log_plot_and_checkpoints_then_resumes() {
@@ -314,20 +293,6 @@ fn train_refuses_missing_data_and_bad_flags() {
     }
 }
 
-/// The vgg11_w16 fixture's flags (torchvision layout, 10 classes).
-const W16: [&str; 10] = [
-    "--arch",
-    "vgg11",
-    "--layers",
-    "4,M,8,M,16,16,M,32,32,M,32,32,M",
-    "--hidden",
-    "32",
-    "--num-classes",
-    "10",
-    "--preset",
-    "torchvision",
-];
-
 /// chelsea.png (scikit-image's cat photo), centre-cropped and resized to 224x224 here, so the
 /// network sees exactly these pixels.
 fn chelsea_224() -> PathBuf {
@@ -425,17 +390,19 @@ fn predict_a_real_photo_round_trip() {
     assert_eq!(top[0]["index"], best);
 
     // Weights whose class count differs from the labels: exit 2, named.
-    let eleven = labels_file(11);
-    let mut args = vec![
-        "predict",
-        photo.to_str().unwrap(),
-        "-w",
-        weights.as_str(),
-        "--labels",
-        eleven.to_str().unwrap(),
-    ];
-    args.extend(W16);
-    let out = vgg(&args);
+    let predict = |image: &PathBuf, labels: &PathBuf| {
+        let mut args = vec![
+            "predict",
+            image.to_str().unwrap(),
+            "-w",
+            weights.as_str(),
+            "--labels",
+            labels.to_str().unwrap(),
+        ];
+        args.extend(W16);
+        vgg(&args)
+    };
+    let out = predict(&photo, &labels_file(11));
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("10 classes but there are 11 labels"),
@@ -445,16 +412,7 @@ fn predict_a_real_photo_round_trip() {
     // An image too small to be upscaled to 224: named, exit 2.
     let tiny = tmp("tiny.png");
     image::GrayImage::new(8, 8).save(&tiny).unwrap();
-    let mut args = vec![
-        "predict",
-        tiny.to_str().unwrap(),
-        "-w",
-        weights.as_str(),
-        "--labels",
-        labels.to_str().unwrap(),
-    ];
-    args.extend(W16);
-    let out = vgg(&args);
+    let out = predict(&tiny, &labels);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("tiny.png") && stderr(&out).contains("too small"),
@@ -465,16 +423,7 @@ fn predict_a_real_photo_round_trip() {
     let cut = tmp("cut.png");
     let bytes = std::fs::read(&photo).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
-    let mut args = vec![
-        "predict",
-        cut.to_str().unwrap(),
-        "-w",
-        weights.as_str(),
-        "--labels",
-        labels.to_str().unwrap(),
-    ];
-    args.extend(W16);
-    let out = vgg(&args);
+    let out = predict(&cut, &labels);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cut.png"), "{}", stderr(&out));
 }

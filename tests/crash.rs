@@ -8,21 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{tiny_folder, tmp};
-
-const TINY: [&str; 11] = [
-    "--arch",
-    "vgg11_bn",
-    "--width",
-    "0.0625",
-    "--hidden",
-    "16",
-    "--batch",
-    "8",
-    "--micro-batch",
-    "4",
-    "--quiet",
-];
+use support::{TINY, tiny_folder, tmp};
 
 fn command(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vgg"));
@@ -31,7 +17,9 @@ fn command(args: &[&str]) -> Command {
 }
 
 fn fresh_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["train", "--data", data, "--out", out, "--epochs", "24", "--force"];
+    let mut args = vec![
+        "train", "--data", data, "--out", out, "--epochs", "24", "--force",
+    ];
     args.extend(TINY);
     args
 }
@@ -83,7 +71,13 @@ fn history(run: &Path) -> Vec<String> {
         .map(|r| {
             format!(
                 "{} {} {} {} {} {} {}",
-                r.epoch, r.lr, r.train_loss, r.train_top1_err, r.val_loss, r.val_top1_err, r.skipped
+                r.epoch,
+                r.lr,
+                r.train_loss,
+                r.train_top1_err,
+                r.val_loss,
+                r.val_top1_err,
+                r.skipped
             )
         })
         .collect()
@@ -99,7 +93,11 @@ fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
     let out = command(&fresh_args(data, reference.to_str().unwrap()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let whole = start.elapsed();
 
     let run = tmp("crash-run");
@@ -136,7 +134,11 @@ fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
             finished = true;
             break;
         }
-        window = if epoch_of() > before { 0.05 } else { window * 1.5 };
+        window = if epoch_of() > before {
+            0.05
+        } else {
+            window * 1.5
+        };
     }
     if !finished {
         let args: Vec<&str> = if run.join("state.json").exists() {
@@ -145,7 +147,11 @@ fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
             fresh_args(data, run_s)
         };
         let out = command(&args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     eprintln!("{kills} kills, the run resumed after each");
     assert!(kills >= 10, "only {kills} kills");

@@ -4,43 +4,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{stderr, tiny_folder, tmp, vgg};
-
-/// A tiny run's flags (2 classes of 34x34 grey images, a 1/16-width VGG-11-BN).
-const TINY: [&str; 13] = [
-    "--arch",
-    "vgg11_bn",
-    "--width",
-    "0.0625",
-    "--hidden",
-    "16",
-    "--batch",
-    "8",
-    "--micro-batch",
-    "4",
-    "--quiet",
-    "--workers",
-    "1",
-];
-
-fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    if !extra.contains(&"--epochs") {
-        args.extend(["--epochs", "1"]);
-    }
-    args.extend(TINY);
-    args.extend(extra);
-    vgg(&args)
-}
+use support::{W16, fixture, stderr, tiny_folder, tiny_train as train, tmp, vgg};
 
 /// Exit code 2 and one error line, the last, holding every needle.
 fn refused(out: &std::process::Output, needles: &[&str]) {
@@ -48,7 +15,10 @@ fn refused(out: &std::process::Output, needles: &[&str]) {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(!text.contains("panicked"), "{text}");
     let last = text.trim_end().lines().last().unwrap_or("");
-    assert!(last.starts_with("error: "), "the error is the last line: {text}");
+    assert!(
+        last.starts_with("error: "),
+        "the error is the last line: {text}"
+    );
     assert_eq!(
         text.lines().filter(|l| l.starts_with("error")).count(),
         1,
@@ -74,7 +44,7 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// 1. `--force` named a folder of notes: it deleted them, then failed. Now only a run's own
+/// Defect 1: `--force` named a folder of notes: it deleted them, then failed. Now only a run's own
 /// files go, only from a run's folder, and only once every input is valid.
 #[test]
 fn force_never_deletes_what_vgg_did_not_write() {
@@ -98,7 +68,11 @@ fn force_never_deletes_what_vgg_did_not_write() {
     std::fs::write(run.join("my-notes.txt"), "keep me").unwrap();
     let before = listing(&run);
     refused(
-        &train(&data, &run, &["--force", "--init-from", "/missing.safetensors"]),
+        &train(
+            &data,
+            &run,
+            &["--force", "--init-from", "/missing.safetensors"],
+        ),
         &["/missing.safetensors"],
     );
     assert_eq!(listing(&run), before);
@@ -112,7 +86,7 @@ fn force_never_deletes_what_vgg_did_not_write() {
     assert!(run.join("best.bpk").exists());
 }
 
-/// 2. Ties and NaN counted as hits: an all-zero network scored 0% error, `--lr nan` reported
+/// Defect 2: Ties and NaN counted as hits: an all-zero network scored 0% error, `--lr nan` reported
 /// 100% accuracy. Now ties rank against the true class and non-finite numbers are errors.
 #[test]
 fn ties_are_not_hits_and_nan_is_never_an_accuracy() {
@@ -138,14 +112,24 @@ fn ties_are_not_hits_and_nan_is_never_an_accuracy() {
         .load_state_dict_unchecked(&zero, &device)
         .save(&run.join("best.bpk"))
         .unwrap();
-    let out = vgg(&["eval", "--data", data.to_str().unwrap(), "-w", run.to_str().unwrap(), "--json"]);
+    let out = vgg(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "-w",
+        run.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["top1_err"], 1.0, "{rows}");
 
     let nan = tmp("nan-run");
     let _ = std::fs::remove_dir_all(&nan);
-    refused(&train(&data, &nan, &["--lr", "nan"]), &["lr", "NaN", "--lr"]);
+    refused(
+        &train(&data, &nan, &["--lr", "nan"]),
+        &["lr", "NaN", "--lr"],
+    );
     assert!(!nan.exists(), "nothing is written for a bad setting");
     // A learning rate that diverges: the run stops, no accuracy is printed.
     let out = train(&data, &nan, &["--lr", "1e30"]);
@@ -158,7 +142,7 @@ fn ties_are_not_hits_and_nan_is_never_an_accuracy() {
     );
 }
 
-/// 3. `--resume` took the data, seed and split from the command line. Now the run's config
+/// Defect 3: `--resume` took the data, seed and split from the command line. Now the run's config
 /// decides, flags that contradict it are refused by name, and a foreign checkpoint is refused.
 #[test]
 fn resume_continues_the_run_it_names() {
@@ -172,9 +156,18 @@ fn resume_continues_the_run_it_names() {
         args.extend(extra);
         vgg(&args)
     };
-    refused(&resume(&["--data", other.to_str().unwrap(), "--epochs", "2"]), &["--data cannot change"]);
-    refused(&resume(&["--seed", "7", "--epochs", "2"]), &["--seed cannot change"]);
-    refused(&resume(&["--lr", "0.5", "--epochs", "2"]), &["--lr cannot change"]);
+    refused(
+        &resume(&["--data", other.to_str().unwrap(), "--epochs", "2"]),
+        &["--data cannot change"],
+    );
+    refused(
+        &resume(&["--seed", "7", "--epochs", "2"]),
+        &["--seed cannot change"],
+    );
+    refused(
+        &resume(&["--lr", "0.5", "--epochs", "2"]),
+        &["--lr cannot change"],
+    );
     refused(&resume(&["--epochs", "1"]), &["trained 1 epoch"]);
     // The same value as the run's is not a contradiction; the data comes from config.json.
     let out = resume(&["--epochs", "2", "--seed", "42"]);
@@ -188,12 +181,23 @@ fn resume_continues_the_run_it_names() {
     // Another run's optimiser state put in place of this one's.
     let stranger = tmp("resume-stranger");
     let _ = std::fs::remove_dir_all(&stranger);
-    assert!(train(&data, &stranger, &["--seed", "5", "--epochs", "2"]).status.success());
-    std::fs::copy(stranger.join("epoch-2-optim.bpk"), run.join("epoch-2-optim.bpk")).unwrap();
-    refused(&resume(&["--epochs", "3"]), &["epoch-2-optim.bpk", "is not the checkpoint this run wrote"]);
+    assert!(
+        train(&data, &stranger, &["--seed", "5", "--epochs", "2"])
+            .status
+            .success()
+    );
+    std::fs::copy(
+        stranger.join("epoch-2-optim.bpk"),
+        run.join("epoch-2-optim.bpk"),
+    )
+    .unwrap();
+    refused(
+        &resume(&["--epochs", "3"]),
+        &["epoch-2-optim.bpk", "is not the checkpoint this run wrote"],
+    );
 }
 
-/// 4. A crafted state.json named `../VICTIM/epoch-1.bpk`, and resume deleted it.
+/// Defect 4: A crafted state.json named `../VICTIM/epoch-1.bpk`, and resume deleted it.
 #[test]
 fn run_files_cannot_point_outside_the_run() {
     let data = tiny_folder("victim-data", 6, false);
@@ -208,24 +212,45 @@ fn run_files_cannot_point_outside_the_run() {
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     state["model_file"] = serde_json::json!("../victim/epoch-1.bpk");
     std::fs::write(&state_path, state.to_string()).unwrap();
-    let out = vgg(&["train", "--resume", run.to_str().unwrap(), "--epochs", "2", "--quiet"]);
+    let out = vgg(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--quiet",
+    ]);
     refused(&out, &["state.json", "not this run's epoch-1.bpk"]);
     assert!(victim.join("epoch-1.bpk").exists());
     // A run-file error is about the run file, not a "dataset".
     assert!(!stderr(&out).contains("dataset"), "{}", stderr(&out));
 }
 
-/// 5. Panics: IDX with no images, a closed stdout, `bench --batch 0`, more pools than pixels.
+/// Defect 5: Panics: IDX with no images, a closed stdout, `bench --batch 0`, more pools than pixels.
 #[test]
 fn hostile_inputs_are_errors_not_panics() {
     let d = tmp("idx-empty");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("train-images-idx3-ubyte"), [0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]).unwrap();
+    std::fs::write(
+        d.join("train-images-idx3-ubyte"),
+        [0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28],
+    )
+    .unwrap();
     std::fs::write(d.join("train-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 0]).unwrap();
-    refused(&vgg(&["train", "--data", d.to_str().unwrap()]), &["no images"]);
-    std::fs::write(d.join("train-images-idx3-ubyte"), [0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 28]).unwrap();
-    refused(&vgg(&["train", "--data", d.to_str().unwrap()]), &["no images"]);
+    refused(
+        &vgg(&["train", "--data", d.to_str().unwrap()]),
+        &["no images"],
+    );
+    std::fs::write(
+        d.join("train-images-idx3-ubyte"),
+        [0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 28],
+    )
+    .unwrap();
+    refused(
+        &vgg(&["train", "--data", d.to_str().unwrap()]),
+        &["no images"],
+    );
     refused(
         &vgg(&["summary", "--layers", "8,M,M,M,M,M,M", "--input", "3x32x32"]),
         &["too small"],
@@ -234,10 +259,7 @@ fn hostile_inputs_are_errors_not_panics() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--batch") && !stderr(&out).contains("panicked"));
     // stdout closed before vgg writes: it stops quietly.
-    for args in [
-        vec!["summary", "vgg16"],
-        vec!["summary", "vgg11", "--json"],
-    ] {
+    for args in [vec!["summary", "vgg16"], vec!["summary", "vgg11", "--json"]] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vgg"))
             .args(&args)
             .stdout(Stdio::piped())
@@ -246,26 +268,41 @@ fn hostile_inputs_are_errors_not_panics() {
             .unwrap();
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
-        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
     }
 }
 
-/// 6. Tiny files that asked for gigabytes: refused from their headers, naming the limit.
+/// Defect 6: Tiny files that asked for gigabytes: refused from their headers, naming the limit.
 #[test]
 fn tiny_files_cannot_ask_for_gigabytes() {
     // A 1x60000 PNG (a few hundred bytes) in an eval folder: 47 GB once rescaled to 224.
     let d = tmp("strip");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("a")).unwrap();
-    image::GrayImage::new(60000, 1).save(d.join("a/strip.png")).unwrap();
+    image::GrayImage::new(60000, 1)
+        .save(d.join("a/strip.png"))
+        .unwrap();
     let weights = format!(
         "{}/crates/vgg/tests/fixtures/vgg11_w16.safetensors",
         env!("CARGO_MANIFEST_DIR")
     );
-    let mut args = vec!["eval", "--data", d.to_str().unwrap(), "-w", weights.as_str()];
+    let mut args = vec![
+        "eval",
+        "--data",
+        d.to_str().unwrap(),
+        "-w",
+        weights.as_str(),
+    ];
     args.extend(W16);
-    refused(&vgg(&args), &["strip.png", "too small", "enlarged", "--skip-bad"]);
+    refused(
+        &vgg(&args),
+        &["strip.png", "too small", "enlarged", "--skip-bad"],
+    );
     // A gzip IDX whose header promises 4 GB.
     let bomb = tmp("bomb");
     let _ = std::fs::remove_dir_all(&bomb);
@@ -277,21 +314,38 @@ fn tiny_files_cannot_ask_for_gigabytes() {
     header.extend(vec![0u8; 1 << 16]);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &header).unwrap();
-    std::fs::write(bomb.join("train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
-    std::fs::write(bomb.join("train-labels-idx1-ubyte.gz"), [0, 0, 8, 1, 0, 1, 0, 0]).unwrap();
+    std::fs::write(
+        bomb.join("train-images-idx3-ubyte.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        bomb.join("train-labels-idx1-ubyte.gz"),
+        [0, 0, 8, 1, 0, 1, 0, 0],
+    )
+    .unwrap();
     refused(
         &vgg(&["train", "--data", bomb.to_str().unwrap()]),
         &["max_dataset_bytes", "VGG_MAX_DATASET_BYTES"],
     );
-    refused(&vgg(&["summary", "vgg16", "--width", "1e4"]), &["max_params", "VGG_MAX_PARAMS"]);
-    refused(&vgg(&["summary", "vgg16", "--width", "1e9"]), &["64-bit", "--width"]);
+    refused(
+        &vgg(&["summary", "vgg16", "--width", "1e4"]),
+        &["max_params", "VGG_MAX_PARAMS"],
+    );
+    refused(
+        &vgg(&["summary", "vgg16", "--width", "1e9"]),
+        &["64-bit", "--width"],
+    );
     refused(
         &vgg(&["summary", "vgg16", "--input", "3x20000x20000"]),
         &["max_tensor_bytes", "VGG_MAX_TENSOR_BYTES"],
     );
     let data = tiny_folder("channels-data", 6, false);
     let out = tmp("channels-run");
-    refused(&train(&data, &out, &["--in-channels", "1000"]), &["1 or 3", "--in-channels"]);
+    refused(
+        &train(&data, &out, &["--in-channels", "1000"]),
+        &["1 or 3", "--in-channels"],
+    );
     // A limit is set by its variable; a value that is not a number is refused.
     let raised = Command::new(env!("CARGO_BIN_EXE_vgg"))
         .args(["summary", "vgg16", "--input", "3x20000x20000"])
@@ -301,25 +355,7 @@ fn tiny_files_cannot_ask_for_gigabytes() {
     refused(&raised, &["VGG_MAX_TENSOR_BYTES=nonsense"]);
 }
 
-/// The vgg11_w16 fixture's flags (torchvision layout, 10 classes).
-const W16: [&str; 10] = [
-    "--arch",
-    "vgg11",
-    "--layers",
-    "4,M,8,M,16,16,M,32,32,M,32,32,M",
-    "--hidden",
-    "32",
-    "--num-classes",
-    "10",
-    "--preset",
-    "torchvision",
-];
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(format!("{}/crates/vgg/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
-}
-
-/// 7. Accepted silently: a truncated JPEG, NaN weights, a CIFAR label of 200, negative or NaN
+/// Defect 7: Accepted silently: a truncated JPEG, NaN weights, a CIFAR label of 200, negative or NaN
 /// hyper-parameters, an overwritten features file, zero epochs.
 #[test]
 fn what_was_accepted_silently_is_refused() {
@@ -327,11 +363,19 @@ fn what_was_accepted_silently_is_refused() {
     let photo = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
     let mut bytes = Vec::new();
     photo
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Jpeg,
+        )
         .unwrap();
     std::fs::write(&jpeg, &bytes[..bytes.len() * 3 / 4]).unwrap();
     let weights = fixture("vgg11_w16.safetensors");
-    let mut args = vec!["predict", jpeg.to_str().unwrap(), "-w", weights.to_str().unwrap()];
+    let mut args = vec![
+        "predict",
+        jpeg.to_str().unwrap(),
+        "-w",
+        weights.to_str().unwrap(),
+    ];
     args.extend(W16);
     let out = vgg(&args);
     refused(&out, &["cut.jpg", "truncated JPEG"]);
@@ -339,16 +383,25 @@ fn what_was_accepted_silently_is_refused() {
     assert!(!stderr(&out).contains("--skip-bad"));
 
     let mut dict = vgg::checkpoint::read_state_dict(&weights).unwrap();
-    if let vgg::checkpoint::Values::F32(v) = &mut dict.get_mut("classifier.6.bias").unwrap().values {
+    if let vgg::checkpoint::Values::F32(v) = &mut dict.get_mut("classifier.6.bias").unwrap().values
+    {
         v[0] = f32::NAN;
     }
     let nan = tmp("nan.safetensors");
     vgg::checkpoint::write_safetensors(&dict, &nan).unwrap();
     let photo_png = tmp("photo.png");
     photo.save(&photo_png).unwrap();
-    let mut args = vec!["predict", photo_png.to_str().unwrap(), "-w", nan.to_str().unwrap()];
+    let mut args = vec![
+        "predict",
+        photo_png.to_str().unwrap(),
+        "-w",
+        nan.to_str().unwrap(),
+    ];
     args.extend(W16);
-    refused(&vgg(&args), &["nan.safetensors", "classifier.6.bias", "NaN"]);
+    refused(
+        &vgg(&args),
+        &["nan.safetensors", "classifier.6.bias", "NaN"],
+    );
 
     let cifar = tmp("cifar200");
     let _ = std::fs::remove_dir_all(&cifar);
@@ -356,7 +409,10 @@ fn what_was_accepted_silently_is_refused() {
     let mut record = vec![200u8];
     record.extend(vec![0u8; 3072]);
     std::fs::write(cifar.join("data_batch_1.bin"), &record).unwrap();
-    refused(&vgg(&["train", "--data", cifar.to_str().unwrap()]), &["label 200"]);
+    refused(
+        &vgg(&["train", "--data", cifar.to_str().unwrap()]),
+        &["label 200"],
+    );
 
     let data = tiny_folder("flags-data", 6, false);
     let out = tmp("flags-run");
@@ -393,15 +449,23 @@ fn what_was_accepted_silently_is_refused() {
     assert_eq!(std::fs::read(&existing).unwrap(), b"my own file");
     args.push("--force");
     assert!(vgg(&args).status.success());
-    assert!(vgg::checkpoint::read_state_dict(&existing).unwrap().contains_key("fc7"));
+    assert!(
+        vgg::checkpoint::read_state_dict(&existing)
+            .unwrap()
+            .contains_key("fc7")
+    );
 }
 
-/// 8. Unclear errors: a doubled `caused by`, run files called "dataset", a corrupt config.json
+/// Defect 8: Unclear errors: a doubled `caused by`, run files called "dataset", a corrupt config.json
 /// called an unknown weight format, a NaN message that promised a checkpoint, `--limit 0`,
 /// temporary files left by a kill.
 #[test]
 fn errors_are_one_clear_line() {
-    let missing = vgg(&["convert", "/nonexistent/w.pth", tmp("never.safetensors").to_str().unwrap()]);
+    let missing = vgg(&[
+        "convert",
+        "/nonexistent/w.pth",
+        tmp("never.safetensors").to_str().unwrap(),
+    ]);
     refused(&missing, &["/nonexistent/w.pth"]);
     assert!(!stderr(&missing).contains("caused by"));
 
@@ -410,7 +474,13 @@ fn errors_are_one_clear_line() {
     let _ = std::fs::remove_dir_all(&run);
     assert!(train(&data, &run, &[]).status.success());
     let eval = |extra: &[&str]| {
-        let mut args = vec!["eval", "--data", data.to_str().unwrap(), "-w", run.to_str().unwrap()];
+        let mut args = vec![
+            "eval",
+            "--data",
+            data.to_str().unwrap(),
+            "-w",
+            run.to_str().unwrap(),
+        ];
         args.extend(extra);
         vgg(&args)
     };
@@ -423,13 +493,23 @@ fn errors_are_one_clear_line() {
     let out = eval(&["--skip-bad", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((rows[0]["images"].as_u64(), rows[0]["skipped"].as_u64()), (Some(12), Some(1)));
+    assert_eq!(
+        (rows[0]["images"].as_u64(), rows[0]["skipped"].as_u64()),
+        (Some(12), Some(1))
+    );
     std::fs::remove_file(data.join("top/broken.png")).unwrap();
 
     // A temporary file left by a kill is cleaned when the run is resumed.
     let orphan = run.join(".best.bpk.tmp-4194305");
     std::fs::write(&orphan, b"half a checkpoint").unwrap();
-    let out = vgg(&["train", "--resume", run.to_str().unwrap(), "--epochs", "2", "--quiet"]);
+    let out = vgg(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!orphan.exists());
 
@@ -445,5 +525,8 @@ fn errors_are_one_clear_line() {
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(!text.contains("last good checkpoint was kept"), "{text}");
-    assert!(text.contains("No checkpoint was written") || text.contains("training stopped"), "{text}");
+    assert!(
+        text.contains("No checkpoint was written") || text.contains("training stopped"),
+        "{text}"
+    );
 }

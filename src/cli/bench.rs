@@ -28,9 +28,9 @@ pub struct Args {
     /// 224x224.
     #[arg(long)]
     pub arch: Option<String>,
-    /// inference or train.
-    #[arg(long, default_value = "inference", value_parser = ["inference", "train"])]
-    pub mode: String,
+    /// What is timed: inference (a forward pass) or train (forward, loss, backward, SGD step).
+    #[arg(long, value_enum, default_value_t = Mode::Inference)]
+    pub mode: Mode,
     #[arg(long, default_value_t = 8, value_parser = positive)]
     pub batch: usize,
     #[arg(long, value_name = "CxHxW", value_parser = parse_chw, default_value = "3x224x224")]
@@ -59,10 +59,28 @@ pub struct Args {
     pub one: Option<String>,
 }
 
+/// What a workload times.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Inference,
+    Train,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so that table widths apply.
+        f.pad(match self {
+            Mode::Inference => "inference",
+            Mode::Train => "train",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Workload {
     pub variant: String,
-    pub mode: String,
+    pub mode: Mode,
     pub batch: usize,
     pub input: [usize; 3],
     pub compact: bool,
@@ -73,7 +91,7 @@ pub struct Workload {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub variant: String,
-    pub mode: String,
+    pub mode: Mode,
     pub batch: usize,
     pub input: [usize; 3],
     pub compact: bool,
@@ -86,9 +104,9 @@ pub struct Row {
 }
 
 pub fn standard() -> Vec<Workload> {
-    let w = |variant: &str, mode: &str, batch, input, compact| Workload {
+    let w = |variant: &str, mode: Mode, batch, input, compact| Workload {
         variant: variant.into(),
-        mode: mode.into(),
+        mode,
         batch,
         input,
         compact,
@@ -96,10 +114,10 @@ pub fn standard() -> Vec<Workload> {
         warmup: 1,
     };
     vec![
-        w("vgg16", "inference", 1, [3, 224, 224], false),
-        w("vgg16", "inference", 8, [3, 224, 224], false),
-        w("vgg16_bn", "train", 64, [3, 32, 32], true),
-        w("vgg11", "train", 16, [3, 224, 224], false),
+        w("vgg16", Mode::Inference, 1, [3, 224, 224], false),
+        w("vgg16", Mode::Inference, 8, [3, 224, 224], false),
+        w("vgg16_bn", Mode::Train, 64, [3, 32, 32], true),
+        w("vgg11", Mode::Train, 16, [3, 224, 224], false),
     ]
 }
 
@@ -162,7 +180,7 @@ fn config_of(w: &Workload) -> anyhow::Result<VggConfig> {
 /// inference otherwise.
 fn build(w: &Workload) -> anyhow::Result<(VggConfig, bool, burn::tensor::Device, Vgg)> {
     let config = config_of(w)?;
-    let train = w.mode == "train";
+    let train = w.mode == Mode::Train;
     let device = if train {
         super::device().autodiff()
     } else {
@@ -201,7 +219,7 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     let (peak, _) = peak_flops();
     Ok(Row {
         variant: w.variant.clone(),
-        mode: w.mode.clone(),
+        mode: w.mode,
         batch: w.batch,
         input: w.input,
         compact: w.compact,
@@ -239,7 +257,11 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
     let mut x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
     say!(
         "{} {} batch {} input {:?}: per layer, alone (median of {} runs)",
-        w.variant, w.mode, w.batch, w.input, w.runs
+        w.variant,
+        w.mode,
+        w.batch,
+        w.input,
+        w.runs
     );
     say!(
         "{:<9} {:<20} {:>11} {:>9} {:>14} {:>9}",
@@ -251,29 +273,30 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         if train { "GFLOP/s" } else { "" }
     );
     let (mut total_f, mut total_b) = (0.0, 0.0);
-    let report = |name: &str, kind: &str, macs: u64, f: f64, b: Option<f64>| -> anyhow::Result<()> {
-        let gf = |s: f64, passes: f64| {
-            if macs > 0 {
-                format!(
-                    "{:.1}",
-                    passes * 2.0 * macs as f64 * w.batch as f64 / s / 1e9
-                )
-            } else {
-                "-".into()
-            }
+    let report =
+        |name: &str, kind: &str, macs: u64, f: f64, b: Option<f64>| -> anyhow::Result<()> {
+            let gf = |s: f64, passes: f64| {
+                if macs > 0 {
+                    format!(
+                        "{:.1}",
+                        passes * 2.0 * macs as f64 * w.batch as f64 / s / 1e9
+                    )
+                } else {
+                    "-".into()
+                }
+            };
+            let bwd = b
+                .map(|b| (format!("{:.2}", b * 1e3), gf(b, 3.0)))
+                .unwrap_or_default();
+            say!(
+                "{name:<9} {kind:<20} {:>11.2} {:>9} {:>14} {:>9}",
+                f * 1e3,
+                gf(f, 1.0),
+                bwd.0,
+                bwd.1
+            );
+            Ok(())
         };
-        let bwd = b
-            .map(|b| (format!("{:.2}", b * 1e3), gf(b, 3.0)))
-            .unwrap_or_default();
-        say!(
-            "{name:<9} {kind:<20} {:>11.2} {:>9} {:>14} {:>9}",
-            f * 1e3,
-            gf(f, 1.0),
-            bwd.0,
-            bwd.1
-        );
-        Ok(())
-    };
     let grad = |t: Tensor<4>| if train { t.require_grad() } else { t };
     for (i, row) in rows
         .iter()
@@ -330,7 +353,7 @@ fn workloads(args: &Args) -> Vec<Workload> {
         None => standard(),
         Some(arch) => vec![Workload {
             variant: arch.clone(),
-            mode: args.mode.clone(),
+            mode: args.mode,
             batch: args.batch,
             input: args.input,
             compact: args.compact,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vgg::data::Split;
-use vgg::eval::{Method, average_probs};
 use vgg::eval::metrics::rank;
+use vgg::eval::{Method, average_probs};
 
 use super::arch_args::positive;
 use super::weights::{WeightArgs, load_all};
@@ -141,7 +141,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if args.json {
-        return Ok(super::out(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?);
+        return Ok(super::out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows)?
+        ))?);
     }
     let skipped = rows.iter().map(|r| r.skipped).max().unwrap_or(0);
     let mut text = format!(

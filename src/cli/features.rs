@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::tensor::{Tensor, TensorData};
+use vgg::checkpoint::{StateDict, StateTensor, write_safetensors};
 use vgg::data::folder::decode;
 use vgg::fsio::write_atomic;
-use vgg::checkpoint::{StateDict, StateTensor, write_safetensors};
 
 use super::weights::{WeightArgs, load};
 

@@ -25,7 +25,8 @@ pub fn write(history: &[EpochRecord], path: &Path) -> anyhow::Result<()> {
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(500);
         let epochs = history.len().max(2) as f64;
-        let panels: [(&DrawingArea<_, _>, &str, fn(&EpochRecord) -> (f64, f64)); 2] = [
+        type Pick = fn(&EpochRecord) -> (f64, f64);
+        let panels: [(&DrawingArea<_, _>, &str, Pick); 2] = [
             (&left, "loss", |r| (r.train_loss, r.val_loss)),
             (&right, "top-1 error", |r| {
                 (r.train_top1_err, r.val_top1_err)

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use vgg::data::folder::decode;
-use vgg::eval::{Method, average_probs};
 use vgg::eval::metrics::top_k;
+use vgg::eval::{Method, average_probs};
 
 use super::weights::{WeightArgs, load_all};
 
@@ -78,7 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     if args.json {
-        return Ok(super::out(&format!("{}\n", serde_json::to_string_pretty(&out)?))?);
+        return Ok(super::out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&out)?
+        ))?);
     }
     let mut text = String::new();
     for p in &out {

@@ -72,19 +72,19 @@ impl Ranks {
     /// left waiting for a collective the failed one will never join.
     pub fn fail(&self, err: anyhow::Error) -> anyhow::Error {
         #[cfg(feature = "mpi")]
-        if let Some(mpi) = &self.mpi {
-            if mpi.size() > 1 {
-                eprintln!(
-                    "error (rank {} of {}): {}",
-                    mpi.rank(),
-                    mpi.size(),
-                    super::hints::message(&err, "train")
-                );
-                eprintln!(
-                    "ending every rank of the job; `vgg train --resume DIR` continues from the last checkpoint"
-                );
-                mpi.abort(2);
-            }
+        if let Some(mpi) = &self.mpi
+            && mpi.size() > 1
+        {
+            eprintln!(
+                "error (rank {} of {}): {}",
+                mpi.rank(),
+                mpi.size(),
+                super::hints::message(&err, "train")
+            );
+            eprintln!(
+                "ending every rank of the job; `vgg train --resume DIR` continues from the last checkpoint"
+            );
+            mpi.abort(2);
         }
         err
     }

@@ -180,20 +180,27 @@ const RUN_FLAGS: [(&str, &str); 25] = [
 
 /// Refuses every run-defining flag typed with `--resume` whose value differs from the run's
 /// (typing the run's own value is harmless); `--no-flip`, `--pca-std` and `--skip-bad` too.
-fn check_resume_flags(args: &Args, matches: &ArgMatches, config: &TrainConfig) -> anyhow::Result<()> {
+fn check_resume_flags(
+    args: &Args,
+    matches: &ArgMatches,
+    config: &TrainConfig,
+) -> anyhow::Result<()> {
     let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
     let spec = config.data.clone();
     let given = data_spec(args);
-    for (id, flag) in RUN_FLAGS
-        .iter()
-        .chain(&[("no_flip", "--no-flip"), ("pca_std", "--pca-std"), ("skip_bad", "--skip-bad")])
-    {
+    for (id, flag) in RUN_FLAGS.iter().chain(&[
+        ("no_flip", "--no-flip"),
+        ("pca_std", "--pca-std"),
+        ("skip_bad", "--skip-bad"),
+    ]) {
         if !typed(id) {
             continue;
         }
         let same = match *id {
             "data" => spec.as_ref().is_some_and(|s| s.train == given.train),
-            "val" | "val_fraction" => spec.as_ref().is_some_and(|s| s.validation == given.validation),
+            "val" | "val_fraction" => spec
+                .as_ref()
+                .is_some_and(|s| s.validation == given.validation),
             "seed" => args.seed == config.seed,
             "lr" => args.lr == config.lr,
             "batch" => args.batch == config.batch,
@@ -203,7 +210,10 @@ fn check_resume_flags(args: &Args, matches: &ArgMatches, config: &TrainConfig) -
         anyhow::ensure!(
             same,
             "{flag} cannot change a resumed run: {}/config.json decides its data, split, seed, network and schedule; start a new run (--out) to change it",
-            args.resume.as_deref().unwrap_or(std::path::Path::new(".")).display()
+            args.resume
+                .as_deref()
+                .unwrap_or(std::path::Path::new("."))
+                .display()
         );
     }
     Ok(())
@@ -347,7 +357,13 @@ pub fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<()> {
 }
 
 /// A resumed run's trainer: its own config's data, checked against the flags typed.
-fn resume(args: &Args, matches: &ArgMatches, dir: &std::path::Path, ranks: &Ranks, device: &burn::tensor::Device) -> anyhow::Result<(Trainer, Option<Dataset>)> {
+fn resume(
+    args: &Args,
+    matches: &ArgMatches,
+    dir: &std::path::Path,
+    ranks: &Ranks,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<(Trainer, Option<Dataset>)> {
     let config = vgg::train::read_config(dir)?;
     check_resume_flags(args, matches, &config)?;
     let spec = match &config.data {
@@ -355,7 +371,10 @@ fn resume(args: &Args, matches: &ArgMatches, dir: &std::path::Path, ranks: &Rank
         None => {
             // Runs written before the data was recorded: the flags say where it is.
             if ranks.leader() {
-                eprintln!("note: {} does not record its data; using --data/--val as given", dir.display());
+                eprintln!(
+                    "note: {} does not record its data; using --data/--val as given",
+                    dir.display()
+                );
             }
             data_spec(args)
         }
@@ -393,7 +412,15 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                     .unwrap_or(0);
                 PathBuf::from(format!("runs/{}-{secs}", config.model.name))
             });
-            let trainer = Trainer::new_distributed(config, train, val, &out, args.force, &device, ranks.comm())?;
+            let trainer = Trainer::new_distributed(
+                config,
+                train,
+                val,
+                &out,
+                args.force,
+                &device,
+                ranks.comm(),
+            )?;
             (trainer, test)
         }
     };

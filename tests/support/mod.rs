@@ -44,3 +44,61 @@ pub fn tiny_folder(name: &str, per_class: u32, broken: bool) -> PathBuf {
     }
     root
 }
+
+/// The tiny network every CLI test trains (a 1/16-width VGG-11-BN with a 16-wide head, batch 8
+/// of micro-batches of 4, no progress bar, one loader thread).
+pub const TINY: [&str; 13] = [
+    "--arch",
+    "vgg11_bn",
+    "--width",
+    "0.0625",
+    "--hidden",
+    "16",
+    "--batch",
+    "8",
+    "--micro-batch",
+    "4",
+    "--quiet",
+    "--workers",
+    "1",
+];
+
+/// `vgg train --data DATA --out OUT [--epochs 1] TINY EXTRA...` (`--epochs 1` unless EXTRA
+/// sets it).
+pub fn tiny_train(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if !extra.contains(&"--epochs") {
+        args.extend(["--epochs", "1"]);
+    }
+    args.extend(TINY);
+    args.extend(extra);
+    vgg(&args)
+}
+
+/// The vgg11_w16 fixture's flags (torchvision layout, 10 classes).
+pub const W16: [&str; 10] = [
+    "--arch",
+    "vgg11",
+    "--layers",
+    "4,M,8,M,16,16,M,32,32,M,32,32,M",
+    "--hidden",
+    "32",
+    "--num-classes",
+    "10",
+    "--preset",
+    "torchvision",
+];
+
+/// `crates/vgg/tests/fixtures/NAME`: the PyTorch-made golden files.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}/crates/vgg/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+}

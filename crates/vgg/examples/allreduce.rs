@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use vgg::VggConfig;
-use vgg::train::Collective;
 use vgg::dist::mpi::MpiCollective;
+use vgg::train::Collective;
 
 fn main() {
     let comm = MpiCollective::init().expect("MPI starts");

@@ -114,7 +114,9 @@ pub enum VggError {
     },
 
     /// The network gave NaN or infinite scores: no metric can be computed from them.
-    #[error("the network's scores are NaN or infinite ({what}); the weights are broken (diverged training?)")]
+    #[error(
+        "the network's scores are NaN or infinite ({what}); the weights are broken (diverged training?)"
+    )]
     NonFiniteOutput { what: String },
 
     /// A run folder that exists already.

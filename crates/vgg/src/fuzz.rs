@@ -3,7 +3,7 @@
 //! (`tests/hostile/PARSER/`).
 //!
 //! Each parser must return (a value or an error) for any input: a panic, a hang or an
-//! allocation beyond the [limits](crate::limits) is a bug. Results are otherwise ignored.
+//! allocation beyond the limits ([`crate::limits`]) is a bug. Results are otherwise ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,15 @@ use crate::train::{RunState, TrainConfig};
 
 /// The parsers, by the name of their corpus folder.
 pub const PARSERS: [&str; 9] = [
-    "safetensors", "pth", "bpk", "image", "idx", "cifar", "config", "state", "layers",
+    "safetensors",
+    "pth",
+    "bpk",
+    "image",
+    "idx",
+    "cifar",
+    "config",
+    "state",
+    "layers",
 ];
 
 /// Feeds `bytes` to `parser`. `Err` only for an unknown parser name. Call [`small_limits`]
@@ -68,7 +76,7 @@ pub fn run(parser: &str, bytes: &[u8]) -> Result<(), String> {
         }
         "layers" => {
             if let Ok(layers) = parse_layers(&String::from_utf8_lossy(bytes)) {
-                let config = VggConfig::from_layers("fuzz", layers, bytes.len() % 2 == 0)
+                let config = VggConfig::from_layers("fuzz", layers, bytes.len().is_multiple_of(2))
                     .with_hidden(8)
                     .with_num_classes(3);
                 if config.validate().is_ok() {
@@ -77,7 +85,12 @@ pub fn run(parser: &str, bytes: &[u8]) -> Result<(), String> {
                 }
             }
         }
-        other => return Err(format!("unknown parser `{other}`; known: {}", PARSERS.join(", "))),
+        other => {
+            return Err(format!(
+                "unknown parser `{other}`; known: {}",
+                PARSERS.join(", ")
+            ));
+        }
     }
     Ok(())
 }

@@ -54,7 +54,12 @@ pub fn set(limits: Limits) {
 }
 
 /// `Err(LimitExceeded)` when `value > limit`.
-pub fn check(what: impl FnOnce() -> String, value: u64, limit: u64, limit_name: &'static str) -> Result<(), VggError> {
+pub fn check(
+    what: impl FnOnce() -> String,
+    value: u64,
+    limit: u64,
+    limit_name: &'static str,
+) -> Result<(), VggError> {
     if value > limit {
         return Err(VggError::LimitExceeded {
             what: what(),

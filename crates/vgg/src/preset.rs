@@ -153,7 +153,8 @@ fn run_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
     }
     let name = path.file_name()?.to_string_lossy();
     let dir = path.parent()?;
-    (is_run_file(&name) && dir.join(CONFIG).exists()).then(|| (dir.to_path_buf(), path.to_path_buf()))
+    (is_run_file(&name) && dir.join(CONFIG).exists())
+        .then(|| (dir.to_path_buf(), path.to_path_buf()))
 }
 
 fn read_card(dir: &Path) -> Result<RunCard, VggError> {
@@ -175,9 +176,16 @@ fn read_card(dir: &Path) -> Result<RunCard, VggError> {
         .validate()
         .map_err(|e| bad(format!("holds a bad setting: {e}")))?;
     let n = &card.transform.normalize;
-    let finite = n.mean.iter().chain(&n.std).all(|v| v.is_finite()) && n.std.iter().all(|&v| v != 0.0);
-    if n.mean.is_empty() || n.std.is_empty() || !finite || card.classes.len() != card.model.num_classes {
-        return Err(bad("holds a preprocessing or class list that does not fit its network".into()));
+    let finite =
+        n.mean.iter().chain(&n.std).all(|v| v.is_finite()) && n.std.iter().all(|&v| v != 0.0);
+    if n.mean.is_empty()
+        || n.std.is_empty()
+        || !finite
+        || card.classes.len() != card.model.num_classes
+    {
+        return Err(bad(
+            "holds a preprocessing or class list that does not fit its network".into(),
+        ));
     }
     Ok(card)
 }
@@ -206,7 +214,10 @@ pub fn open(
     if !path.exists() {
         return Err(VggError::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such weight file or run folder"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such weight file or run folder",
+            ),
         ));
     }
     let config = config()?;

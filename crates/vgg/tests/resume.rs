@@ -255,7 +255,10 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("keeps the checkpoint of epoch 1"), "{err}");
+    assert!(
+        err.to_string().contains("keeps the checkpoint of epoch 1"),
+        "{err}"
+    );
     // The checkpoint on disk is still epoch 1's, and it loads.
     assert_eq!(
         std::fs::read_to_string(path.join("state.json")).unwrap(),
@@ -294,7 +297,12 @@ fn training_is_bit_reproducible_whatever_the_threads() {
     let first = run(2, "threads-2a");
     for (threads, name) in [(2, "threads-2b"), (1, "threads-1"), (3, "threads-3")] {
         let other = run(threads, name);
-        assert!(other.1 == first.1, "{threads} threads: losses {:?} vs {:?}", other.1, first.1);
+        assert!(
+            other.1 == first.1,
+            "{threads} threads: losses {:?} vs {:?}",
+            other.1,
+            first.1
+        );
         for (k, t) in &first.0 {
             assert!(other.0[k] == *t, "{k} differs on {threads} threads");
         }

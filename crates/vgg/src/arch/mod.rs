@@ -422,7 +422,10 @@ impl VggConfig {
             return bad("layers", "must start with a convolution or a pool");
         }
         if self.num_pools() >= usize::BITS as usize - 1 {
-            return bad("layers", "has more max-pools than any image can pass through");
+            return bad(
+                "layers",
+                "has more max-pools than any image can pass through",
+            );
         }
         let Some(params) = self.checked_params() else {
             return bad("width", "gives more parameters than a 64-bit count holds");
@@ -441,7 +444,10 @@ impl VggConfig {
         let mut total: u64 = 0;
         let mut channels = self.in_channels as u64;
         let add = |total: u64, terms: &[u64]| -> Option<u64> {
-            terms.iter().try_fold(1u64, |acc, &t| acc.checked_mul(t))?.checked_add(total)
+            terms
+                .iter()
+                .try_fold(1u64, |acc, &t| acc.checked_mul(t))?
+                .checked_add(total)
         };
         for layer in &self.layers {
             let (k, out) = match *layer {
@@ -528,7 +534,12 @@ impl VggConfig {
 
     /// Bytes of the largest tensor `features` makes for a batch of `[N, C, H, W]` (saturating).
     fn largest_activation(&self, dims: &[usize]) -> u64 {
-        let (n, mut c, mut h, mut w) = (dims[0] as u128, dims[1] as u128, dims[2] as u128, dims[3] as u128);
+        let (n, mut c, mut h, mut w) = (
+            dims[0] as u128,
+            dims[1] as u128,
+            dims[2] as u128,
+            dims[3] as u128,
+        );
         let mut largest = n * c * h * w;
         for layer in &self.layers {
             match *layer {
@@ -682,7 +693,7 @@ pub enum StageKind {
 mod tests {
     use super::*;
 
-    /// Paper Table 2 and torchvision, exactly (VGG.md).
+    /// The paper's Table 2 (133 ... 144 million), exactly as torchvision counts them.
     #[test]
     fn parameter_counts_match_torchvision() {
         let expected = [

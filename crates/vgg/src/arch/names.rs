@@ -137,7 +137,10 @@ mod tests {
         assert_eq!(find(&d, "features.17"), Some(conv32));
         assert_eq!(find(&d, "bn1_1").unwrap().point, Point::Features(1));
         assert_eq!(find(&d, "relu5_3").unwrap().point, Point::Features(42));
-        assert_eq!(find(&d, "pool5").unwrap().keras.as_deref(), Some("block5_pool"));
+        assert_eq!(
+            find(&d, "pool5").unwrap().keras.as_deref(),
+            Some("block5_pool")
+        );
         assert_eq!(find(&d, "predictions").unwrap().caffe, "fc8");
         assert_eq!(n.last().unwrap().point, Point::Classifier(6));
         // A-LRN: conv1_1, relu1_1, norm1, pool1, conv2_1 ...

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::state_dict::{StateDict, check_finite};
 use super::read_state_dict;
+use super::state_dict::{StateDict, check_finite};
 use crate::error::VggError;
 use crate::nn::Vgg;
 
@@ -53,10 +53,10 @@ pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggE
     };
     let mut copy = |from: &str, to: &str| {
         for suffix in ["weight", "bias"] {
-            if let Some(t) = src.get(&format!("{from}.{suffix}")) {
-                if shape_of(&format!("{to}.{suffix}")).as_ref() == Some(&t.shape) {
-                    picked.insert(format!("{to}.{suffix}"), t.clone());
-                }
+            if let Some(t) = src.get(&format!("{from}.{suffix}"))
+                && shape_of(&format!("{to}.{suffix}")).as_ref() == Some(&t.shape)
+            {
+                picked.insert(format!("{to}.{suffix}"), t.clone());
             }
         }
     };

@@ -18,7 +18,10 @@ pub const FIXED: [&str; 7] = [
 
 /// The checkpoint files of epoch `n`: weights, then optimiser state.
 pub fn checkpoint_names(epoch: usize) -> (String, String) {
-    (format!("epoch-{epoch}.bpk"), format!("epoch-{epoch}-optim.bpk"))
+    (
+        format!("epoch-{epoch}.bpk"),
+        format!("epoch-{epoch}-optim.bpk"),
+    )
 }
 
 /// Whether `name` is one of the files a run writes (or the temporary file of one).
@@ -30,7 +33,10 @@ pub fn is_run_file(name: &str) -> bool {
     FIXED.contains(&name)
         || name
             .strip_prefix("epoch-")
-            .and_then(|rest| rest.strip_suffix("-optim.bpk").or(rest.strip_suffix(".bpk")))
+            .and_then(|rest| {
+                rest.strip_suffix("-optim.bpk")
+                    .or(rest.strip_suffix(".bpk"))
+            })
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 

@@ -152,7 +152,10 @@ fn jpeg_complete(b: &[u8]) -> bool {
             0xD9 => return true,
             0x01 | 0xD0..=0xD7 => continue, // markers without a length
             _ => {
-                let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+                let Some(len) = b
+                    .get(i..i + 2)
+                    .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+                else {
                     return false;
                 };
                 if len < 2 {

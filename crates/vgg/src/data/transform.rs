@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Image, Rng};
 use crate::error::VggError;
-pub use crate::preset::Normalize;
 use crate::limits::check_rescale;
+pub use crate::preset::Normalize;
 
 /// Krizhevsky's PCA colour shift: eigen-decomposition of the channel covariance of the
 /// training pixels (values in [0, 1]).
@@ -32,6 +32,7 @@ impl Stats {
     /// Mean and covariance per channel over up to `limit` images (evenly spaced), after
     /// conversion to `channels`.
     /// With `skip_bad`, unreadable images are left out instead of failing.
+    #[allow(clippy::needless_range_loop)]
     pub fn measure(
         data: &Dataset,
         channels: usize,
@@ -41,7 +42,9 @@ impl Stats {
         if !(1..=3).contains(&channels) {
             return Err(VggError::bad_config(
                 "in_channels",
-                format!("is {channels}; images are grey or RGB, so a network trained on them reads 1 or 3 channels"),
+                format!(
+                    "is {channels}; images are grey or RGB, so a network trained on them reads 1 or 3 channels"
+                ),
             ));
         }
         let step = (data.len() / limit.max(1)).max(1);
@@ -94,7 +97,9 @@ impl Stats {
     }
 }
 
-/// Eigenvalues and eigenvectors of a small symmetric matrix (cyclic Jacobi rotations).
+/// Eigenvalues and eigenvectors of a small symmetric matrix (cyclic Jacobi rotations), indexed
+/// as in the textbook.
+#[allow(clippy::needless_range_loop)]
 fn jacobi_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
     let n = a.len();
     let mut v: Vec<Vec<f64>> = (0..n)
@@ -259,6 +264,15 @@ pub fn crop(
     }
 }
 
+/// torchvision's evaluation crop: the shorter side rescaled to `scale` (refused past the
+/// [limits](crate::limits)), then the central `crop` x `crop` window.
+pub fn center_crop(x: &Planar, scale: usize, side: usize) -> Result<Planar, String> {
+    check_rescale(x.height, x.width, scale)?;
+    let x = rescale_shorter(x, scale);
+    let (top, left) = ((x.height - side) / 2, (x.width - side) / 2);
+    Ok(crop(&x, top, left, side, side, false))
+}
+
 /// The augmentation and preprocessing of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transform {
@@ -310,11 +324,8 @@ impl Transform {
 
     /// One evaluation sample: shorter side to Q, central crop.
     pub fn eval(&self, img: &Image) -> Result<Vec<f32>, String> {
-        check_rescale(img.height, img.width, self.eval_scale)?;
         let x = to_channels(img, self.channels, self.normalize.scale);
-        let x = rescale_shorter(&x, self.eval_scale);
-        let (top, left) = ((x.height - self.crop) / 2, (x.width - self.crop) / 2);
-        Ok(self.finish(crop(&x, top, left, self.crop, self.crop, false)))
+        Ok(self.finish(center_crop(&x, self.eval_scale, self.crop)?))
     }
 
     fn finish(&self, x: Planar) -> Vec<f32> {

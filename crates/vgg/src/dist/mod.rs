@@ -1,5 +1,5 @@
 //! Data-parallel training across processes and hosts: the [`crate::train::Collective`] on MPI
-//! ([`mpi`], behind the `mpi` feature), and how a process knows an MPI launcher started it.
+//! (`mpi`, behind the `mpi` feature), and how a process knows an MPI launcher started it.
 
 #[cfg(feature = "mpi")]
 pub mod mpi;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub mod metrics;
 
 use crate::data::Image;
-use crate::data::transform::{Planar, crop, rescale_shorter, to_channels};
+use crate::data::transform::{Planar, center_crop, crop, rescale_shorter, to_channels};
 use crate::error::VggError;
 use crate::limits::check_rescale;
 use crate::nn::Vgg;
@@ -71,10 +71,8 @@ impl Classifier {
     /// The image as the network reads it: converted to its channels, rescaled so the shorter
     /// side is `side` and centre-cropped to `side` x `side` (what `vgg features` feeds).
     pub fn center(&self, img: &Image, side: usize) -> Result<Vec<f32>, String> {
-        check_rescale(img.height, img.width, side)?;
-        let x = rescale_shorter(&to_channels(img, self.channels(), self.preset.normalize.scale), side);
-        let (top, left) = ((x.height - side) / 2, (x.width - side) / 2);
-        Ok(self.finish(crop(&x, top, left, side, side, false)))
+        let x = to_channels(img, self.channels(), self.preset.normalize.scale);
+        Ok(self.finish(center_crop(&x, side, side)?))
     }
 
     fn batch(&self, crops: Vec<Vec<f32>>, h: usize, w: usize) -> Tensor<4> {
@@ -111,22 +109,24 @@ impl Classifier {
         q: usize,
     ) -> Result<Vec<f32>, VggError> {
         let c = self.preset.crop;
-        if method == Method::Center && img.height == c && img.width == c {
-            let x = to_channels(img, self.channels(), self.preset.normalize.scale);
-            return self.mean_probs(self.batch(vec![self.finish(x)], c, c));
-        }
-        check_rescale(img.height, img.width, q.max(c)).map_err(|reason| VggError::BadImage {
+        let bad = |reason: String| VggError::BadImage {
             path: path.to_path_buf(),
             reason,
-        })?;
+        };
         let x = to_channels(img, self.channels(), self.preset.normalize.scale);
+        if method == Method::Center {
+            let centre = if img.height == c && img.width == c {
+                x
+            } else {
+                center_crop(&x, q.max(c), c).map_err(bad)?
+            };
+            return self.mean_probs(self.batch(vec![self.finish(centre)], c, c));
+        }
+        check_rescale(img.height, img.width, q.max(c)).map_err(bad)?;
         let x = rescale_shorter(&x, q.max(c));
         let (h, w) = (x.height, x.width);
         match method {
-            Method::Center => {
-                let centre = crop(&x, (h - c) / 2, (w - c) / 2, c, c, false);
-                self.mean_probs(self.batch(vec![self.finish(centre)], c, c))
-            }
+            Method::Center => unreachable!("handled above"),
             Method::Dense => {
                 let p = self
                     .model

@@ -1,9 +1,11 @@
 //! Convolutions of VGG's shape (odd square kernel, stride 1, "same" zero padding, one group)
-//! on flex. The forward and the input gradient are flex's own (im2col + GEMM and its transpose);
-//! the weight gradient is ours. burn's generic weight gradient runs it as a convolution of the
-//! input by the output gradient, a GEMM whose output is only `k x k` wide per channel pair (10-40
-//! GFLOP/s here); we build the im2col matrix of the input once per chunk of samples and run one
-//! GEMM `dW [C_out, C_in k k] += dY [C_out, M] x cols^T [M, C_in k k]`, M = samples x H x W.
+//! on flex, forward and backward, all ours: on maps of at most 16 pixels (VGG's 2x2 and 4x4
+//! layers) one im2col + GEMM over many samples at once; on larger maps tile by tile
+//! ([`super::tiled`]). The input gradient is the forward convolution of the output gradient with
+//! the rotated, transposed kernel. burn's generic weight gradient runs a convolution of the input
+//! by the output gradient, a GEMM whose output is only `k x k` wide per channel pair (10-40
+//! GFLOP/s here); ours is one GEMM `dW [C_out, C_in k k] += dY [C_out, M] x cols^T [M, C_in k k]`
+//! per chunk of samples (M = samples x H x W) or per tile, summed in a fixed order.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -34,7 +36,7 @@ fn kernel_size(weight: &FlexTensor) -> usize {
 }
 
 /// Maps of at most this many pixels go through one GEMM over many samples
-/// ([`forward_gemm`], [`weight_grad`], [`input_grad_gemm`]); larger ones tile by tile
+/// ([`forward_gemm`], [`weight_grad`]); larger ones tile by tile
 /// ([`super::tiled`]).
 const SMALL_MAP: usize = 16;
 

@@ -1,6 +1,6 @@
 //! Convolution by im2col + GEMM one tile at a time, for maps larger than a few pixels: a tile is
 //! a band of output rows of one sample, whose im2col matrix (`C_in k k` x `rows W`, at most
-//! [`TILE_FLOATS`]) stays in cache while its GEMM reads it. Tiles run in parallel (one
+//! 1 MiB) stays in cache while its GEMM reads it. Tiles run in parallel (one
 //! single-threaded GEMM each) when there are enough of them; otherwise one by one with a
 //! parallel GEMM. The weight gradient sums per-thread accumulators; the input gradient is a
 //! forward convolution with the rotated, transposed kernel.
@@ -178,7 +178,7 @@ const PARTIAL_FLOATS: usize = 1 << 24;
 
 /// `dW [C_out, C_in k k] = sum over tiles of dY_tile x cols_tile^T`, summed in an order fixed by
 /// the problem alone, never by the threads: the tiles are cut into groups of consecutive tiles
-/// (their number set by the sizes, at most [`PARTIAL_FLOATS`] of partial sums), each group is
+/// (their number set by the sizes, at most 64 MiB of partial sums), each group is
 /// summed tile by tile into its own partial sum by one thread, and the partial sums are added in
 /// group order. So training gives the same bits on 1 thread or 16.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: Geometry) -> Vec<f32> {
@@ -217,29 +217,15 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: Geometry) -> Vec<f32> {
     const SLICE: usize = 1 << 14;
     dw.par_chunks_mut(SLICE).enumerate().for_each(|(j, d)| {
         for p in &partials {
-            d.iter_mut()
-                .zip(&p[j * SLICE..])
-                .for_each(|(a, b)| *a += b);
+            d.iter_mut().zip(&p[j * SLICE..]).for_each(|(a, b)| *a += b);
         }
     });
     dw
 }
 
-/// `dx [N, C_in, H, W]`: for stride 1 and same padding, the input gradient is the forward
-/// convolution of `dy` with the kernel transposed (`C_out` <-> `C_in`) and rotated 180 degrees:
-/// `dx[c, y, x] = sum_o,ky,kx dy[o, y - ky + p, x - kx + p] W[o, c, ky, kx]`.
-pub fn input_grad(dy: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
-    forward(
-        dy,
-        &rotated(weight, g),
-        &vec![0.0; g.ci],
-        g.transposed(),
-        false,
-    )
-}
-
 /// The kernel `[C_out, C_in, k, k]` as `[C_in, C_out, k, k]`, each k x k window turned 180
-/// degrees: the kernel whose convolution of `dy` is the input gradient.
+/// degrees: the kernel whose convolution of `dy` is the input gradient. For stride 1 and same
+/// padding, `dx[c, y, x] = sum_o,ky,kx dy[o, y - ky + p, x - kx + p] W[o, c, ky, kx]`.
 pub fn rotated(weight: &[f32], g: Geometry) -> Vec<f32> {
     let kk = g.k * g.k;
     let mut out = vec![0f32; weight.len()];
@@ -297,6 +283,10 @@ mod tests {
             .flat_map(|i| (0..g.h * g.w).map(move |p| (i, p)))
             .map(|(i, p)| dy[i * g.co * g.h * g.w + p] as f64 * x[i * g.ci * g.h * g.w + p] as f64)
             .sum();
-        assert!((one[4] as f64 - direct).abs() < 1e-3, "{} vs {direct}", one[4]);
+        assert!(
+            (one[4] as f64 - direct).abs() < 1e-3,
+            "{} vs {direct}",
+            one[4]
+        );
     }
 }

@@ -84,7 +84,13 @@ fn unknown(model: &Vgg, name: &str) -> VggError {
     let known = model
         .layer_names()
         .into_iter()
-        .map(|(a, b)| if b.is_empty() { a } else { format!("{a} ({b})") })
+        .map(|(a, b)| {
+            if b.is_empty() {
+                a
+            } else {
+                format!("{a} ({b})")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
     VggError::BadConfig {

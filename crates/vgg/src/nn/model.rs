@@ -141,12 +141,15 @@ pub enum Seen<'a> {
     Vector(&'a Tensor<2>),
 }
 
+/// Where a tapped forward pass hands what it sees.
+type Sink<'a> = &'a mut dyn FnMut(Point, Seen<'_>);
+
 /// What a forward pass does besides computing: record the points asked for, and in training
 /// hand each BatchNorm layer's statistics to the caller instead of folding them.
 #[derive(Default)]
 struct Pass<'a> {
     wanted: Option<&'a BTreeSet<Point>>,
-    sink: Option<&'a mut dyn FnMut(Point, Seen<'_>)>,
+    sink: Option<Sink<'a>>,
     seen: usize,
     stats: Option<&'a mut Vec<BatchStats>>,
 }
@@ -372,7 +375,14 @@ impl Vgg {
 
     /// One entry of `features`: `conv` is the index of the next [`ConvBlock`], `stage` the
     /// torchvision index (`features.N`) of the entry's first module.
-    fn block(&self, layer: &Layer, conv: usize, stage: usize, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+    fn block(
+        &self,
+        layer: &Layer,
+        conv: usize,
+        stage: usize,
+        x: Tensor<4>,
+        pass: &mut Pass,
+    ) -> Tensor<4> {
         match layer {
             Layer::Conv3(_) | Layer::Conv1(_) => {
                 let block = &self.convs[conv];

@@ -70,7 +70,12 @@ fn rows(config: &VggConfig, shapes: &BTreeMap<Point, Vec<usize>>) -> Vec<LayerRo
                 let shape = shape();
                 let pixels = (shape[2] * shape[3]) as u64;
                 let kind = format!("Conv{k}x{k}+ReLU");
-                out.push(row(&kind, shape, co * ci * k * k + co, pixels * (co * ci * k * k) as u64));
+                out.push(row(
+                    &kind,
+                    shape,
+                    co * ci * k * k + co,
+                    pixels * (co * ci * k * k) as u64,
+                ));
             }
             (Kind::BatchNorm, _) => {
                 let shape = shape();
@@ -81,12 +86,26 @@ fn rows(config: &VggConfig, shapes: &BTreeMap<Point, Vec<usize>>) -> Vec<LayerRo
             (Kind::Pool, _) => out.push(row("MaxPool2x2", shape(), 0, 0)),
             (Kind::AvgPool, _) => {
                 let p = config.pool_size;
-                out.push(row("AdaptiveAvgPool", vec![1, config.feature_channels(), p, p], 0, 0));
+                out.push(row(
+                    "AdaptiveAvgPool",
+                    vec![1, config.feature_channels(), p, p],
+                    0,
+                    0,
+                ));
             }
             (Kind::Fc, Point::Classifier(i)) => {
                 let (_, inputs, outputs) = config.fc_layers()[i / 3];
-                let kind = if i == 6 { "Linear" } else { "Linear+ReLU+Dropout" };
-                out.push(row(kind, vec![1, outputs], inputs * outputs + outputs, (inputs * outputs) as u64));
+                let kind = if i == 6 {
+                    "Linear"
+                } else {
+                    "Linear+ReLU+Dropout"
+                };
+                out.push(row(
+                    kind,
+                    vec![1, outputs],
+                    inputs * outputs + outputs,
+                    (inputs * outputs) as u64,
+                ));
             }
             _ => {} // ReLU and dropout: part of the row before them
         }
@@ -158,7 +177,8 @@ pub fn summarize(model: &Vgg, input: [usize; 3], device: &Device) -> Result<Summ
 mod tests {
     use super::*;
 
-    /// VGG.md: multiply-adds per 224x224 image, A 7.61 G ... E 19.63 G.
+    /// Multiply-adds per 224x224 image, as torchvision's model table and fvcore count them:
+    /// A 7.61 G ... E 19.63 G.
     #[test]
     fn macs_per_image_match_the_paper() {
         for (name, giga) in [

@@ -64,7 +64,6 @@ pub fn running_weight(momentum: f64, k: usize, count: usize) -> f64 {
     momentum * (1.0 - momentum).powi((count - 1 - k) as i32)
 }
 
-
 /// The trainable parameters of a network in a fixed order (the module's own), with their
 /// shapes: where each gradient sits in the flat buffer.
 #[derive(Debug, Clone)]

@@ -67,16 +67,26 @@ impl TrainConfig {
             }
         };
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", format!("is {}; it must be a positive number", self.lr));
+            return bad(
+                "lr",
+                format!("is {}; it must be a positive number", self.lr),
+            );
         }
         finite_in("momentum", self.sgd.momentum, 0.0, 0.999_999, "in [0, 1)")?;
         finite_in("weight_decay", self.sgd.weight_decay, 0.0, 1.0, "in [0, 1]")?;
         finite_in("lr_factor", self.lr_factor, 1e-9, 1.0, "in (0, 1]")?;
-        finite_in("pca_std", self.transform.pca_std as f64, 0.0, 10.0, "in [0, 10]")?;
+        finite_in(
+            "pca_std",
+            self.transform.pca_std as f64,
+            0.0,
+            10.0,
+            "in [0, 10]",
+        )?;
         if self.epochs == 0 {
             return bad("epochs", "is 0; a run trains at least one epoch".into());
         }
-        if self.batch == 0 || self.micro_batch == 0 || self.batch % self.micro_batch != 0 {
+        if self.batch == 0 || self.micro_batch == 0 || !self.batch.is_multiple_of(self.micro_batch)
+        {
             return bad(
                 "batch",
                 format!(
@@ -92,7 +102,10 @@ impl TrainConfig {
         if t.channels != self.model.in_channels {
             return bad(
                 "transform.channels",
-                format!("{} differs from the network's {}", t.channels, self.model.in_channels),
+                format!(
+                    "{} differs from the network's {}",
+                    t.channels, self.model.in_channels
+                ),
             );
         }
         if t.crop < self.model.min_input() {
@@ -117,12 +130,19 @@ impl TrainConfig {
         }
         if t.normalize.mean.is_empty()
             || t.normalize.std.is_empty()
-            || t.normalize.mean.iter().chain(&t.normalize.std).any(|v| !v.is_finite())
-            || t.normalize.std.iter().any(|&v| v == 0.0)
+            || t.normalize
+                .mean
+                .iter()
+                .chain(&t.normalize.std)
+                .any(|v| !v.is_finite())
+            || t.normalize.std.contains(&0.0)
         {
-            return bad("normalize", "needs finite means and non-zero standard deviations".into());
+            return bad(
+                "normalize",
+                "needs finite means and non-zero standard deviations".into(),
+            );
         }
-        self.model.check_input(&[self.micro_batch, t.channels, t.crop, t.crop])
+        self.model
+            .check_input(&[self.micro_batch, t.channels, t.crop, t.crop])
     }
 }
-

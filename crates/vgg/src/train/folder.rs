@@ -66,10 +66,11 @@ pub fn remove_temps(dir: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".epoch-") && is_run_file(&name) {
-            if let Some((target, _)) = name[1..].rsplit_once(".tmp-") {
-                crate::fsio::remove_stale_temps(&dir.join(target));
-            }
+        if name.starts_with(".epoch-")
+            && is_run_file(&name)
+            && let Some((target, _)) = name[1..].rsplit_once(".tmp-")
+        {
+            crate::fsio::remove_stale_temps(&dir.join(target));
         }
     }
 }

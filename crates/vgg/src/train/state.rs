@@ -93,7 +93,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, VggError> {
         .map_err(|e| VggError::io(path, e))?
         .len();
     if size > 64 << 20 {
-        return Err(VggError::run_file(path, format!("{size} bytes is too large for a run file")));
+        return Err(VggError::run_file(
+            path,
+            format!("{size} bytes is too large for a run file"),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| VggError::io(path, e))?;
     serde_json::from_str(&text)
@@ -158,4 +161,3 @@ pub(super) fn write_logs(dir: &Path, history: &[EpochRecord]) -> Result<(), VggE
     write_atomic(&dir.join("log.csv"), csv.as_bytes())?;
     write_atomic(&dir.join("log.jsonl"), jsonl.as_bytes())
 }
-

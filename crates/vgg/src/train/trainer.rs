@@ -215,13 +215,14 @@ impl Trainer {
         }
         let model = crate::checkpoint::burnpack::load(&config.model, &model_path, device)?;
         let bytes = std::fs::read(&optim_path).map_err(|e| VggError::io(&optim_path, e))?;
-        let sgd = Sgd::new(config.sgd)
-            .with_state(bytes)
-            .map_err(|reason| VggError::CorruptWeights {
-                path: optim_path.clone(),
-                format: "burn optimiser",
-                reason,
-            })?;
+        let sgd =
+            Sgd::new(config.sgd)
+                .with_state(bytes)
+                .map_err(|reason| VggError::CorruptWeights {
+                    path: optim_path.clone(),
+                    format: "burn optimiser",
+                    reason,
+                })?;
         Ok(Self::assemble(
             config, state, model, sgd, run_dir, train, val, device, comm,
         ))
@@ -316,7 +317,9 @@ impl Trainer {
         let lr = self.state.schedule.lr;
         let start = Instant::now();
         let comm_start = self.comm.seconds();
-        let tally = self.train_epoch(epoch, lr, observer)?.all_reduce(self.comm.as_ref());
+        let tally = self
+            .train_epoch(epoch, lr, observer)?
+            .all_reduce(self.comm.as_ref());
         let train_seconds = start.elapsed().as_secs_f64();
         observer.on_validation(epoch + 1);
         let scores = self.validate(epoch)?;
@@ -365,7 +368,15 @@ impl Trainer {
         let (transform, seed) = (Arc::new(c.transform.clone()), c.seed);
         let prepare: Prepare =
             Arc::new(move |img, i| transform.train(img, &mut Rng::for_item(seed, epoch, i)));
-        Loader::new(self.train.clone(), mine, mb, shape, prepare, c.workers, c.skip_bad)
+        Loader::new(
+            self.train.clone(),
+            mine,
+            mb,
+            shape,
+            prepare,
+            c.workers,
+            c.skip_bad,
+        )
     }
 
     /// The epoch's SGD steps; this rank's sums.
@@ -380,7 +391,10 @@ impl Trainer {
         self.device
             .seed(self.config.seed.wrapping_add(1 + epoch as u64) ^ ((rank as u64) << 32));
         let total = self.train.len();
-        let (mb, per_step) = (self.config.micro_batch, self.config.batch / self.config.micro_batch);
+        let (mb, per_step) = (
+            self.config.micro_batch,
+            self.config.batch / self.config.micro_batch,
+        );
         let micro_batches = total.div_ceil(mb);
         let mut loader = self.loader(epoch);
         let start = Instant::now();
@@ -394,7 +408,9 @@ impl Trainer {
                 let batch = loader.next().expect("the loader yields each micro-batch")?;
                 tally.skipped += batch.skipped.len() as f64;
                 let share = batch.labels.len() as f64 / batch_images as f64;
-                if let Some(bad) = self.micro_batch(&model, batch, share, (m - first, last - first), &mut tally) {
+                if let Some(bad) =
+                    self.micro_batch(&model, batch, share, (m - first, last - first), &mut tally)
+                {
                     bad_loss = Some(bad);
                 }
                 observer.on_progress(&Progress {
@@ -494,8 +510,9 @@ impl Trainer {
             what: format!(
                 "{what} after epoch {}; training stopped{}",
                 epoch + 1,
-                self.kept()
-                    .map_or(String::new(), |e| format!(", the run folder keeps epoch {e}'s checkpoint"))
+                self.kept().map_or(String::new(), |e| format!(
+                    ", the run folder keeps epoch {e}'s checkpoint"
+                ))
             ),
         }
     }

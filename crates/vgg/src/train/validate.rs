@@ -67,7 +67,11 @@ pub fn evaluate_shard(
         let logits = model.forward(x);
         loss +=
             cross_entropy(logits.clone(), y).into_scalar::<f32>() as f64 * b.labels.len() as f64;
-        let scores = logits.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let scores = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
         let (t1, t5) = topk_hits(&scores, &b.labels, "validation")?;
         top1 += t1;
         top5 += t5;

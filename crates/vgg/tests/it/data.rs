@@ -1,31 +1,14 @@
 //! Dataset formats, image conversions and the errors users meet, on small files made here.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use vgg::VggError;
 use vgg::data::{self, Images, Split};
 
+use crate::common::{gz, idx, scratch};
+
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vgg-data-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&d.to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    out
-}
-
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
+    scratch(&format!("data-{name}"))
 }
 
 #[test]

@@ -2,22 +2,18 @@
 //! error that names the file, never a panic and never an allocation the file did not pay for.
 //! (What the fuzzers found is replayed by `tests/fuzz_replay.rs`.)
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use vgg::arch::{VggConfig, parse_layers};
-use vgg::data::{self, Split};
 use vgg::checkpoint::{StateTensor, Values, read_state_dict, write_safetensors};
+use vgg::data::{self, Split};
 use vgg::{Vgg, VggError};
 
-use crate::common::{case, config_of, fixture};
+use crate::common::{case, config_of, fixture, gz, idx, scratch};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vgg-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    scratch(&format!("hostile-{name}"))
 }
 
 /// Every prefix length worth trying on a file of `len` bytes.
@@ -27,23 +23,9 @@ fn cuts(len: usize) -> Vec<usize> {
     c
 }
 
-fn gz(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0, 0, 8, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&d.to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    out
-}
-
 fn names(err: &VggError, path: &Path) -> bool {
-    err.to_string().contains(&*path.file_name().unwrap().to_string_lossy())
+    err.to_string()
+        .contains(&*path.file_name().unwrap().to_string_lossy())
 }
 
 #[test]
@@ -71,22 +53,34 @@ fn truncated_and_corrupt_weight_files_are_named() {
     // Wrong types: a PNG called .safetensors, a safetensors called .pth, garbage as .bpk.
     let png = d.join("photo.safetensors");
     std::fs::copy(fixture("chelsea.png"), &png).unwrap();
-    assert!(matches!(read_state_dict(&png), Err(VggError::CorruptWeights { .. })));
+    assert!(matches!(
+        read_state_dict(&png),
+        Err(VggError::CorruptWeights { .. })
+    ));
     let pth = d.join("st.pth");
     std::fs::copy(fixture("vgg11_w16.safetensors"), &pth).unwrap();
-    assert!(matches!(read_state_dict(&pth), Err(VggError::CorruptWeights { .. })));
+    assert!(matches!(
+        read_state_dict(&pth),
+        Err(VggError::CorruptWeights { .. })
+    ));
     let config = config_of(&case("vgg11_w16"));
     let bpk = d.join("garbage.bpk");
     std::fs::write(&bpk, b"BURNPACK? no, just words").unwrap();
     let err = Vgg::load(&config, &bpk, &Device::flex()).unwrap_err();
-    assert!(matches!(err, VggError::CorruptWeights { .. }) && names(&err, &bpk), "{err}");
+    assert!(
+        matches!(err, VggError::CorruptWeights { .. }) && names(&err, &bpk),
+        "{err}"
+    );
     // A safetensors header that promises more data than the file holds.
     let lie = d.join("lie.safetensors");
     let header = br#"{"w":{"dtype":"F32","shape":[1000000000],"data_offsets":[0,4000000000]}}"#;
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header);
     std::fs::write(&lie, &bytes).unwrap();
-    assert!(matches!(read_state_dict(&lie), Err(VggError::CorruptWeights { .. })));
+    assert!(matches!(
+        read_state_dict(&lie),
+        Err(VggError::CorruptWeights { .. })
+    ));
 }
 
 /// A pickle that runs `os.system` on load is refused: only tensors and plain containers are
@@ -95,7 +89,8 @@ fn truncated_and_corrupt_weight_files_are_named() {
 fn a_malicious_pickle_is_refused() {
     let d = dir("pickle");
     // pickle protocol 2: os.system("echo pwned"), as `pickle.dumps` of a __reduce__ object.
-    let mut payload = b"\x80\x02cposix\nsystem\nq\x00X\n\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.".to_vec();
+    let mut payload =
+        b"\x80\x02cposix\nsystem\nq\x00X\n\x00\x00\x00echo pwnedq\x01\x85q\x02Rq\x03.".to_vec();
     let path = d.join("evil.pth");
     std::fs::write(&path, &payload).unwrap();
     assert!(read_state_dict(&path).is_err());
@@ -150,27 +145,46 @@ fn images_too_large_truncated_or_of_the_wrong_type() {
     std::fs::write(&huge, &png).unwrap();
     let err = data::folder::decode(&huge).unwrap_err();
     assert!(
-        matches!(&err, VggError::LimitExceeded { limit_name: "max_image_pixels", value: 400_000_000, .. })
-            && names(&err, &huge),
+        matches!(
+            &err,
+            VggError::LimitExceeded {
+                limit_name: "max_image_pixels",
+                value: 400_000_000,
+                ..
+            }
+        ) && names(&err, &huge),
         "{err}"
     );
     // A real JPEG, cut: refused as truncated (decoders fill the rest with grey).
     let photo = image::open(fixture("chelsea.png")).unwrap().to_rgb8();
     let mut jpeg = Vec::new();
     photo
-        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
         .unwrap();
     let whole = d.join("a/whole.jpg");
     std::fs::write(&whole, &jpeg).unwrap();
     let img = data::folder::decode(&whole).unwrap();
     assert_eq!((img.width, img.height, img.channels), (451, 300, 3));
-    for cut in [jpeg.len() - 2, jpeg.len() * 9 / 10, jpeg.len() / 2, 600, 20, 3] {
+    for cut in [
+        jpeg.len() - 2,
+        jpeg.len() * 9 / 10,
+        jpeg.len() / 2,
+        600,
+        20,
+        3,
+    ] {
         let path = d.join(format!("a/cut{cut}.jpg"));
         std::fs::write(&path, &jpeg[..cut]).unwrap();
         let Err(err) = data::folder::decode(&path) else {
             panic!("a JPEG cut at {cut} of {} bytes decoded", jpeg.len());
         };
-        assert!(matches!(err, VggError::BadImage { .. }) && names(&err, &path), "cut {cut}: {err}");
+        assert!(
+            matches!(err, VggError::BadImage { .. }) && names(&err, &path),
+            "cut {cut}: {err}"
+        );
     }
     // A PNG cut before its last 12 bytes (the IEND chunk, after every pixel) is missing pixels.
     let png_bytes = std::fs::read(fixture("chelsea.png")).unwrap();
@@ -185,7 +199,10 @@ fn images_too_large_truncated_or_of_the_wrong_type() {
     for (name, bytes) in [("text.png", &b"plain words"[..]), ("empty.jpg", &b""[..])] {
         let path = d.join("a").join(name);
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(data::folder::decode(&path), Err(VggError::BadImage { .. })));
+        assert!(matches!(
+            data::folder::decode(&path),
+            Err(VggError::BadImage { .. })
+        ));
     }
 }
 
@@ -226,7 +243,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -243,7 +264,11 @@ fn idx_files_with_no_images_lies_and_bombs() {
         ("short-header", vec![0, 0, 8, 3, 0, 0], "header"),
         ("truncated", idx(&[2, 28, 28], &[0; 100]), "truncated"),
         // 10^8 images of 28x28 promised by a few bytes: refused before any is read.
-        ("lie", idx(&[100_000_000, 28, 28], &[0; 10]), "max_dataset_bytes"),
+        (
+            "lie",
+            idx(&[100_000_000, 28, 28], &[0; 10]),
+            "max_dataset_bytes",
+        ),
         // A gzip bomb: the header promises 4 GB of zeros.
         (
             "bomb.gz",
@@ -292,11 +317,25 @@ fn cifar_batches_with_foreign_labels_are_refused() {
 
 #[test]
 fn layer_lists_and_sizes_that_cannot_be_built() {
-    for text in ["", ",,,", "M", "C1-", "C3-0", "0", "64,X", "L,64", "99999999999999999999999", "６４"] {
+    for text in [
+        "",
+        ",,,",
+        "M",
+        "C1-",
+        "C3-0",
+        "0",
+        "64,X",
+        "L,64",
+        "99999999999999999999999",
+        "６４",
+    ] {
         assert!(parse_layers(text).is_err(), "{text:?}");
     }
     // 70 pools: more than any input can pass; refused, not a shift overflow.
-    let many = std::iter::repeat_n("M", 70).chain(["8"]).collect::<Vec<_>>().join(",");
+    let many = std::iter::repeat_n("M", 70)
+        .chain(["8"])
+        .collect::<Vec<_>>()
+        .join(",");
     let config = VggConfig::from_layers("many", parse_layers(&many).unwrap(), false);
     assert!(config.validate().is_err());
     // --width 1e4: 640,000 channels, 3.7e12 parameters; refused by the parameter limit before
@@ -304,19 +343,31 @@ fn layer_lists_and_sizes_that_cannot_be_built() {
     let wide = VggConfig::named("vgg16").unwrap().with_width(1e4);
     assert!(matches!(
         wide.validate(),
-        Err(VggError::LimitExceeded { limit_name: "max_params", .. })
+        Err(VggError::LimitExceeded {
+            limit_name: "max_params",
+            ..
+        })
     ));
     for w in [1e9, f64::INFINITY] {
         let wide = VggConfig::named("vgg16").unwrap().with_width(w);
-        assert!(matches!(wide.validate(), Err(VggError::BadConfig { .. })), "{w}");
+        assert!(
+            matches!(wide.validate(), Err(VggError::BadConfig { .. })),
+            "{w}"
+        );
     }
     // A 20000x20000 input: its first activation is 102 GB; refused by the tensor limit.
     let d = VggConfig::named("vgg16").unwrap();
     assert!(matches!(
         d.check_input(&[1, 3, 20000, 20000]),
-        Err(VggError::LimitExceeded { limit_name: "max_tensor_bytes", .. })
+        Err(VggError::LimitExceeded {
+            limit_name: "max_tensor_bytes",
+            ..
+        })
     ));
-    assert!(matches!(d.check_input(&[0, 3, 224, 224]), Err(VggError::BadInputShape { .. })));
+    assert!(matches!(
+        d.check_input(&[0, 3, 224, 224]),
+        Err(VggError::BadInputShape { .. })
+    ));
 }
 
 #[test]

@@ -99,7 +99,12 @@ fn conv_kernel_matches_the_generic_path() {
         // The plain convolution, and the one with ReLU fused (forward and its masked backward)
         // against conv2d followed by burn's relu.
         for fused in [false, true] {
-            let generic = conv2d(x.clone(), weight.clone(), Some(bias.clone()), options.clone());
+            let generic = conv2d(
+                x.clone(),
+                weight.clone(),
+                Some(bias.clone()),
+                options.clone(),
+            );
             let generic = if fused { relu(generic) } else { generic };
             let g_grads = (generic.clone() * dy.clone()).sum().backward();
             let ours = if fused {

@@ -87,7 +87,8 @@ fn init_from_takes_four_convs_and_the_fcs_of_net_a() {
     let fresh = vgg::Vgg::new(&d, vgg::InitScheme::Glorot, &device).unwrap();
     let before = fresh.state_dict();
     let deeper =
-        vgg::checkpoint::partial::init_from(fresh, &fixture("vgg11_w16.safetensors"), &device).unwrap();
+        vgg::checkpoint::partial::init_from(fresh, &fixture("vgg11_w16.safetensors"), &device)
+            .unwrap();
     let (src, dst) = (source.state_dict(), deeper.state_dict());
     // A's conv1_1, conv2_1, conv3_1, conv3_2 (features.0, 3, 6, 8) land on D's layers of
     // those names (features.0, 5, 10, 12); D's conv1_2 and conv2_2 stay random.

@@ -306,8 +306,7 @@ fn a_failed_write_loses_nothing() {
     let dir = tmp("atomic");
     std::fs::create_dir_all(dir.join("target.safetensors")).unwrap();
     std::fs::write(dir.join("target.safetensors/keep"), b"old").unwrap();
-    let err =
-        vgg::fsio::write_atomic(&dir.join("target.safetensors"), b"new bytes").unwrap_err();
+    let err = vgg::fsio::write_atomic(&dir.join("target.safetensors"), b"new bytes").unwrap_err();
     assert!(err.to_string().contains("target.safetensors"), "{err}");
     assert_eq!(
         std::fs::read(dir.join("target.safetensors/keep")).unwrap(),
@@ -319,9 +318,8 @@ fn a_failed_write_loses_nothing() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let err =
-        vgg::fsio::write_atomic(std::path::Path::new("/nonexistent-dir/w.safetensors"), b"x")
-            .unwrap_err();
+    let err = vgg::fsio::write_atomic(std::path::Path::new("/nonexistent-dir/w.safetensors"), b"x")
+        .unwrap_err();
     assert!(
         err.to_string().contains("/nonexistent-dir/w.safetensors"),
         "{err}"
