@@ -565,3 +565,143 @@ fn bench_json_rows_have_the_documented_fields() {
         assert!(row[field].as_f64().unwrap() > 0.0, "{field}: {row}");
     }
 }
+
+/// Fine-tuning a run on new data: what was loaded and what is new is printed and stored, the
+/// frozen layers stay; a trunk (convolutions only) serves `features` and is refused by `predict`.
+#[test]
+fn fine_tune_a_run_and_use_its_trunk() {
+    let data = tiny_folder("ft-data", 8, false);
+    let source = tmp("ft-source");
+    let args = tiny_train(data.to_str().unwrap(), source.to_str().unwrap(), "1", true);
+    assert!(vgg(&args).status.success());
+    let other = tiny_folder("ft-other", 6, false);
+    let tuned = tmp("ft-tuned");
+    let out = vgg(&[
+        "train",
+        "--pretrained",
+        source.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+        "--out",
+        tuned.to_str().unwrap(),
+        "--force",
+        "--freeze",
+        "conv4_1",
+        "--lr-pretrained",
+        "0.1",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--micro-batch",
+        "4",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("loaded 52 tensors; new: classifier.6; frozen before conv4_1"),
+        "{}",
+        stderr(&out)
+    );
+    let config = vgg::train::read_config(&tuned).unwrap();
+    let p = config.pretrained.unwrap();
+    assert_eq!(p.fresh, ["classifier.6.weight", "classifier.6.bias"]);
+    assert_eq!((p.freeze.as_deref(), p.lr_scale), (Some("conv4_1"), 0.1));
+    // The source's preprocessing is kept: no mean was measured on the new data.
+    let src = vgg::train::read_config(&source).unwrap();
+    assert_eq!(config.transform.normalize, src.transform.normalize);
+    // The frozen convolutions (before conv4_1 = features.15) are the source's, bit for bit.
+    let (a, b) = (
+        vgg::checkpoint::read_state_dict(&source.join("best.safetensors")).unwrap(),
+        vgg::checkpoint::read_state_dict(&tuned.join("best.safetensors")).unwrap(),
+    );
+    assert_eq!(a["features.0.weight"], b["features.0.weight"]);
+    assert_eq!(a["features.12.running_var"], b["features.12.running_var"]);
+    assert_ne!(a["features.15.weight"], b["features.15.weight"]);
+
+    // The convolutions alone, as a trunk file: features up to pool5, and nothing that classifies.
+    let mut trunk = a.clone();
+    trunk.retain(|k, _| k.starts_with("features."));
+    let trunk_file = tmp("trunk.safetensors");
+    vgg::checkpoint::write_safetensors(&trunk, &trunk_file).unwrap();
+    let flags = [
+        "--arch",
+        "vgg11_bn",
+        "--width",
+        "0.0625",
+        "--hidden",
+        "16",
+        "--pool-size",
+        "1",
+        "--in-channels",
+        "1",
+        "--num-classes",
+        "2",
+        "--preset",
+        "torchvision",
+    ];
+    let photo = data.join("top/0.png");
+    let feats = tmp("trunk-feats.safetensors");
+    let run_features = |at: &str| {
+        let mut args = vec![
+            "features",
+            photo.to_str().unwrap(),
+            "-w",
+            trunk_file.to_str().unwrap(),
+            "--at",
+            at,
+            "-o",
+            feats.to_str().unwrap(),
+            "--force",
+            "--size",
+            "32",
+        ];
+        args.extend(flags);
+        vgg(&args)
+    };
+    let out = run_features("pool5");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        vgg::checkpoint::read_state_dict(&feats).unwrap()["pool5"].shape,
+        vec![1, 32, 1, 1]
+    );
+    let out = run_features("fc7");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("trunk") && stderr(&out).contains("pool5"),
+        "{}",
+        stderr(&out)
+    );
+    let mut args = vec![
+        "predict",
+        photo.to_str().unwrap(),
+        "-w",
+        trunk_file.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    let out = vgg(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("a trunk"), "{}", stderr(&out));
+    // --no-top makes a trunk of a whole run; a trunk missing a convolution is refused by name.
+    let out = vgg(&[
+        "predict",
+        photo.to_str().unwrap(),
+        "-w",
+        source.to_str().unwrap(),
+        "--no-top",
+    ]);
+    assert!(
+        stderr(&out).contains("--no-top dropped the head"),
+        "{}",
+        stderr(&out)
+    );
+    trunk.remove("features.4.weight");
+    vgg::checkpoint::write_safetensors(&trunk, &trunk_file).unwrap();
+    let out = run_features("pool5");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("features.4.weight"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -255,6 +255,13 @@ fn hostile_inputs_are_errors_not_panics() {
         &vgg(&["summary", "--layers", "8,M,M,M,M,M,M", "--input", "3x32x32"]),
         &["too small"],
     );
+    // A network's pools on a map smaller than they need: refused before any child runs.
+    refused(
+        &vgg(&[
+            "bench", "--arch", "vgg16", "--input", "3x16x16", "--batch", "1", "--runs", "1",
+        ]),
+        &["16x16 is too small", "5 max-pools"],
+    );
     let out = vgg(&["bench", "--batch", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--batch") && !stderr(&out).contains("panicked"));

@@ -9,7 +9,7 @@ use vgg::checkpoint::{StateDict, StateTensor, write_safetensors};
 use vgg::data::folder::decode;
 use vgg::fsio::write_atomic;
 
-use super::weights::{WeightArgs, load};
+use super::weights::{Purpose, WeightArgs, load};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -63,7 +63,7 @@ fn npy(shape: &[usize], values: &[f32]) -> Vec<u8> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let classifier = load(&args.weights, &args.weights.weights[0])?;
+    let classifier = load(&args.weights, &args.weights.weights[0], Purpose::Features)?;
     let model = &classifier.model;
     if args.list {
         let text: String = model
@@ -79,6 +79,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    if classifier.trunk {
+        // A trunk's head was drawn fresh: its outputs would mean nothing.
+        let config = model.config();
+        if let Some(name) = names.iter().find(|n| {
+            vgg::arch::names::find(config, n)
+                .is_some_and(|p| !matches!(p.point, vgg::arch::names::Point::Features(_)))
+        }) {
+            anyhow::bail!(
+                "{}: these weights are a trunk (convolutions only): `{name}` is part of the head they do not have; ask for layers up to pool{}",
+                args.weights.weights[0].display(),
+                config.num_pools()
+            );
+        }
+    }
     let is_st = args.output.extension().is_some_and(|e| e == "safetensors");
     // Nothing is overwritten without --force, and this is known before any work is done.
     let targets: Vec<PathBuf> = if is_st {

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use vgg::InitScheme;
 use vgg::data::Dataset;
 use vgg::data::source::{DataSpec, Sets, Source, Validation};
+use vgg::train::recipe::FineTune;
 use vgg::train::{
     EpochRecord, Observer, Progress, Recipe, RunState, SgdSettings, TrainConfig, Trainer, evaluate,
 };
@@ -70,8 +71,29 @@ pub struct Args {
     /// Take the first four conv layers and the three FC layers from this trained net
     /// (.safetensors/.pth in torchvision's layout, e.g. a run's best.safetensors), as the paper
     /// initialised its deeper nets from net A.
-    #[arg(long, value_name = "CHECKPOINT")]
+    #[arg(long, value_name = "CHECKPOINT", conflicts_with = "pretrained")]
     pub init_from: Option<PathBuf>,
+    /// Fine-tune pretrained weights: a run folder, a run's checkpoint, or a weight file
+    /// (.pth/.safetensors, its network given by --arch and the network flags, its preprocessing
+    /// by --preset). The run keeps their network and preprocessing; every tensor that fits is
+    /// loaded and the last layer is new, sized by this data's classes.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub pretrained: Option<PathBuf>,
+    /// Freeze every layer before this one (a convolution such as conv5_1, an FC layer such as
+    /// fc7, or `features`: every convolution); only what follows trains, and frozen BatchNorm
+    /// layers keep their running statistics.
+    #[arg(long, value_name = "LAYER", requires = "pretrained")]
+    pub freeze: Option<String>,
+    /// The loaded layers train at --lr times this (0.1 is common; 0 keeps them as they are).
+    #[arg(long, value_name = "F", requires = "pretrained")]
+    pub lr_pretrained: Option<f64>,
+    /// Drop the head the pretrained weights carry and take their convolutions only.
+    #[arg(long, requires = "pretrained")]
+    pub no_top: bool,
+    /// Preprocessing of a pretrained weight file: torchvision or caffe (default: caffe for
+    /// Caffe- or Keras-named files, torchvision otherwise). Runs carry their own.
+    #[arg(long, value_enum, requires = "pretrained")]
+    pub preset: Option<super::weights::PresetArg>,
     /// Side of the square training crop. Default: 32 for images up to 64 pixels, else 224.
     #[arg(long)]
     pub crop: Option<usize>,
@@ -150,7 +172,12 @@ fn data_spec(args: &Args) -> DataSpec {
 
 /// The flags that define a run, by clap id and flag, which a resumed run takes from its
 /// config.json instead.
-const RUN_FLAGS: [(&str, &str); 25] = [
+const RUN_FLAGS: [(&str, &str); 30] = [
+    ("pretrained", "--pretrained"),
+    ("freeze", "--freeze"),
+    ("lr_pretrained", "--lr-pretrained"),
+    ("no_top", "--no-top"),
+    ("preset", "--preset"),
     ("data", "--data"),
     ("val", "--val"),
     ("val_fraction", "--val-fraction"),
@@ -230,6 +257,32 @@ fn parse_scale(text: &str) -> anyhow::Result<(usize, usize)> {
         [a, b] if a <= b => Ok((a, b)),
         _ => anyhow::bail!("--scale {text}: expected S or MIN,MAX with MIN <= MAX"),
     }
+}
+
+/// What a fine-tuned run took from its pretrained weights, in a line.
+fn fine_tune_note(p: &vgg::train::config::Pretrained) -> String {
+    let tensors = |keys: &[String]| {
+        let mut layers: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| k.rsplit_once('.').map(|(l, _)| l))
+            .collect();
+        layers.dedup();
+        layers.join(", ")
+    };
+    format!(
+        "fine-tuning {}: loaded {} tensors; new: {}{}{}",
+        p.source,
+        p.loaded.len(),
+        tensors(&p.fresh),
+        p.freeze
+            .as_ref()
+            .map_or(String::new(), |f| format!("; frozen before {f}")),
+        if p.lr_scale != 1.0 {
+            format!("; loaded layers at {} x the learning rate", p.lr_scale)
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The run's recipe from the flags.
@@ -400,7 +453,31 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         None => {
             let spec = data_spec(&args);
             let Sets { train, val, test } = spec.open(args.seed)?;
-            let config = recipe(&args)?.config(spec, &train, &val, || {
+            let mut recipe = recipe(&args)?;
+            let pretrained = match &args.pretrained {
+                Some(source) => {
+                    let opened = vgg::preset::open(
+                        source,
+                        || args.net.config(&args.arch),
+                        &vgg::preset::Options {
+                            convention: args.preset.map(Into::into),
+                            no_top: args.no_top,
+                        },
+                        &super::device(),
+                    )?;
+                    recipe.fine_tune = Some(FineTune {
+                        source: source.display().to_string(),
+                        no_top: args.no_top,
+                        net: opened.model.config().clone(),
+                        normalize: opened.preset.normalize.clone(),
+                        freeze: args.freeze.clone(),
+                        lr_scale: args.lr_pretrained.unwrap_or(1.0),
+                    });
+                    Some(opened.state_dict())
+                }
+                None => None,
+            };
+            let config = recipe.config(spec, &train, &val, || {
                 if leader {
                     eprintln!("measuring the training set's mean and colour covariance ...");
                 }
@@ -412,15 +489,30 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                     .unwrap_or(0);
                 PathBuf::from(format!("runs/{}-{secs}", config.model.name))
             });
-            let trainer = Trainer::new_distributed(
-                config,
-                train,
-                val,
-                &out,
-                args.force,
-                &device,
-                ranks.comm(),
-            )?;
+            let trainer = match &pretrained {
+                Some(dict) => Trainer::fine_tune(
+                    config,
+                    dict,
+                    train,
+                    val,
+                    &out,
+                    args.force,
+                    &device,
+                    ranks.comm(),
+                )?,
+                None => Trainer::new_distributed(
+                    config,
+                    train,
+                    val,
+                    &out,
+                    args.force,
+                    &device,
+                    ranks.comm(),
+                )?,
+            };
+            if let (true, Some(p)) = (leader, &trainer.config.pretrained) {
+                eprintln!("{}", fine_tune_note(p));
+            }
             (trainer, test)
         }
     };

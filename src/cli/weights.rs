@@ -29,6 +29,10 @@ pub struct WeightArgs {
     /// Class names, one per line (default: the run's classes, or ImageNet's for 1000 classes).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    /// Drop whatever head the weights carry and load their convolutions (a trunk): for
+    /// `features`.
+    #[arg(long)]
+    pub no_top: bool,
 }
 
 /// `--preset`.
@@ -38,18 +42,47 @@ pub enum PresetArg {
     Caffe,
 }
 
+impl From<PresetArg> for Convention {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Torchvision => Convention::Torchvision,
+            PresetArg::Caffe => Convention::Caffe,
+        }
+    }
+}
+
+/// What the weights are loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `predict` and `eval`: a classifier; a trunk is refused.
+    Classify,
+    /// `features`: a trunk will do.
+    Features,
+}
+
 /// The network at `path` with its preset, and `--labels` applied.
-pub fn load(args: &WeightArgs, path: &Path) -> anyhow::Result<Classifier> {
-    let convention = args.preset.map(|p| match p {
-        PresetArg::Torchvision => Convention::Torchvision,
-        PresetArg::Caffe => Convention::Caffe,
-    });
-    let (model, mut preset) = vgg::preset::open(
+pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<Classifier> {
+    let options = vgg::preset::Options {
+        convention: args.preset.map(Into::into),
+        no_top: args.no_top,
+    };
+    let opened = vgg::preset::open(
         path,
         || args.net.config(&args.arch),
-        convention,
+        &options,
         &super::device(),
     )?;
+    anyhow::ensure!(
+        !(opened.trunk && purpose == Purpose::Classify),
+        "{}: these weights are a trunk (convolutions only, no classifier{}): they classify nothing; use them with `vgg features` or `vgg train --pretrained`",
+        path.display(),
+        if args.no_top {
+            ": --no-top dropped the head"
+        } else {
+            ""
+        }
+    );
+    let (model, mut preset) = (opened.model, opened.preset);
     if let Some(file) = &args.labels {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading the labels {}", file.display()))?;
@@ -61,15 +94,22 @@ pub fn load(args: &WeightArgs, path: &Path) -> anyhow::Result<Classifier> {
     }
     let n = model.config().num_classes;
     anyhow::ensure!(
-        preset.classes.len() == n,
+        opened.trunk || preset.classes.len() == n,
         "{}: the weights have {n} classes but there are {} labels; give --labels with one name per class",
         path.display(),
         preset.classes.len()
     );
-    Ok(Classifier { model, preset })
+    Ok(Classifier {
+        model,
+        preset,
+        trunk: opened.trunk,
+    })
 }
 
-/// Every `--weights` (an ensemble when there are several).
+/// Every `--weights` (an ensemble when there are several), as classifiers.
 pub fn load_all(args: &WeightArgs) -> anyhow::Result<Vec<Classifier>> {
-    args.weights.iter().map(|w| load(args, w)).collect()
+    args.weights
+        .iter()
+        .map(|w| load(args, w, Purpose::Classify))
+        .collect()
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::VggConfig;
 use crate::checkpoint::layouts::{Layout, detect, to_torchvision};
 use crate::checkpoint::run_files::{CONFIG, is_run_file};
-use crate::checkpoint::{Format, read_state_dict};
+use crate::checkpoint::{Format, is_trunk, read_state_dict};
 use crate::error::VggError;
 use crate::nn::Vgg;
 
@@ -190,16 +190,47 @@ fn read_card(dir: &Path) -> Result<RunCard, VggError> {
     Ok(card)
 }
 
+/// Weights opened with their preset.
+pub struct Opened {
+    pub model: Vgg,
+    pub preset: Preset,
+    /// The weights are a trunk: the convolutions only (Keras' `include_top=False`,
+    /// torchvision's `IMAGENET1K_FEATURES`, or any head dropped by [`Options::no_top`]). The
+    /// network's head is fresh and means nothing: it classifies nothing.
+    pub trunk: bool,
+}
+
+impl Opened {
+    /// The weights as a state dict, without a trunk's meaningless head.
+    pub fn state_dict(&self) -> crate::checkpoint::StateDict {
+        let mut dict = self.model.state_dict();
+        if self.trunk {
+            dict.retain(|k, _| !k.starts_with("classifier."));
+        }
+        dict
+    }
+}
+
+/// How to read weights that do not say it themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The preprocessing of a weight file (a run carries its own).
+    pub convention: Option<Convention>,
+    /// Drop whatever head the weights carry and take the trunk.
+    pub no_top: bool,
+}
+
 /// Opens the weights at `path` with their preset: a run folder or a run's checkpoint carries
 /// its own network and preset; any other file is read as `config` (asked for only then), with
 /// torchvision's conventions, or the authors' for files with Caffe or Keras names, unless
-/// `convention` says otherwise.
+/// `options` says otherwise. A file without a classifier opens as a trunk (strict for every
+/// convolution).
 pub fn open(
     path: &Path,
     config: impl FnOnce() -> Result<VggConfig, VggError>,
-    convention: Option<Convention>,
+    options: &Options,
     device: &Device,
-) -> Result<(Vgg, Preset), VggError> {
+) -> Result<Opened, VggError> {
     if let Some((dir, file)) = run_of(path) {
         let card = read_card(&dir)?;
         let model = Vgg::load(&card.model, &file, device)?;
@@ -209,7 +240,11 @@ pub fn open(
             scale: card.transform.eval_scale,
             classes: card.classes,
         };
-        return Ok((model, preset));
+        return Ok(Opened {
+            model,
+            preset,
+            trunk: options.no_top,
+        });
     }
     if !path.exists() {
         return Err(VggError::io(
@@ -221,20 +256,43 @@ pub fn open(
         ));
     }
     let config = config()?;
-    let (model, layout) = if Format::of(path)? == Format::Burn {
-        (Vgg::load(&config, path, device)?, Layout::Torchvision)
+    let (model, layout, trunk) = if Format::of(path)? == Format::Burn {
+        (
+            Vgg::load(&config, path, device)?,
+            Layout::Torchvision,
+            options.no_top,
+        )
     } else {
         let dict = read_state_dict(path)?;
         let layout = detect(&dict);
-        let dict = to_torchvision(dict, &config);
-        (Vgg::from_state_dict(&config, &dict, path, device)?, layout)
+        let mut dict = to_torchvision(dict, &config);
+        if options.no_top {
+            dict.retain(|k, _| !k.starts_with("classifier."));
+        }
+        if is_trunk(&dict) {
+            (
+                Vgg::from_trunk_dict(&config, &dict, path, device)?,
+                layout,
+                true,
+            )
+        } else {
+            (
+                Vgg::from_state_dict(&config, &dict, path, device)?,
+                layout,
+                false,
+            )
+        }
     };
-    let convention = convention.unwrap_or(match layout {
+    let convention = options.convention.unwrap_or(match layout {
         Layout::Torchvision => Convention::Torchvision,
         Layout::Caffe | Layout::Keras => Convention::Caffe,
     });
     let preset = Preset::published(convention, config.num_classes);
-    Ok((model, preset))
+    Ok(Opened {
+        model,
+        preset,
+        trunk,
+    })
 }
 
 #[cfg(test)]

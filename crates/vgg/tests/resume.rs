@@ -21,16 +21,22 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 struct Silent;
 impl Observer for Silent {}
 
-/// 48 grey 36x36 images of 3 classes: noise plus a class-dependent bright square.
+/// `n` grey 36x36 images of 3 classes: noise plus a class-dependent bright square.
 pub fn toy_dataset(n: usize) -> Dataset {
-    let mut rng = Rng::new(7);
+    toy_task(n, 0, 7)
+}
+
+/// A toy task: 3 classes, a bright 8x10 square in one of 3 rows, in column band `band` (0 or 1)
+/// of the image; the noise drawn from `seed`. Two bands make two related tasks.
+fn toy_task(n: usize, band: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for i in 0..n {
         let label = i % 3;
         let mut pixels: Vec<u8> = (0..36 * 36).map(|_| (rng.uniform() * 60.0) as u8).collect();
         for y in 4 + 8 * label..12 + 8 * label {
-            for x in 10..20 {
+            for x in 10 + 14 * band..20 + 14 * band {
                 pixels[y * 36 + x] = 220;
             }
         }
@@ -94,6 +100,7 @@ pub fn toy_config() -> TrainConfig {
         data: None,
         train_images: 0,
         val_images: 0,
+        pretrained: None,
     }
 }
 
@@ -306,5 +313,157 @@ fn training_is_bit_reproducible_whatever_the_threads() {
         for (k, t) in &first.0 {
             assert!(other.0[k] == *t, "{k} differs on {threads} threads");
         }
+    }
+}
+
+/// The toy task's network and config, trained on band 0, then fine-tuned on few images of band
+/// 1: what loads, what is new, what stays frozen, and that it pays against training from scratch.
+#[test]
+fn fine_tuning_loads_what_fits_freezes_and_pays() {
+    use vgg::train::config::Pretrained;
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let mut pre_config = toy_config();
+    pre_config.epochs = 4;
+    let mut pre = Trainer::new(
+        pre_config,
+        toy_task(60, 0, 1),
+        toy_task(12, 0, 2),
+        &dir("pretrain"),
+        true,
+        &device,
+    )
+    .unwrap();
+    pre.run(&mut Silent).unwrap();
+    let source = pre.model.state_dict();
+
+    let few = |seed| toy_task(12, 1, seed);
+    // Few images, small batches, a constant learning rate: the same for every run below.
+    let short = || {
+        let mut config = toy_config();
+        (config.epochs, config.batch, config.micro_batch, config.lr) = (10, 4, 4, 0.1);
+        config.patience = 100;
+        config
+    };
+    let fine = |freeze: Option<&str>, lr_scale: f64, name: &str| {
+        let mut config = short();
+        config.pretrained = Some(Pretrained {
+            source: "pretrain".into(),
+            no_top: false,
+            loaded: vec![],
+            fresh: vec![],
+            freeze: freeze.map(String::from),
+            lr_scale,
+        });
+        let mut t = Trainer::fine_tune(
+            config,
+            &source,
+            few(3),
+            toy_task(30, 1, 4),
+            &dir(name),
+            true,
+            &device,
+            std::rc::Rc::new(vgg::train::Single),
+        )
+        .unwrap();
+        t.run(&mut Silent).unwrap();
+        t
+    };
+    // Frozen convolutions: every tensor but the last layer's is loaded; the frozen ones, BN
+    // running statistics included, end as they started; the head trains.
+    let frozen = fine(Some("features"), 1.0, "fine-frozen");
+    let record = frozen.config.pretrained.clone().unwrap();
+    assert_eq!(record.fresh, ["classifier.6.weight", "classifier.6.bias"]);
+    assert_eq!(
+        record.loaded.len(),
+        source.len() - 2 - 5,
+        "{:?}",
+        record.loaded
+    ); // 5 num_batches_tracked
+    let after = frozen.model.state_dict();
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        source.keys().collect::<Vec<_>>()
+    );
+    for (key, t) in &source {
+        let changed = after[key].to_f32() != t.to_f32();
+        if key.starts_with("features.") && !key.ends_with("num_batches_tracked") {
+            assert!(!changed, "{key} is frozen but changed");
+        }
+        if key.starts_with("classifier.0.") || key.starts_with("classifier.3.") {
+            assert!(changed, "{key} trains but did not change");
+        }
+    }
+    // A learning-rate factor of 0: the loaded tensors stay, only the new layer learns.
+    let still = fine(None, 0.0, "fine-lr0");
+    let after = still.model.state_dict();
+    for key in &still.config.pretrained.as_ref().unwrap().loaded {
+        if !key.contains("running_") {
+            assert_eq!(
+                after[key].to_f32(),
+                source[key].to_f32(),
+                "{key} moved at lr 0"
+            );
+        }
+    }
+    assert_ne!(after["classifier.6.bias"].to_f32(), vec![0.0; 3]);
+    // It pays: the same 12 images and epochs from scratch do worse.
+    let mut scratch = Trainer::new(
+        short(),
+        few(3),
+        toy_task(30, 1, 4),
+        &dir("scratch"),
+        true,
+        &device,
+    )
+    .unwrap();
+    scratch.run(&mut Silent).unwrap();
+    let (fine_acc, scratch_acc) = (
+        frozen.state.best_val_accuracy.unwrap(),
+        scratch.state.best_val_accuracy.unwrap(),
+    );
+    eprintln!(
+        "pretrained {:.3}; fine-tuned {fine_acc:.3} (lr 0: {:.3}), scratch {scratch_acc:.3}",
+        pre.state.best_val_accuracy.unwrap(),
+        still.state.best_val_accuracy.unwrap()
+    );
+    assert!(
+        fine_acc > scratch_acc + 0.2,
+        "fine-tuned {fine_acc}, scratch {scratch_acc}"
+    );
+
+    // A frozen fine-tuned run resumes exactly (the freeze and the learning rates come back).
+    let straight = fine(Some("conv3_1"), 0.5, "fine-resume").model.state_dict();
+    let mut config = short();
+    config.pretrained = Some(Pretrained {
+        source: "pretrain".into(),
+        no_top: false,
+        loaded: vec![],
+        fresh: vec![],
+        freeze: Some("conv3_1".into()),
+        lr_scale: 0.5,
+    });
+    let mut part = Trainer::fine_tune(
+        config,
+        &source,
+        few(3),
+        toy_task(30, 1, 4),
+        &dir("fine-part"),
+        true,
+        &device,
+        std::rc::Rc::new(vgg::train::Single),
+    )
+    .unwrap();
+    part.run_epochs(2, &mut Silent).unwrap();
+    drop(part);
+    let mut resumed =
+        Trainer::resume(&dir("fine-part"), few(3), toy_task(30, 1, 4), &device).unwrap();
+    resumed.run(&mut Silent).unwrap();
+    let resumed = resumed.model.state_dict();
+    for (k, t) in &straight {
+        assert!(
+            resumed[k] == *t,
+            "{k} differs after resuming a fine-tuned run"
+        );
     }
 }

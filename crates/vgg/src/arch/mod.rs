@@ -469,6 +469,14 @@ impl VggConfig {
         add(total, &[hidden, classes])?.checked_add(classes)
     }
 
+    /// How many entries of torchvision's `features` a layer makes: conv, [BN,] ReLU; or one.
+    pub fn stages_of(&self, layer: &Layer) -> usize {
+        match layer {
+            Layer::Conv3(_) | Layer::Conv1(_) => 2 + self.batch_norm as usize,
+            Layer::Lrn | Layer::Pool => 1,
+        }
+    }
+
     /// Number of 2x2 max-pools, which fixes the smallest input: `2^pools` pixels a side.
     pub fn num_pools(&self) -> usize {
         self.layers.iter().filter(|l| **l == Layer::Pool).count()

@@ -120,6 +120,24 @@ pub fn find(config: &VggConfig, name: &str) -> Option<Named> {
     })
 }
 
+/// Where training starts when every layer before `name` is frozen (fine-tuning): a
+/// convolution (`conv5_1`, `features.24`, `block5_conv1`), an FC layer (`fc6`, `classifier.0`,
+/// `fc1`), or `features`: every convolution frozen, the head trains.
+pub fn freeze_point(config: &VggConfig, name: &str) -> Result<Point, crate::error::VggError> {
+    if name == "features" {
+        return Ok(Point::Classifier(0));
+    }
+    match find(config, name) {
+        Some(n) if matches!(n.kind, Kind::Conv | Kind::Fc) => Ok(n.point),
+        _ => Err(crate::error::VggError::BadConfig {
+            what: "freeze".into(),
+            reason: format!(
+                "`{name}` is not a convolution or an FC layer of this network (e.g. conv5_1, fc6, or features for every convolution)"
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

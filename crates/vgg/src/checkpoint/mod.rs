@@ -18,7 +18,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 pub use state_dict::{StateDict, StateTensor, Values, check_finite};
-pub use strict::check_state_dict;
+pub use strict::{check_state_dict, is_trunk};
 
 use crate::arch::VggConfig;
 use crate::error::VggError;

@@ -1,4 +1,5 @@
-//! Partial loading: the paper's initialisation of a deeper net from a trained shallower one.
+//! Partial loading: the paper's initialisation of a deeper net from a trained shallower one, and
+//! fine-tuning's transfer of every tensor that fits.
 
 use std::path::Path;
 
@@ -89,4 +90,39 @@ pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggE
         });
     }
     Ok(model.load_state_dict_unchecked(&picked, device))
+}
+
+/// What a fine-tuned network took from its pretrained weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// torchvision keys taken from the source.
+    pub loaded: Vec<String>,
+    /// Keys drawn fresh: the last FC layer always (it is sized by the new task's classes), and
+    /// whatever the source lacks or holds in another shape (FC6 and FC7 of another head).
+    pub fresh: Vec<String>,
+}
+
+/// Fine-tuning's start: every tensor of `model` whose key and shape are in `source` (a
+/// torchvision-layout state dict) is taken from it, but for the last FC layer, which is new;
+/// `num_batches_tracked` follows the source's when it is taken.
+pub fn transfer(model: Vgg, source: &StateDict, device: &Device) -> (Vgg, Transfer) {
+    let mut picked = StateDict::new();
+    let (mut loaded, mut fresh) = (Vec::new(), Vec::new());
+    for (key, shape) in model.config().state_keys() {
+        let fits = source
+            .get(&key)
+            .filter(|t| t.shape == shape || (shape.is_empty() && t.shape == [1]));
+        match fits {
+            Some(t) if !key.starts_with("classifier.6.") => {
+                picked.insert(key.clone(), t.clone());
+                if !key.ends_with("num_batches_tracked") {
+                    loaded.push(key);
+                }
+            }
+            _ if key.ends_with("num_batches_tracked") => {}
+            _ => fresh.push(key),
+        }
+    }
+    let model = model.load_state_dict_unchecked(&picked, device);
+    (model, Transfer { loaded, fresh })
 }

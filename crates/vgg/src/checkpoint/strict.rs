@@ -17,10 +17,34 @@ use crate::nn::{InitScheme, Vgg};
 /// Compares a state dict with the keys and shapes `config` expects; `Err` lists every
 /// missing, unexpected and mis-shaped key.
 pub fn check_state_dict(config: &VggConfig, dict: &StateDict, path: &Path) -> Result<(), VggError> {
-    let expected = config.state_keys();
+    check_keys(config, &config.state_keys(), dict, path)
+}
+
+/// Whether a state dict holds a trunk: the convolutions and no classifier (Keras'
+/// `include_top=False`, torchvision's `IMAGENET1K_FEATURES`).
+pub fn is_trunk(dict: &StateDict) -> bool {
+    !dict.keys().any(|k| k.starts_with("classifier."))
+}
+
+/// [`check_state_dict`] for a trunk: every key of `features`, exactly, and nothing else.
+pub fn check_trunk(config: &VggConfig, dict: &StateDict, path: &Path) -> Result<(), VggError> {
+    let expected: Vec<(String, Vec<usize>)> = config
+        .state_keys()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("features."))
+        .collect();
+    check_keys(config, &expected, dict, path)
+}
+
+fn check_keys(
+    config: &VggConfig,
+    expected: &[(String, Vec<usize>)],
+    dict: &StateDict,
+    path: &Path,
+) -> Result<(), VggError> {
     let mut missing = Vec::new();
     let mut misshaped = Vec::new();
-    for (key, shape) in &expected {
+    for (key, shape) in expected {
         match dict.get(key) {
             None => missing.push(key.clone()),
             // A scalar saved as [1] is the same scalar.
@@ -80,6 +104,20 @@ impl Vgg {
         Ok(model.load_state_dict_unchecked(dict, device))
     }
 
+    /// Builds a network from a trunk's state dict (its convolutions, strictly); the head is
+    /// drawn fresh and means nothing until trained.
+    pub fn from_trunk_dict(
+        config: &VggConfig,
+        dict: &StateDict,
+        source: &Path,
+        device: &Device,
+    ) -> Result<Self, VggError> {
+        check_trunk(config, dict, source)?;
+        check_finite(dict, source)?;
+        let model = Vgg::new(config, InitScheme::Kaiming, device)?;
+        Ok(model.load_state_dict_unchecked(dict, device))
+    }
+
     /// Copies every key of `dict` that this network has into it; keys it lacks are ignored.
     /// Used by strict loading after [`check_state_dict`], and by partial initialisation.
     pub fn load_state_dict_unchecked(mut self, dict: &StateDict, device: &Device) -> Self {
@@ -96,8 +134,8 @@ impl Vgg {
                     if let Some(w) = get("weight") {
                         b.conv.weight = replace(b.conv.weight.clone(), tensor(w, device));
                     }
-                    if let (Some(bias), Some(param)) = (get("bias"), b.conv.bias.take()) {
-                        b.conv.bias = Some(replace(param, tensor(bias, device)));
+                    if let (Some(bias), Some(param)) = (get("bias"), b.conv.bias.as_ref()) {
+                        b.conv.bias = Some(replace(param.clone(), tensor(bias, device)));
                     }
                     block = Some(b);
                 }
@@ -208,7 +246,35 @@ fn load_linear(fc: &mut Linear, dict: &StateDict, prefix: &str, device: &Device)
         let value: Tensor<2> = tensor::<2>(w, device).transpose();
         fc.weight = replace(fc.weight.clone(), value);
     }
-    if let (Some(b), Some(param)) = (dict.get(&format!("{prefix}.bias")), fc.bias.take()) {
-        fc.bias = Some(replace(param, tensor(b, device)));
+    if let (Some(b), Some(param)) = (dict.get(&format!("{prefix}.bias")), fc.bias.as_ref()) {
+        fc.bias = Some(replace(param.clone(), tensor(b, device)));
+    }
+}
+
+/// The module holding a torchvision key's tensor, as burn's optimiser names it (a path its
+/// parameter groups match): `features.3.weight` -> `convs.1.conv`, a BatchNorm's `weight` ->
+/// `convs.1.bn`, `classifier.0.bias` -> `fc1`.
+pub fn module_of(config: &VggConfig, key: &str) -> Option<String> {
+    let mut parts = key.split('.');
+    let (group, index) = (parts.next()?, parts.next()?.parse::<usize>().ok()?);
+    match group {
+        "classifier" => Some(format!("fc{}", index / 3 + 1)),
+        "features" => {
+            let mut conv = None;
+            for stage in config.plan() {
+                if let StageKind::Conv { .. } = stage.kind {
+                    conv = Some(conv.map_or(0, |c| c + 1));
+                }
+                if stage.index == index {
+                    return match stage.kind {
+                        StageKind::Conv { .. } => Some(format!("convs.{}.conv", conv?)),
+                        StageKind::BatchNorm { .. } => Some(format!("convs.{}.bn", conv?)),
+                        _ => None,
+                    };
+                }
+            }
+            None
+        }
+        _ => None,
     }
 }

@@ -57,6 +57,8 @@ impl Method {
 pub struct Classifier {
     pub model: Vgg,
     pub preset: Preset,
+    /// Only the convolutions mean something (a trunk): its scores are not a classification.
+    pub trunk: bool,
 }
 
 impl Classifier {
@@ -178,6 +180,12 @@ pub fn average_probs(
 ) -> Result<Vec<f32>, VggError> {
     let mut sum: Vec<f32> = Vec::new();
     let count = (models.len() * scales.len()) as f32;
+    if models.iter().any(|m| m.trunk) {
+        return Err(VggError::bad_config(
+            "weights",
+            "are a trunk (convolutions only): they classify nothing",
+        ));
+    }
     for m in models {
         for &q in scales {
             let p = m.probs(img, path, method, q)?;

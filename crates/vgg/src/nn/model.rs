@@ -194,6 +194,10 @@ pub struct Vgg {
     lrn: LocalResponseNorm,
     #[module(skip)]
     config: VggConfig,
+    /// The first point that trains, when the layers before it are frozen (fine-tuning): see
+    /// [`Vgg::freeze_before`].
+    #[module(skip)]
+    frozen_before: Option<Point>,
     /// BatchNorm's `num_batches_tracked` (one count for every BN layer, as in any run that
     /// trains them together), kept so torchvision checkpoints round-trip exactly.
     batches_tracked: Param<Tensor<1, Int>>,
@@ -241,6 +245,7 @@ impl Vgg {
                 .with_k(2.0)
                 .init(),
             config: config.clone(),
+            frozen_before: None,
             batches_tracked: Param::initialized(ParamId::new(), Tensor::zeros([1], device)),
         })
     }
@@ -271,6 +276,47 @@ impl Vgg {
     /// The configuration this network was built from.
     pub fn config(&self) -> &VggConfig {
         &self.config
+    }
+
+    /// Freezes every layer before `point` (a convolution or an FC layer: the first one that
+    /// trains), as PyTorch's `requires_grad_(False)` with the frozen part in `eval()`: their
+    /// parameters compute no gradient, so the backward pass stops at `point`, and their
+    /// BatchNorm layers normalise with their running statistics and leave them as they are.
+    pub fn freeze_before(mut self, point: Point) -> Self {
+        let before = |p: Point| p < point;
+        let mut stage = 0;
+        let mut blocks = self.convs.iter_mut();
+        for layer in &self.config.layers {
+            if let Layer::Conv3(_) | Layer::Conv1(_) = layer {
+                let block = blocks.next().expect("one block per conv");
+                let frozen = before(Point::Features(stage));
+                block.conv.weight = block.conv.weight.clone().set_require_grad(!frozen);
+                block.conv.bias = block.conv.bias.take().map(|b| b.set_require_grad(!frozen));
+                if let Some(bn) = block.bn.as_mut() {
+                    bn.gamma = bn.gamma.clone().set_require_grad(!frozen);
+                    bn.beta = bn.beta.clone().set_require_grad(!frozen);
+                }
+            }
+            stage += self.config.stages_of(layer);
+        }
+        for (fc, at) in [(&mut self.fc1, 0), (&mut self.fc2, 3), (&mut self.fc3, 6)] {
+            let frozen = before(Point::Classifier(at));
+            fc.weight = fc.weight.clone().set_require_grad(!frozen);
+            fc.bias = fc.bias.take().map(|b| b.set_require_grad(!frozen));
+        }
+        self.frozen_before = Some(point);
+        self
+    }
+
+    /// The first point that trains, when the network is frozen before it.
+    pub fn frozen_before(&self) -> Option<Point> {
+        self.frozen_before
+    }
+
+    /// Whether the layer whose first stage is `features.stage` is frozen.
+    fn frozen(&self, stage: usize) -> bool {
+        self.frozen_before
+            .is_some_and(|p| Point::Features(stage) < p)
     }
 
     /// Checks that a batch can pass through the network ([`VggConfig::check_input`]).
@@ -346,13 +392,9 @@ impl Vgg {
 
     /// The plan index of layer `i`'s first stage.
     fn stage_of(&self, i: usize) -> usize {
-        let per_conv = if self.config.batch_norm { 3 } else { 2 };
         self.config.layers[..i]
             .iter()
-            .map(|l| match l {
-                Layer::Conv3(_) | Layer::Conv1(_) => per_conv,
-                Layer::Lrn | Layer::Pool => 1,
-            })
+            .map(|l| self.config.stages_of(l))
             .sum()
     }
 
@@ -360,12 +402,8 @@ impl Vgg {
         let (mut x, mut conv, mut stage) = (x, 0, 0);
         for layer in &self.config.layers {
             x = self.block(layer, conv, stage, x, pass);
-            if matches!(layer, Layer::Conv3(_) | Layer::Conv1(_)) {
-                conv += 1;
-                stage += if self.config.batch_norm { 3 } else { 2 };
-            } else {
-                stage += 1;
-            }
+            conv += matches!(layer, Layer::Conv3(_) | Layer::Conv1(_)) as usize;
+            stage += self.config.stages_of(layer);
             if pass.done() {
                 break;
             }
@@ -397,7 +435,7 @@ impl Vgg {
                 pass.tap(Point::Features(stage), Seen::Map(&y));
                 let y = match &block.bn {
                     Some(bn) => {
-                        let y = self.batch_norm(bn, y, pass);
+                        let y = self.batch_norm(bn, y, self.frozen(stage), pass);
                         pass.tap(Point::Features(stage + 1), Seen::Map(&y));
                         y
                     }
@@ -421,8 +459,11 @@ impl Vgg {
     }
 
     /// BatchNorm: batch statistics in training (handed to the pass, or folded now), running
-    /// statistics otherwise.
-    fn batch_norm(&self, bn: &BatchNorm, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+    /// statistics otherwise and in a frozen layer.
+    fn batch_norm(&self, bn: &BatchNorm, x: Tensor<4>, frozen: bool, pass: &mut Pass) -> Tensor<4> {
+        if frozen {
+            return ops::batch_norm_inference(bn, x);
+        }
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
             return bn.forward(x);
         }
@@ -475,10 +516,28 @@ impl Vgg {
         }
     }
 
-    /// The BatchNorm running statistics, flattened: each layer's mean then its variance.
+    /// The BatchNorm layers that train (not frozen), in order.
+    fn training_bns(&self) -> impl Iterator<Item = &BatchNorm> {
+        let mut stage = 0;
+        let mut starts = Vec::new();
+        for layer in &self.config.layers {
+            if let Layer::Conv3(_) | Layer::Conv1(_) = layer {
+                starts.push(stage);
+            }
+            stage += self.config.stages_of(layer);
+        }
+        self.convs
+            .iter()
+            .zip(starts)
+            .filter(|(_, stage)| !self.frozen(*stage))
+            .filter_map(|(b, _)| b.bn.as_ref())
+    }
+
+    /// The running statistics of the BatchNorm layers that train, flattened: each layer's mean
+    /// then its variance.
     pub fn running_stats(&self) -> Vec<f32> {
         let mut out = Vec::new();
-        for bn in self.convs.iter().filter_map(|b| b.bn.as_ref()) {
+        for bn in self.training_bns() {
             for t in [bn.running_mean.value_sync(), bn.running_var.value_sync()] {
                 out.extend(t.into_data().convert::<f32>().iter::<f32>());
             }
@@ -489,7 +548,7 @@ impl Vgg {
     /// `running = keep * running + delta`, for `delta` laid out as [`Vgg::running_stats`].
     pub fn fold_running_stats(&self, delta: &[f32], keep: f64) {
         let mut offset = 0;
-        for bn in self.convs.iter().filter_map(|b| b.bn.as_ref()) {
+        for bn in self.training_bns() {
             let c = bn.gamma.val().dims()[0];
             let device = bn.gamma.val().device();
             let part = |o: usize| {

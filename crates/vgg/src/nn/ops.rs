@@ -79,6 +79,16 @@ pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats)
     (result.output, stats)
 }
 
+/// BatchNorm with its running statistics (inference, and frozen layers in training): no batch
+/// statistics, nothing folded.
+pub fn batch_norm_inference(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let c = bn.gamma.val().dims()[0];
+    let column = |t: Tensor<1>| t.reshape([1, c, 1, 1]);
+    let mean = column(bn.running_mean.value());
+    let inv_std = column(bn.running_var.value().add_scalar(bn.epsilon).sqrt().recip());
+    (x - mean) * inv_std * column(bn.gamma.val()) + column(bn.beta.val())
+}
+
 /// 2x2 max pooling, stride 2 (odd trailing rows and columns dropped, as `nn.MaxPool2d(2, 2)`).
 /// `[N, C, H, W] -> [N, C, H/2, W/2]`.
 pub fn max_pool(x: Tensor<4>, generic: &burn::nn::pool::MaxPool2d) -> Tensor<4> {
@@ -86,5 +96,42 @@ pub fn max_pool(x: Tensor<4>, generic: &burn::nn::pool::MaxPool2d) -> Tensor<4> 
         kernels::max_pool2x2(x)
     } else {
         generic.forward(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::RunningState;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    /// A frozen layer's BatchNorm is burn's (and PyTorch's) inference BatchNorm.
+    #[test]
+    fn batch_norm_with_running_statistics_is_the_inference_one() {
+        let device = Device::flex();
+        let mut bn = BatchNormConfig::new(3).init(&device);
+        bn.running_mean = RunningState::new(Tensor::from_floats([0.5, -1.0, 2.0], &device));
+        bn.running_var = RunningState::new(Tensor::from_floats([0.25, 4.0, 1.5], &device));
+        bn.gamma = bn
+            .gamma
+            .map(|_| Tensor::from_floats([1.5, 0.5, -1.0], &device));
+        bn.beta = bn
+            .beta
+            .map(|_| Tensor::from_floats([0.1, 0.2, 0.3], &device));
+        let x = Tensor::<4>::random([2, 3, 4, 5], Distribution::Default, &device);
+        let want = bn
+            .forward(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let got = batch_norm_inference(&bn, x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 }

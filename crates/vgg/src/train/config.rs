@@ -51,6 +51,27 @@ pub struct TrainConfig {
     pub train_images: usize,
     #[serde(default)]
     pub val_images: usize,
+    /// Fine-tuning: the run started from pretrained weights.
+    #[serde(default)]
+    pub pretrained: Option<Pretrained>,
+}
+
+/// A fine-tuned run's start, as recorded in its config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pretrained {
+    /// The weights as given (a run folder, a file, a name).
+    pub source: String,
+    /// The source's head was dropped: only its convolutions were candidates.
+    pub no_top: bool,
+    /// torchvision keys taken from the source (filled in when the run starts).
+    pub loaded: Vec<String>,
+    /// Keys drawn fresh: the last FC layer, and what the source lacked.
+    pub fresh: Vec<String>,
+    /// The first layer that trains; every one before it is frozen
+    /// ([`crate::arch::names::freeze_point`]).
+    pub freeze: Option<String>,
+    /// The learning rate of the loaded tensors is the run's times this.
+    pub lr_scale: f64,
 }
 
 impl TrainConfig {
@@ -141,6 +162,17 @@ impl TrainConfig {
                 "normalize",
                 "needs finite means and non-zero standard deviations".into(),
             );
+        }
+        if let Some(p) = &self.pretrained {
+            if !(p.lr_scale.is_finite() && p.lr_scale >= 0.0) {
+                return bad(
+                    "lr_pretrained",
+                    format!("is {}; it must be a number >= 0", p.lr_scale),
+                );
+            }
+            if let Some(name) = &p.freeze {
+                crate::arch::names::freeze_point(&self.model, name)?;
+            }
         }
         self.model
             .check_input(&[self.micro_batch, t.channels, t.crop, t.crop])

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::config::TrainConfig;
+use super::config::{Pretrained, TrainConfig};
 use super::sgd::SgdSettings;
 use crate::arch::{Overrides, VggConfig};
 use crate::data::Dataset;
@@ -44,6 +44,26 @@ pub struct Recipe {
     /// Threads preparing batches.
     pub workers: usize,
     pub skip_bad: bool,
+    /// Fine-tuning: start from pretrained weights.
+    pub fine_tune: Option<FineTune>,
+}
+
+/// Fine-tuning's choices: the run keeps the pretrained network (with the data's classes) and
+/// its preprocessing (no new mean is measured).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FineTune {
+    /// The weights as given, for the record.
+    pub source: String,
+    /// Their head was dropped.
+    pub no_top: bool,
+    /// The pretrained network; its class count is replaced by the data's.
+    pub net: VggConfig,
+    /// The pretrained weights' preprocessing.
+    pub normalize: Normalize,
+    /// The first layer that trains (every one before it frozen).
+    pub freeze: Option<String>,
+    /// The learning rate of the loaded tensors is the run's times this.
+    pub lr_scale: f64,
 }
 
 impl Recipe {
@@ -72,6 +92,7 @@ impl Recipe {
             seed: 42,
             workers: 2,
             skip_bad: false,
+            fine_tune: None,
         }
     }
 
@@ -98,16 +119,22 @@ impl Recipe {
             .find(|r| r.is_ok() || !self.skip_bad)
             .unwrap_or_else(|| train.image(0))?;
         let small = first.height.max(first.width) <= 64;
-        let mut o = self.overrides.clone();
-        if small {
-            // --width 1 --hidden 4096 --pool-size 7 is the paper's net.
-            o.width = o.width.or(Some(0.25));
-            o.pool_size = o.pool_size.or(Some(1));
-            o.hidden = o.hidden.or(Some(512));
-        }
-        o.num_classes = o.num_classes.or(Some(train.classes.len()));
-        o.in_channels = o.in_channels.or(Some(first.channels));
-        let model = self.net.clone().with_overrides(&o)?;
+        let model = match &self.fine_tune {
+            // The pretrained network, with the new task's classes.
+            Some(ft) => ft.net.clone().with_num_classes(train.classes.len()),
+            None => {
+                let mut o = self.overrides.clone();
+                if small {
+                    // Width 1, hidden 4096 and pool 7 would be the paper's net.
+                    o.width = o.width.or(Some(0.25));
+                    o.pool_size = o.pool_size.or(Some(1));
+                    o.hidden = o.hidden.or(Some(512));
+                }
+                o.num_classes = o.num_classes.or(Some(train.classes.len()));
+                o.in_channels = o.in_channels.or(Some(first.channels));
+                self.net.clone().with_overrides(&o)?
+            }
+        };
         model.validate()?;
         let crop = self.crop.unwrap_or(if small { 32 } else { 224 });
         let (scale_min, scale_max) = self.scale.unwrap_or(if small {
@@ -149,11 +176,22 @@ impl Recipe {
             data: Some(data),
             train_images: train.len(),
             val_images: val.len(),
+            pretrained: self.fine_tune.as_ref().map(|ft| Pretrained {
+                source: ft.source.clone(),
+                no_top: ft.no_top,
+                loaded: Vec::new(),
+                fresh: Vec::new(),
+                freeze: ft.freeze.clone(),
+                lr_scale: ft.lr_scale,
+            }),
         };
         config.validate()?;
         measuring();
         let stats = Stats::measure(train, channels, 10_000, self.skip_bad)?;
-        config.transform.normalize = Normalize::mean_only(stats.mean.clone());
+        config.transform.normalize = match &self.fine_tune {
+            Some(ft) => ft.normalize.clone(),
+            None => Normalize::mean_only(stats.mean.clone()),
+        };
         config.transform.stats = stats;
         Ok(config)
     }

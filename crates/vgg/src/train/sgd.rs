@@ -6,7 +6,9 @@
 //! one on the whole batch (as the paper's multi-GPU training, Section 3.3), and so are their
 //! BatchNorm statistics, weighted as PyTorch's running updates one batch after another.
 
+use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::activation::log_softmax;
@@ -51,6 +53,9 @@ pub struct Sgd {
     /// The step's BatchNorm statistics so far, laid out as [`Vgg::running_stats`] and weighted
     /// by [`running_weight`].
     running: Vec<f32>,
+    /// Modules (burn's paths, e.g. `convs.3.conv`, `fc1`) whose learning rate is the step's
+    /// times a factor: fine-tuning's pretrained layers.
+    scaled: Option<(Vec<String>, f64)>,
 }
 
 impl Sgd {
@@ -72,7 +77,15 @@ impl Sgd {
             optim: config.init(),
             accumulator: GradientsAccumulator::new(),
             running: Vec::new(),
+            scaled: None,
         }
+    }
+
+    /// The learning rate of `modules` (burn's module paths, [`crate::checkpoint::strict::module_of`])
+    /// is the step's times `factor`.
+    pub fn with_scaled_lr(mut self, modules: Vec<String>, factor: f64) -> Self {
+        self.scaled = (!modules.is_empty() && factor != 1.0).then_some((modules, factor));
+        self
     }
 
     /// Restores the momentum buffers saved by [`Sgd::state_bytes`].
@@ -145,7 +158,16 @@ impl Sgd {
         count: usize,
     ) -> Vgg {
         model.fold_running_stats(running, (1.0 - BN_MOMENTUM).powi(count as i32));
-        let mut model = self.optim.step(lr, model, grads);
+        let policy: ModuleLearningRate = match &self.scaled {
+            Some((modules, factor)) => ModuleLrScheduler::new(lr)
+                .with_group(
+                    ParamGroup::from_any_predicates(modules.clone()),
+                    lr * factor,
+                )
+                .step(),
+            None => lr.into(),
+        };
+        let mut model = self.optim.step(policy, model, grads);
         model.add_batches_tracked(count as i64);
         model
     }

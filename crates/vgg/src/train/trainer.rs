@@ -25,7 +25,10 @@ use super::state::{
     EpochRecord, Observer, Progress, RunState, read_config, read_state, write_json, write_logs,
 };
 use super::validate::evaluate_shard;
-use crate::checkpoint::partial::init_from;
+use crate::arch::names::freeze_point;
+use crate::checkpoint::StateDict;
+use crate::checkpoint::partial::{init_from, transfer};
+use crate::checkpoint::strict::module_of;
 use crate::data::loader::{Batch, Loader, Prepare, epoch_order};
 use crate::data::{Dataset, Rng};
 use crate::error::VggError;
@@ -79,6 +82,31 @@ struct Scores {
     top5: f64,
 }
 
+/// The run's network with its frozen layers frozen (fine-tuning's `freeze`).
+fn freeze(model: Vgg, config: &TrainConfig) -> Result<Vgg, VggError> {
+    match config.pretrained.as_ref().and_then(|p| p.freeze.as_ref()) {
+        Some(name) => Ok(model.freeze_before(freeze_point(&config.model, name)?)),
+        None => Ok(model),
+    }
+}
+
+/// The run's SGD, the loaded layers of a fine-tuned run at their own learning rate.
+fn optimiser(config: &TrainConfig) -> Sgd {
+    let sgd = Sgd::new(config.sgd);
+    match &config.pretrained {
+        Some(p) => {
+            let mut modules: Vec<String> = p
+                .loaded
+                .iter()
+                .filter_map(|k| module_of(&config.model, k))
+                .collect();
+            modules.dedup();
+            sgd.with_scaled_lr(modules, p.lr_scale)
+        }
+        None => sgd,
+    }
+}
+
 /// Refuses a dataset of another size than the run recorded (0 = not recorded).
 fn check_size(data: &Dataset, recorded: usize, what: &str, dir: &Path) -> Result<(), VggError> {
     if recorded != 0 && data.len() != recorded {
@@ -119,6 +147,47 @@ impl Trainer {
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
+        Self::start(config, None, train, val, run_dir, force, device, comm)
+    }
+
+    /// [`Trainer::new_distributed`] for fine-tuning (`config.pretrained`): every tensor of
+    /// `pretrained` (a torchvision-layout state dict) that fits is loaded, the last FC layer is
+    /// new, and what was loaded and what is new is recorded in the run's config; the layers
+    /// before `pretrained.freeze` are frozen.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fine_tune(
+        config: TrainConfig,
+        pretrained: &StateDict,
+        train: Dataset,
+        val: Dataset,
+        run_dir: &Path,
+        force: bool,
+        device: &Device,
+        comm: Rc<dyn Collective>,
+    ) -> Result<Self, VggError> {
+        Self::start(
+            config,
+            Some(pretrained),
+            train,
+            val,
+            run_dir,
+            force,
+            device,
+            comm,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        config: TrainConfig,
+        pretrained: Option<&StateDict>,
+        train: Dataset,
+        val: Dataset,
+        run_dir: &Path,
+        force: bool,
+        device: &Device,
+        comm: Rc<dyn Collective>,
+    ) -> Result<Self, VggError> {
         let mut config = config;
         config.validate()?;
         train.check(config.model.num_classes)?;
@@ -129,12 +198,30 @@ impl Trainer {
         if let Some(source) = &config.init_from {
             model = init_from(model, source, device)?;
         }
+        match (config.pretrained.as_mut(), pretrained) {
+            (Some(record), Some(dict)) => {
+                let (loaded, moved) = transfer(model, dict, device);
+                (model, record.loaded, record.fresh) = (loaded, moved.loaded, moved.fresh);
+            }
+            (None, None) => {}
+            (record, _) => {
+                return Err(VggError::bad_config(
+                    "pretrained",
+                    match record {
+                        Some(_) => "names pretrained weights, but none were given",
+                        None => {
+                            "weights were given to a run whose config has no `pretrained` entry"
+                        }
+                    },
+                ));
+            }
+        }
         // Every input is valid: only now is the folder touched.
         if comm.rank() == 0 {
             folder::prepare(run_dir, force)?;
             write_json(&run_dir.join(CONFIG), &config)?;
         }
-        let model = broadcast_model(model, comm.as_ref(), device);
+        let model = freeze(broadcast_model(model, comm.as_ref(), device), &config)?;
         let state = RunState {
             epoch: 0,
             step: 0,
@@ -152,7 +239,7 @@ impl Trainer {
             model_sha256: None,
             optim_sha256: None,
         };
-        let sgd = Sgd::new(config.sgd);
+        let sgd = optimiser(&config);
         Ok(Self::assemble(
             config, state, model, sgd, run_dir, train, val, device, comm,
         ))
@@ -214,9 +301,10 @@ impl Trainer {
             write_logs(run_dir, &state.history)?;
         }
         let model = crate::checkpoint::burnpack::load(&config.model, &model_path, device)?;
+        let model = freeze(model, &config)?;
         let bytes = std::fs::read(&optim_path).map_err(|e| VggError::io(&optim_path, e))?;
         let sgd =
-            Sgd::new(config.sgd)
+            optimiser(&config)
                 .with_state(bytes)
                 .map_err(|reason| VggError::CorruptWeights {
                     path: optim_path.clone(),
