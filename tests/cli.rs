@@ -705,3 +705,44 @@ fn fine_tune_a_run_and_use_its_trunk() {
         stderr(&out)
     );
 }
+
+/// Published weights by name: an unknown name lists the known ones; a server that cannot be
+/// reached is one line naming the URL (the fetching itself is tested against a local server in
+/// the library's tests).
+#[test]
+fn published_weights_by_name() {
+    let photo = fixture("chelsea.png");
+    let cache = tmp("cache");
+    let out = vgg(&[
+        "predict",
+        &photo,
+        "-w",
+        "torchvision:vgg17",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("torchvision:vgg17 is not a published VGG")
+            && stderr(&out).contains("vgg16_features"),
+        "{}",
+        stderr(&out)
+    );
+    let out = vgg(&[
+        "predict",
+        &photo,
+        "-w",
+        "torchvision:vgg11",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--weights-url",
+        "http://127.0.0.1:9/models",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:9/models/vgg11-8a719046.pth"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+}

@@ -87,13 +87,9 @@ pub struct Args {
     /// The loaded layers train at --lr times this (0.1 is common; 0 keeps them as they are).
     #[arg(long, value_name = "F", requires = "pretrained")]
     pub lr_pretrained: Option<f64>,
-    /// Drop the head the pretrained weights carry and take their convolutions only.
-    #[arg(long, requires = "pretrained")]
-    pub no_top: bool,
-    /// Preprocessing of a pretrained weight file: torchvision or caffe (default: caffe for
-    /// Caffe- or Keras-named files, torchvision otherwise). Runs carry their own.
-    #[arg(long, value_enum, requires = "pretrained")]
-    pub preset: Option<super::weights::PresetArg>,
+    /// How --pretrained weights are read (a file's preprocessing, its head, the cache).
+    #[command(flatten)]
+    pub source: super::weights::SourceArgs,
     /// Side of the square training crop. Default: 32 for images up to 64 pixels, else 224.
     #[arg(long)]
     pub crop: Option<usize>,
@@ -172,12 +168,17 @@ fn data_spec(args: &Args) -> DataSpec {
 
 /// The flags that define a run, by clap id and flag, which a resumed run takes from its
 /// config.json instead.
-const RUN_FLAGS: [(&str, &str); 30] = [
+const RUN_FLAGS: [(&str, &str); 35] = [
     ("pretrained", "--pretrained"),
     ("freeze", "--freeze"),
     ("lr_pretrained", "--lr-pretrained"),
     ("no_top", "--no-top"),
     ("preset", "--preset"),
+    ("mean", "--mean"),
+    ("std", "--std"),
+    ("pixel_scale", "--pixel-scale"),
+    ("bgr", "--bgr"),
+    ("weights_url", "--weights-url"),
     ("data", "--data"),
     ("val", "--val"),
     ("val_fraction", "--val-fraction"),
@@ -459,15 +460,13 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                     let opened = vgg::preset::open(
                         source,
                         || args.net.config(&args.arch),
-                        &vgg::preset::Options {
-                            convention: args.preset.map(Into::into),
-                            no_top: args.no_top,
-                        },
+                        &args.source.options(),
                         &super::device(),
+                        &mut super::weights::download_bar(),
                     )?;
                     recipe.fine_tune = Some(FineTune {
                         source: source.display().to_string(),
-                        no_top: args.no_top,
+                        no_top: args.source.no_top,
                         net: opened.model.config().clone(),
                         normalize: opened.preset.normalize.clone(),
                         freeze: args.freeze.clone(),

@@ -1,38 +1,147 @@
 //! The flags that say which weights to use (`-w`, `--arch` and the network flags for files,
-//! `--preset`, `--labels`); the library's [`vgg::preset::open`] does the rest.
+//! the preprocessing, `--labels`, the cache of published weights); the library's
+//! [`vgg::preset::open`] does the rest.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use vgg::eval::Classifier;
-use vgg::preset::Convention;
+use vgg::preset::{Convention, NormalizeOverrides, Options};
 
 use super::arch_args::ArchArgs;
 
 /// The flags that say which weights to use and how they expect their input.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WeightArgs {
-    /// Weights: a run folder (uses its best.bpk), a checkpoint in a run folder, or a
-    /// torchvision-layout .pth/.safetensors (with --arch). Repeat for an ensemble.
-    #[arg(long, short, value_name = "PATH", required = true)]
+    /// Weights: a run folder (uses its best.bpk), a checkpoint in a run folder, a weight file
+    /// (.pth/.safetensors in torchvision's, Caffe's or Keras' names; .bpk) with --arch, or a
+    /// published name, torchvision:vgg16 (vgg11 ... vgg19_bn, vgg16_features), fetched into the
+    /// cache. Repeat for an ensemble.
+    #[arg(long, short, value_name = "PATH|NAME", required = true)]
     pub weights: Vec<PathBuf>,
-    /// Architecture of torchvision-layout weights.
+    /// Architecture of weight files.
     #[arg(long, default_value = "vgg16")]
     pub arch: String,
     #[command(flatten)]
     pub net: ArchArgs,
-    /// Preprocessing of torchvision-layout weights: torchvision (RGB, [0, 1], ImageNet mean and
-    /// std) or caffe (BGR, 0-255, mean pixel; the authors' release). Default: caffe for files
-    /// with Caffe or Keras layer names, torchvision otherwise. Runs carry their own.
-    #[arg(long, value_enum)]
-    pub preset: Option<PresetArg>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Class names, one per line (default: the run's classes, or ImageNet's for 1000 classes).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
-    /// Drop whatever head the weights carry and load their convolutions (a trunk): for
-    /// `features`.
+}
+
+/// How weights that do not say it themselves are read: their preprocessing, their head, and
+/// where published ones come from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SourceArgs {
+    /// Preprocessing of weight files: torchvision (RGB, [0, 1], ImageNet mean and std), caffe
+    /// (BGR, 0-255, mean pixel; the authors' release, Keras) or none (RGB, [0, 1]). Default:
+    /// caffe for files with Caffe or Keras layer names, torchvision otherwise. Runs and
+    /// published names carry their own; --mean, --std, --pixel-scale and --bgr correct any.
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+    /// Subtracted from each channel after --pixel-scale, e.g. 0.5,0.5,0.5.
+    #[arg(long, value_name = "R,G,B")]
+    pub mean: Option<Floats>,
+    /// Each channel divided by this after the mean, e.g. 0.5,0.5,0.5.
+    #[arg(long, value_name = "R,G,B")]
+    pub std: Option<Floats>,
+    /// Pixels (0-255) multiplied by this first: 1/255 for [0, 1] (Keras' rescale=1/255), 1.
+    #[arg(long, value_name = "F", value_parser = fraction)]
+    pub pixel_scale: Option<f32>,
+    /// Feed the channels in BGR order.
+    #[arg(long)]
+    pub bgr: bool,
+    /// Drop whatever head the weights carry and take their convolutions (a trunk).
     #[arg(long)]
     pub no_top: bool,
+    /// Cache of published weights (torchvision:NAME). Default: $XDG_CACHE_HOME/vgg or
+    /// ~/.cache/vgg.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Where torchvision:NAME files are fetched from (a mirror); default
+    /// https://download.pytorch.org/models.
+    #[arg(long, value_name = "URL")]
+    pub weights_url: Option<String>,
+}
+
+/// Comma-separated numbers (`0.5,0.5,0.5`).
+#[derive(Debug, Clone)]
+pub struct Floats(pub Vec<f32>);
+
+impl std::str::FromStr for Floats {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<f32>()
+                    .map_err(|_| format!("`{v}` is not a number"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Floats)
+    }
+}
+
+/// A number or a fraction (`1/255`).
+fn fraction(text: &str) -> Result<f32, String> {
+    let value = match text.split_once('/') {
+        Some((a, b)) => a
+            .trim()
+            .parse::<f32>()
+            .ok()
+            .zip(b.trim().parse::<f32>().ok())
+            .map(|(a, b)| a / b),
+        None => text.trim().parse::<f32>().ok(),
+    };
+    match value {
+        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a positive number or fraction (e.g. 1/255)"
+        )),
+    }
+}
+
+impl SourceArgs {
+    /// The library's options for these flags.
+    pub fn options(&self) -> Options {
+        Options {
+            convention: self.preset.map(Into::into),
+            overrides: NormalizeOverrides {
+                scale: self.pixel_scale,
+                mean: self.mean.clone().map(|f| f.0),
+                std: self.std.clone().map(|f| f.0),
+                bgr: self.bgr.then_some(true),
+            },
+            no_top: self.no_top,
+            cache: self.cache_dir.clone(),
+            base_url: self.weights_url.clone(),
+        }
+    }
+}
+
+/// A progress bar for a download, drawn once one starts.
+pub fn download_bar() -> impl FnMut(u64, Option<u64>) {
+    let mut bar: Option<ProgressBar> = None;
+    move |done, total| {
+        let bar = bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(total.unwrap_or(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "downloading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        bar.set_position(done);
+        if total == Some(done) {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// `--preset`.
@@ -40,6 +149,7 @@ pub struct WeightArgs {
 pub enum PresetArg {
     Torchvision,
     Caffe,
+    None,
 }
 
 impl From<PresetArg> for Convention {
@@ -47,6 +157,7 @@ impl From<PresetArg> for Convention {
         match p {
             PresetArg::Torchvision => Convention::Torchvision,
             PresetArg::Caffe => Convention::Caffe,
+            PresetArg::None => Convention::None,
         }
     }
 }
@@ -62,21 +173,18 @@ pub enum Purpose {
 
 /// The network at `path` with its preset, and `--labels` applied.
 pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<Classifier> {
-    let options = vgg::preset::Options {
-        convention: args.preset.map(Into::into),
-        no_top: args.no_top,
-    };
     let opened = vgg::preset::open(
         path,
         || args.net.config(&args.arch),
-        &options,
+        &args.source.options(),
         &super::device(),
+        &mut download_bar(),
     )?;
     anyhow::ensure!(
         !(opened.trunk && purpose == Purpose::Classify),
         "{}: these weights are a trunk (convolutions only, no classifier{}): they classify nothing; use them with `vgg features` or `vgg train --pretrained`",
         path.display(),
-        if args.no_top {
+        if args.source.no_top {
             ": --no-top dropped the head"
         } else {
             ""

@@ -53,6 +53,10 @@ pub enum VggError {
         limit_name: &'static str,
     },
 
+    /// Published weights that could not be fetched, or did not match their hash.
+    #[error("{url}: {reason}")]
+    Download { url: String, reason: String },
+
     /// A file that could not be read or written.
     #[error("{}: {error}", path.display())]
     Io {

@@ -2,6 +2,7 @@
 
 mod common;
 mod data;
+mod download;
 mod golden;
 mod hostile;
 mod kernels;

@@ -1,133 +1,21 @@
-//! What travels with weights (torchvision's `Weights` idea): the preprocessing they expect,
-//! the crop and scale they were trained at, and their class names; and [`open`], which finds a
-//! network and its preset from what a user points at: a run folder, a checkpoint in one, or a
-//! torchvision-, Caffe- or Keras-layout weight file.
+//! Opening weights with their preset, from what a user points at: a run folder, a checkpoint
+//! in one, a weight file in torchvision's, the authors' Caffe or Keras' layout (a trunk when it
+//! holds no classifier), or a published name (`torchvision:vgg16`, fetched into the cache).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::download::{self, Progress};
+use super::zoo::{self, Published};
+use super::{Convention, Normalize, NormalizeOverrides, Preset};
 use crate::arch::VggConfig;
 use crate::checkpoint::layouts::{Layout, detect, to_torchvision};
 use crate::checkpoint::run_files::{CONFIG, is_run_file};
 use crate::checkpoint::{Format, is_trunk, read_state_dict};
 use crate::error::VggError;
 use crate::nn::Vgg;
-
-/// How pixels become network inputs: `(pixel * scale - mean) / std`, channel by channel, after
-/// an optional RGB -> BGR swap. Carried with the weights, so evaluation preprocesses as training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Normalize {
-    /// 1/255 for inputs in [0, 1], 1 for Caffe's 0-255.
-    pub scale: f32,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    /// Feed channels in BGR order (the authors' Caffe release).
-    pub bgr: bool,
-}
-
-impl Normalize {
-    /// Our training runs: [0, 1] inputs minus the training set's mean per channel (the paper's
-    /// only preprocessing, Section 2.1).
-    pub fn mean_only(mean: Vec<f32>) -> Self {
-        let std = vec![1.0; mean.len()];
-        Self {
-            scale: 1.0 / 255.0,
-            mean,
-            std,
-            bgr: false,
-        }
-    }
-
-    /// Applies the channel order, mean and std to a planar `[C, H, W]` image of `channels`
-    /// (values already scaled).
-    pub fn apply(&self, mut data: Vec<f32>, channels: usize) -> Vec<f32> {
-        let plane = data.len() / channels.max(1);
-        if self.bgr && channels == 3 {
-            let (r, rest) = data.split_at_mut(plane);
-            r.swap_with_slice(&mut rest[plane..2 * plane]);
-        }
-        for c in 0..channels {
-            let (m, s) = (self.mean[c % self.mean.len()], self.std[c % self.std.len()]);
-            data[c * plane..(c + 1) * plane]
-                .iter_mut()
-                .for_each(|v| *v = (*v - m) / s);
-        }
-        data
-    }
-
-    /// torchvision's ImageNet weights: RGB in [0, 1], mean (0.485, 0.456, 0.406),
-    /// std (0.229, 0.224, 0.225).
-    pub fn torchvision() -> Self {
-        Self {
-            scale: 1.0 / 255.0,
-            mean: vec![0.485, 0.456, 0.406],
-            std: vec![0.229, 0.224, 0.225],
-            bgr: false,
-        }
-    }
-
-    /// The authors' Caffe release: BGR, 0-255, mean pixel (103.939, 116.779, 123.68) in BGR order.
-    pub fn caffe() -> Self {
-        Self {
-            scale: 1.0,
-            mean: vec![103.939, 116.779, 123.68],
-            std: vec![1.0; 3],
-            bgr: true,
-        }
-    }
-}
-
-/// The preprocessing conventions of published weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Convention {
-    /// torchvision's: RGB in [0, 1], ImageNet mean and std.
-    Torchvision,
-    /// The authors' Caffe release (and Keras'): BGR, 0-255, minus the mean pixel.
-    Caffe,
-}
-
-/// How a network's weights expect to be used.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Preset {
-    pub normalize: Normalize,
-    /// The side of the square crop the network was trained on (224, or 32 for small images).
-    pub crop: usize,
-    /// The test scale Q (shorter side) the weights were trained for (256 for torchvision's).
-    pub scale: usize,
-    /// Class names, indexed by output.
-    pub classes: Vec<String>,
-}
-
-impl Preset {
-    /// The preset of published ImageNet-style weights of `num_classes` outputs: crop 224,
-    /// scale 256, ImageNet's class names for 1000 classes (numbers otherwise).
-    pub fn published(convention: Convention, num_classes: usize) -> Self {
-        Self {
-            normalize: match convention {
-                Convention::Torchvision => Normalize::torchvision(),
-                Convention::Caffe => Normalize::caffe(),
-            },
-            crop: 224,
-            scale: 256,
-            classes: if num_classes == 1000 {
-                imagenet_classes()
-            } else {
-                (0..num_classes).map(|i| i.to_string()).collect()
-            },
-        }
-    }
-}
-
-/// ImageNet-1k's 1000 class names, in the order of torchvision's and Caffe's outputs (public
-/// data, as shipped by Debian's opencv-doc, `classification_classes_ILSVRC2012.txt`).
-pub fn imagenet_classes() -> Vec<String> {
-    include_str!("../data/imagenet_classes.txt")
-        .lines()
-        .map(|l| l.to_string())
-        .collect()
-}
 
 /// What a training run's `config.json` says about its weights (the rest of it is training's).
 #[derive(Deserialize)]
@@ -212,12 +100,18 @@ impl Opened {
 }
 
 /// How to read weights that do not say it themselves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     /// The preprocessing of a weight file (a run carries its own).
     pub convention: Option<Convention>,
+    /// Corrections to the preprocessing, whatever the weights' own.
+    pub overrides: NormalizeOverrides,
     /// Drop whatever head the weights carry and take the trunk.
     pub no_top: bool,
+    /// Where published weights (`torchvision:NAME`) are cached ([`download::default_cache`]
+    /// when `None`), and the server they come from ([`zoo::TORCHVISION_URL`] when `None`).
+    pub cache: Option<PathBuf>,
+    pub base_url: Option<String>,
 }
 
 /// Opens the weights at `path` with their preset: a run folder or a run's checkpoint carries
@@ -230,12 +124,16 @@ pub fn open(
     config: impl FnOnce() -> Result<VggConfig, VggError>,
     options: &Options,
     device: &Device,
+    progress: Progress<'_>,
 ) -> Result<Opened, VggError> {
+    if let Some(name) = path.to_str().and_then(|p| p.strip_prefix("torchvision:")) {
+        return open_published(name, options, device, progress);
+    }
     if let Some((dir, file)) = run_of(path) {
         let card = read_card(&dir)?;
         let model = Vgg::load(&card.model, &file, device)?;
         let preset = Preset {
-            normalize: card.transform.normalize,
+            normalize: card.transform.normalize.with(&options.overrides)?,
             crop: card.transform.crop,
             scale: card.transform.eval_scale,
             classes: card.classes,
@@ -287,7 +185,8 @@ pub fn open(
         Layout::Torchvision => Convention::Torchvision,
         Layout::Caffe | Layout::Keras => Convention::Caffe,
     });
-    let preset = Preset::published(convention, config.num_classes);
+    let mut preset = Preset::published(convention, config.num_classes);
+    preset.normalize = preset.normalize.with(&options.overrides)?;
     Ok(Opened {
         model,
         preset,
@@ -295,23 +194,55 @@ pub fn open(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn imagenet_has_1000_names_in_order() {
-        let c = imagenet_classes();
-        assert_eq!(c.len(), 1000);
-        assert_eq!(c[0], "tench, Tinca tinca");
-        assert!(c[281].starts_with("tabby"));
-        assert!(c[999].starts_with("toilet tissue"));
+/// `torchvision:NAME`: the published file, fetched into the cache unless it is there, opened
+/// with its own network and preprocessing (a trunk for `vgg16_features`, whose classifier is
+/// NaN).
+fn open_published(
+    name: &str,
+    options: &Options,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<Opened, VggError> {
+    let published = Published::find(name)?;
+    let cache = options
+        .cache
+        .clone()
+        .or_else(download::default_cache)
+        .ok_or_else(|| {
+            VggError::bad_config(
+                "cache",
+                "has no default here (neither XDG_CACHE_HOME nor HOME is set)",
+            )
+        })?;
+    let base = options.base_url.as_deref().unwrap_or(zoo::TORCHVISION_URL);
+    let url = format!("{}/{}", base.trim_end_matches('/'), published.file);
+    let config = published.config();
+    let limit = (config.num_params() as u64)
+        .saturating_mul(4)
+        .saturating_add(64 << 20);
+    let file = download::fetch(
+        &url,
+        &cache,
+        published.file,
+        published.sha256_prefix(),
+        limit,
+        progress,
+    )?;
+    let mut dict = read_state_dict(&file)?;
+    let trunk = published.trunk || options.no_top;
+    if trunk {
+        dict.retain(|k, _| !k.starts_with("classifier."));
     }
-
-    #[test]
-    fn normalize_swaps_to_bgr_and_standardises() {
-        let n = Normalize::caffe();
-        let out = n.apply(vec![10.0, 20.0, 30.0], 3);
-        assert_eq!(out, vec![30.0 - 103.939, 20.0 - 116.779, 10.0 - 123.68]);
-    }
+    let model = if trunk {
+        Vgg::from_trunk_dict(&config, &dict, &file, device)?
+    } else {
+        Vgg::from_state_dict(&config, &dict, &file, device)?
+    };
+    let mut preset = published.preset();
+    preset.normalize = preset.normalize.with(&options.overrides)?;
+    Ok(Opened {
+        model,
+        preset,
+        trunk,
+    })
 }

@@ -1,0 +1,212 @@
+//! What travels with weights (torchvision's `Weights` idea): the preprocessing they expect,
+//! the crop and scale they were trained at, and their class names ([`Preset`]); opening a
+//! network with its preset from what a user points at ([`open`]); torchvision's published VGG
+//! weights by name ([`zoo`]) and their download into a cache ([`download`]).
+
+pub mod download;
+pub mod open;
+pub mod zoo;
+
+use serde::{Deserialize, Serialize};
+
+pub use open::{Opened, Options, open};
+
+/// How pixels become network inputs: `(pixel * scale - mean) / std`, channel by channel, after
+/// an optional RGB -> BGR swap. Carried with the weights, so evaluation preprocesses as training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalize {
+    /// 1/255 for inputs in [0, 1], 1 for Caffe's 0-255.
+    pub scale: f32,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Feed channels in BGR order (the authors' Caffe release).
+    pub bgr: bool,
+}
+
+impl Normalize {
+    /// Our training runs: [0, 1] inputs minus the training set's mean per channel (the paper's
+    /// only preprocessing, Section 2.1).
+    pub fn mean_only(mean: Vec<f32>) -> Self {
+        let std = vec![1.0; mean.len()];
+        Self {
+            scale: 1.0 / 255.0,
+            mean,
+            std,
+            bgr: false,
+        }
+    }
+
+    /// Applies the channel order, mean and std to a planar `[C, H, W]` image of `channels`
+    /// (values already scaled).
+    pub fn apply(&self, mut data: Vec<f32>, channels: usize) -> Vec<f32> {
+        let plane = data.len() / channels.max(1);
+        if self.bgr && channels == 3 {
+            let (r, rest) = data.split_at_mut(plane);
+            r.swap_with_slice(&mut rest[plane..2 * plane]);
+        }
+        for c in 0..channels {
+            let (m, s) = (self.mean[c % self.mean.len()], self.std[c % self.std.len()]);
+            data[c * plane..(c + 1) * plane]
+                .iter_mut()
+                .for_each(|v| *v = (*v - m) / s);
+        }
+        data
+    }
+
+    /// torchvision's ImageNet weights: RGB in [0, 1], mean (0.485, 0.456, 0.406),
+    /// std (0.229, 0.224, 0.225).
+    pub fn torchvision() -> Self {
+        Self {
+            scale: 1.0 / 255.0,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            bgr: false,
+        }
+    }
+
+    /// The authors' Caffe release: BGR, 0-255, mean pixel (103.939, 116.779, 123.68) in BGR order.
+    pub fn caffe() -> Self {
+        Self {
+            scale: 1.0,
+            mean: vec![103.939, 116.779, 123.68],
+            std: vec![1.0; 3],
+            bgr: true,
+        }
+    }
+}
+
+/// The preprocessing conventions of published weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convention {
+    /// torchvision's: RGB in [0, 1], ImageNet mean and std.
+    Torchvision,
+    /// The authors' Caffe release (and Keras'): BGR, 0-255, minus the mean pixel.
+    Caffe,
+    /// None: RGB in [0, 1] as they are (to be completed by [`NormalizeOverrides`]).
+    None,
+}
+
+/// A caller's corrections to a preprocessing: each field given replaces the preset's (a Keras
+/// model fine-tuned with `rescale=1/255`, say).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NormalizeOverrides {
+    pub scale: Option<f32>,
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
+    pub bgr: Option<bool>,
+}
+
+impl Normalize {
+    /// This preprocessing with `o`'s fields where it gives them; `Err` for a mean or std that is
+    /// empty, not finite, or (std) zero.
+    pub fn with(mut self, o: &NormalizeOverrides) -> Result<Self, crate::error::VggError> {
+        let check = |what: &str, v: &[f32]| {
+            if v.is_empty()
+                || v.iter().any(|x| !x.is_finite())
+                || (what == "std" && v.contains(&0.0))
+            {
+                Err(crate::error::VggError::bad_config(
+                    what,
+                    format!(
+                        "{v:?} must be finite numbers{}",
+                        if what == "std" { ", none 0" } else { "" }
+                    ),
+                ))
+            } else {
+                Ok(v.to_vec())
+            }
+        };
+        if let Some(s) = o.scale {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(crate::error::VggError::bad_config(
+                    "pixel_scale",
+                    format!("is {s}; it must be positive"),
+                ));
+            }
+            self.scale = s;
+        }
+        if let Some(m) = &o.mean {
+            self.mean = check("mean", m)?;
+        }
+        if let Some(s) = &o.std {
+            self.std = check("std", s)?;
+        }
+        if let Some(b) = o.bgr {
+            self.bgr = b;
+        }
+        Ok(self)
+    }
+
+    /// Raw pixels in [0, 1], RGB: nothing subtracted.
+    pub fn none() -> Self {
+        Self {
+            scale: 1.0 / 255.0,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            bgr: false,
+        }
+    }
+}
+
+/// How a network's weights expect to be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    pub normalize: Normalize,
+    /// The side of the square crop the network was trained on (224, or 32 for small images).
+    pub crop: usize,
+    /// The test scale Q (shorter side) the weights were trained for (256 for torchvision's).
+    pub scale: usize,
+    /// Class names, indexed by output.
+    pub classes: Vec<String>,
+}
+
+impl Preset {
+    /// The preset of published ImageNet-style weights of `num_classes` outputs: crop 224,
+    /// scale 256, ImageNet's class names for 1000 classes (numbers otherwise).
+    pub fn published(convention: Convention, num_classes: usize) -> Self {
+        Self {
+            normalize: match convention {
+                Convention::Torchvision => Normalize::torchvision(),
+                Convention::Caffe => Normalize::caffe(),
+                Convention::None => Normalize::none(),
+            },
+            crop: 224,
+            scale: 256,
+            classes: if num_classes == 1000 {
+                imagenet_classes()
+            } else {
+                (0..num_classes).map(|i| i.to_string()).collect()
+            },
+        }
+    }
+}
+
+/// ImageNet-1k's 1000 class names, in the order of torchvision's and Caffe's outputs (public
+/// data, as shipped by Debian's opencv-doc, `classification_classes_ILSVRC2012.txt`).
+pub fn imagenet_classes() -> Vec<String> {
+    include_str!("../../data/imagenet_classes.txt")
+        .lines()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imagenet_has_1000_names_in_order() {
+        let c = imagenet_classes();
+        assert_eq!(c.len(), 1000);
+        assert_eq!(c[0], "tench, Tinca tinca");
+        assert!(c[281].starts_with("tabby"));
+        assert!(c[999].starts_with("toilet tissue"));
+    }
+
+    #[test]
+    fn normalize_swaps_to_bgr_and_standardises() {
+        let n = Normalize::caffe();
+        let out = n.apply(vec![10.0, 20.0, 30.0], 3);
+        assert_eq!(out, vec![30.0 - 103.939, 20.0 - 116.779, 10.0 - 123.68]);
+    }
+}
