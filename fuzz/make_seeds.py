@@ -74,6 +74,38 @@ subprocess.run([VGG, "convert", st, bpk, "--force", "--arch", "tiny", "--layers"
                 "--pool-size", "1", "--hidden", "8", "--num-classes", "10"], check=True)
 
 
+# The same tiny network as a Caffe model (today's form) and as ONNX (written by vgg convert).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crates", "vgg", "tests", "fixtures"))
+from make_formats import blob_v2, ld  # noqa: E402
+caffe = b""
+for key in [k for k in sd if k.endswith(".weight")]:
+    name = key.replace(".weight", "").replace(".", "_")
+    body = ld(1, name.encode()) + ld(2, b"Convolution") + ld(7, blob_v2(sd[key].numpy())) + ld(7, blob_v2(sd[key.replace("weight", "bias")].numpy()))
+    caffe += ld(100, body)
+out("caffe", "tiny.caffemodel", caffe)
+onnx = os.path.join(ROOT, "onnx", "seed-tiny.onnx")
+os.makedirs(os.path.dirname(onnx), exist_ok=True)
+subprocess.run([VGG, "convert", st, onnx, "--force", "--arch", "tiny", "--layers", "4,M,8,M,8,M,8,M,8,M",
+                "--pool-size", "1", "--hidden", "8", "--num-classes", "10"], check=True)
+try:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+    from keras import layers as kl
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for b, w in enumerate([4, 8, 8, 8, 8], 1):
+        x = kl.Conv2D(w, 3, padding="same", activation="relu", name=f"block{b}_conv1")(x)
+        x = kl.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    x = kl.Flatten(name="flatten")(x)
+    x = kl.Dense(8, activation="relu", name="fc1")(x)
+    x = kl.Dense(8, activation="relu", name="fc2")(x)
+    m = keras.Model(inputs, kl.Dense(10, name="predictions")(x))
+    m.save(os.path.join(ROOT, "keras", "seed-tiny.h5")) if os.makedirs(os.path.join(ROOT, "keras"), exist_ok=True) is None else None
+    m.save_weights(os.path.join(ROOT, "keras", "seed-tiny.weights.h5"))
+except ImportError:
+    pass
+
+
 def png(w, h, grey=True):
     raw = b"".join(b"\x00" + bytes((x * 7 + y * 3) % 256 for x in range(w * (1 if grey else 3))) for y in range(h))
     def chunk(t, d):

@@ -145,6 +145,38 @@ fn convert_pth_to_safetensors_and_burn_and_back() {
     );
 }
 
+/// Every format `-w` reads converts: the authors' 2014 Caffe model to ONNX, that back to
+/// safetensors, gives the torchvision-layout weights it was made from, value for value.
+#[test]
+fn convert_caffe_to_onnx_and_back() {
+    let onnx = tmp("from-caffe.onnx");
+    let st = tmp("from-onnx.safetensors");
+    for p in [&onnx, &st] {
+        let _ = std::fs::remove_file(p);
+    }
+    for (src, dst) in [
+        (fixture("vgg11_w16_v1.caffemodel"), &onnx),
+        (onnx.to_string_lossy().into_owned(), &st),
+    ] {
+        let mut args = vec!["convert", src.as_str(), dst.to_str().unwrap()];
+        args.extend(&W16[..8]);
+        let out = vgg(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let want =
+        vgg::checkpoint::read_state_dict(std::path::Path::new(&fixture("vgg11_w16.safetensors")))
+            .unwrap();
+    let got = vgg::checkpoint::read_state_dict(&st).unwrap();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &want {
+        assert_eq!(got[k].shape, t.shape, "{k}");
+        assert!(got[k].to_f32() == t.to_f32(), "{k} differs");
+    }
+}
+
 /// `vgg train` on a tiny folder with the TINY network, one loader thread.
 fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str, force: bool) -> Vec<&'a str> {
     let mut args = vec!["train", "--data", data, "--epochs", epochs];

@@ -537,3 +537,33 @@ fn errors_are_one_clear_line() {
         "{text}"
     );
 }
+
+/// Weight files of every format, cut short or not what their name says: one line naming the file,
+/// exit 2, nothing written.
+#[test]
+fn broken_weight_files_of_every_format() {
+    for name in [
+        "vgg11_w16.pth",
+        "vgg11_w16.safetensors",
+        "vgg11_w16_v1.caffemodel",
+        "vgg11_w16.onnx",
+        "keras_w16.h5",
+        "keras_w16.weights.h5",
+        "keras_w16.keras",
+    ] {
+        let whole = std::fs::read(fixture(name)).unwrap();
+        let ext = name.split_once('.').unwrap().1;
+        let out = tmp(&format!("never-{ext}.safetensors"));
+        for (what, bytes) in [
+            ("cut", &whole[..whole.len() / 2]),
+            ("text", &b"<html>404 Not Found</html>"[..]),
+        ] {
+            let path = tmp(&format!("{what}-{name}"));
+            std::fs::write(&path, bytes).unwrap();
+            let mut args = vec!["convert", path.to_str().unwrap(), out.to_str().unwrap()];
+            args.extend(&W16[..8]);
+            refused(&vgg(&args), &[&format!("{what}-{name}")]);
+            assert!(!out.exists(), "{name}: {} was written", out.display());
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! `vgg convert IN OUT`: weights between PyTorch `.pth`, `.safetensors` and burn's `.bpk`,
-//! checked strictly against the architecture on the way.
+//! `vgg convert IN OUT`: weights from any format `-w` reads (PyTorch, safetensors, burn, Caffe,
+//! Keras, ONNX) to `.safetensors`, burn's `.bpk` or an ONNX model, checked strictly against the
+//! architecture on the way.
 
 use std::path::PathBuf;
 
@@ -10,9 +11,11 @@ use super::arch_args::ArchArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Weights to read: .pth/.pt (torch.save of a state dict), .safetensors or .bpk.
+    /// Weights to read: .pth/.pt (torch.save of a state dict), .safetensors, .bpk, .caffemodel
+    /// (the authors' Caffe release), Keras' .h5/.weights.h5/.keras, or .onnx.
     pub input: PathBuf,
-    /// File to write: .safetensors (torchvision layout) or .bpk (burn).
+    /// File to write: .safetensors (torchvision layout), .bpk (burn) or .onnx (a model that
+    /// onnxruntime runs: opset 13, input `input` [N, C, H, W], output `logits`).
     pub output: PathBuf,
     /// The architecture the weights belong to.
     #[arg(long, default_value = "vgg16")]

@@ -81,7 +81,7 @@ pub enum VggError {
     },
 
     /// A weight file whose extension is none of the supported ones.
-    #[error("{}: unknown weight format; use .pth/.pt (PyTorch), .safetensors or .bpk (burn)", path.display())]
+    #[error("{}: unknown weight format; use .pth/.pt (PyTorch), .safetensors, .caffemodel (Caffe), .onnx, .h5/.keras (Keras) or .bpk (burn)", path.display())]
     UnknownFormat { path: PathBuf },
 
     /// A dataset that cannot be used as it is.

@@ -31,8 +31,13 @@ pub const PARSERS: [&str; 9] = [
 /// first in a process that fuzzes.
 pub fn run(parser: &str, bytes: &[u8]) -> Result<(), String> {
     match parser {
-        "safetensors" | "pth" => {
-            let path = scratch(&format!("input.{parser}"), bytes);
+        "safetensors" | "pth" | "caffe" | "onnx" | "keras" => {
+            let ext = match parser {
+                "caffe" => "caffemodel",
+                "keras" => "h5",
+                other => other,
+            };
+            let path = scratch(&format!("input.{ext}"), bytes);
             if let Ok(dict) = crate::checkpoint::read_state_dict(&path) {
                 let config = tiny();
                 let dict = crate::checkpoint::layouts::to_torchvision(dict, &config);

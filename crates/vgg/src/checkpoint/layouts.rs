@@ -80,9 +80,47 @@ fn permute(t: &StateTensor, shape: Vec<usize>, index: impl Fn(&[usize]) -> usize
     }
 }
 
+/// Keras layers taken in file order (`keras.conv.003.kernel`, [`super::keras`]) named as
+/// keras.applications names them in `config`'s network (`block3_conv2/kernel`, `fc1/bias`);
+/// BatchNorm layers, which keras.applications' VGGs lack, go straight to torchvision's keys.
+fn name_keras_layers(dict: StateDict, config: &VggConfig) -> StateDict {
+    let convs = conv_names(config);
+    let fcs = ["fc1", "fc2", "predictions"];
+    let mut out = StateDict::new();
+    for (key, t) in dict {
+        let parts: Vec<&str> = key.splitn(4, '.').collect();
+        let [_, kind, k, param] = parts[..] else {
+            out.insert(key, t);
+            continue;
+        };
+        let k: usize = k.parse().unwrap_or(usize::MAX);
+        let name = match kind {
+            "conv" => convs.get(k).map(|(_, keras, _)| format!("{keras}/{param}")),
+            "dense" => fcs.get(k).map(|fc| format!("{fc}/{param}")),
+            "bn" => convs.get(k).map(|(_, _, i)| {
+                let torch = match param {
+                    "gamma" => "weight",
+                    "beta" => "bias",
+                    "moving_mean" => "running_mean",
+                    _ => "running_var",
+                };
+                format!("features.{}.{torch}", i + 1)
+            }),
+            _ => None,
+        };
+        out.insert(name.unwrap_or(key), t);
+    }
+    out
+}
+
 /// Renames (and for Keras, transposes) a Caffe or Keras state dict into torchvision's layout for
 /// `config`. Keys it does not know are kept as they are, so the strict check reports them.
 pub fn to_torchvision(dict: StateDict, config: &VggConfig) -> StateDict {
+    let dict = if dict.keys().any(|k| k.starts_with("keras.")) {
+        name_keras_layers(dict, config)
+    } else {
+        dict
+    };
     let layout = detect(&dict);
     if layout == Layout::Torchvision {
         return dict;

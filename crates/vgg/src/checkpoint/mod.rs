@@ -1,12 +1,17 @@
-//! Weights on disk: state dicts ([`state_dict`]) read from `.pth` ([`pth`]) and `.safetensors`
-//! ([`safetensors`]), the authors' Caffe and Keras names renamed to torchvision's
+//! Weights on disk: state dicts ([`state_dict`]) read from `.pth` ([`pth`]), `.safetensors`
+//! ([`safetensors`]), the authors' `.caffemodel` ([`caffe`]), ONNX ([`onnx`], read and
+//! written, both through [`protobuf`]) and Keras' HDF5 and `.keras` files ([`keras`]), the authors' Caffe and Keras names renamed to torchvision's
 //! ([`layouts`]), loaded strictly into a [`Vgg`] ([`strict`]), partly for the paper's
 //! initialisation of deeper nets ([`partial`]), and burn's own record format for training
 //! checkpoints ([`burnpack`]).
 
 pub mod burnpack;
+pub mod caffe;
+pub mod keras;
 pub mod layouts;
+pub mod onnx;
 pub mod partial;
+pub mod protobuf;
 pub mod pth;
 pub mod run_files;
 pub mod safetensors;
@@ -33,6 +38,12 @@ pub enum Format {
     Safetensors,
     /// burn's own record format (burnpack), `.bpk`.
     Burn,
+    /// The authors' Caffe release, `.caffemodel`.
+    Caffe,
+    /// ONNX, `.onnx`.
+    Onnx,
+    /// Keras: `.h5` (legacy), `.weights.h5` (Keras 3), `.keras`.
+    Keras,
 }
 
 impl Format {
@@ -46,6 +57,9 @@ impl Format {
             Some("pth" | "pt" | "bin" | "ckpt") => Ok(Self::Pytorch),
             Some("safetensors") => Ok(Self::Safetensors),
             Some("bpk" | "burnpack") => Ok(Self::Burn),
+            Some("caffemodel") => Ok(Self::Caffe),
+            Some("onnx") => Ok(Self::Onnx),
+            Some("h5" | "hdf5" | "keras") => Ok(Self::Keras),
             _ => Err(VggError::UnknownFormat {
                 path: path.to_path_buf(),
             }),
@@ -74,6 +88,9 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, VggError> {
     let dict = match Format::of(path)? {
         Format::Safetensors => safetensors::read(path)?,
         Format::Pytorch => pth::read(path)?,
+        Format::Caffe => caffe::read(path)?,
+        Format::Onnx => onnx::read(path)?,
+        Format::Keras => keras::read(path)?,
         Format::Burn => {
             return Err(corrupt(
                 path,
@@ -90,6 +107,12 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, VggError> {
 ///
 /// [`Limits::max_params`]: crate::limits::Limits::max_params
 pub fn read_bounded(path: &Path, config: Option<&VggConfig>) -> Result<Vec<u8>, VggError> {
+    read_bounded_size(path, config)?;
+    std::fs::read(path).map_err(|e| VggError::io(path, e))
+}
+
+/// The size check of [`read_bounded`], for the formats read as a stream.
+pub(crate) fn read_bounded_size(path: &Path, config: Option<&VggConfig>) -> Result<u64, VggError> {
     let size = std::fs::metadata(path)
         .map_err(|e| VggError::io(path, e))?
         .len();
@@ -100,7 +123,7 @@ pub fn read_bounded(path: &Path, config: Option<&VggConfig>) -> Result<Vec<u8>, 
         params.saturating_mul(8).saturating_add(64 << 20),
         "max_params",
     )?;
-    std::fs::read(path).map_err(|e| VggError::io(path, e))
+    Ok(size)
 }
 
 /// Writes a state dict as `.safetensors` (atomically).
@@ -126,15 +149,19 @@ impl Vgg {
     }
 
     /// Writes the weights in the format `path`'s extension names: `.safetensors` (torchvision
-    /// layout) or `.bpk` (burn's record). PyTorch pickles are read, not written.
+    /// layout), `.onnx` (a model onnxruntime runs) or `.bpk` (burn's record). PyTorch pickles
+    /// and Caffe models are read, not written.
     pub fn save(&self, path: &Path) -> Result<(), VggError> {
         match Format::of(path)? {
             Format::Safetensors => self.save_safetensors(path),
             Format::Burn => burnpack::save(self, path),
-            Format::Pytorch => Err(VggError::BadConfig {
+            Format::Onnx => {
+                crate::fsio::write_atomic(path, &onnx::write(self.config(), &self.state_dict()))
+            }
+            Format::Pytorch | Format::Caffe | Format::Keras => Err(VggError::BadConfig {
                 what: "output format".into(),
                 reason: format!(
-                    "{}: writing PyTorch pickles is not supported; write .safetensors (torch loads it with safetensors.torch.load_file)",
+                    "{}: PyTorch pickles, Caffe and Keras models are read, not written; write .safetensors (torch loads it with safetensors.torch.load_file), .onnx or .bpk",
                     path.display()
                 ),
             }),

@@ -1,6 +1,7 @@
 //! Strict loading, as `load_state_dict(strict=True)`: every key that
-//! [`VggConfig::state_keys`] derives from the layer table must be present with its exact shape,
-//! and no other key may be; otherwise [`VggError::WeightMismatch`] lists every difference. And
+//! [`VggConfig::state_keys`] derives from the layer table must be present with its exact shape
+//! (BatchNorm's `num_batches_tracked` counter may be absent), and no other key may be; otherwise
+//! [`VggError::WeightMismatch`] lists every difference. And
 //! the way back: a [`Vgg`]'s weights as a torchvision state dict.
 
 use std::path::Path;
@@ -46,6 +47,9 @@ fn check_keys(
     let mut misshaped = Vec::new();
     for (key, shape) in expected {
         match dict.get(key) {
+            // BatchNorm's batch counter is bookkeeping, not a weight: formats other than
+            // PyTorch's (ONNX, Keras) do not carry it.
+            None if key.ends_with("num_batches_tracked") => {}
             None => missing.push(key.clone()),
             // A scalar saved as [1] is the same scalar.
             Some(t) if t.shape != *shape && !(shape.is_empty() && t.shape == [1]) => {

@@ -3,6 +3,7 @@
 mod common;
 mod data;
 mod download;
+mod formats;
 mod golden;
 mod hostile;
 mod kernels;

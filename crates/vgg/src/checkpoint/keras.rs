@@ -1,0 +1,261 @@
+//! Keras' weight files: the legacy HDF5 layout of `model.save("x.h5")` and `save_weights("x.h5")`
+//! (layers in the `layer_names` attribute, each with its `weight_names`, under a
+//! `model_weights` group or at the root; Keras 2's `block1_conv1/kernel:0` and Keras 1's
+//! `block1_conv1_W_1:0` names), Keras 3's `.weights.h5` (`layers/conv2d_3/vars/0`), and `.keras`
+//! files (a zip holding `model.weights.h5`). Layers are taken in the file's order whatever their
+//! names, as `keras.conv.003.kernel`, `keras.bn.000.gamma`, `keras.dense.001.bias`; the layout
+//! ([`super::layouts`]) places them in the network and transposes them.
+
+use std::io::Read;
+use std::path::Path;
+
+use hdf5_reader::group::Group;
+use hdf5_reader::{Dataset, Hdf5File};
+
+use super::corrupt;
+use super::read_bounded_size;
+use super::state_dict::{StateDict, StateTensor};
+use crate::error::VggError;
+
+/// What a Keras layer with weights is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Conv,
+    Dense,
+    BatchNorm,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Conv => "conv",
+            Kind::Dense => "dense",
+            Kind::BatchNorm => "bn",
+        }
+    }
+}
+
+/// Reads a Keras weight file (`.h5`, `.weights.h5`, `.keras`).
+pub fn read(path: &Path) -> Result<StateDict, VggError> {
+    let size = read_bounded_size(path, None)?;
+    let bad = |e: String| corrupt(path, "Keras", e);
+    let file = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("keras"))
+    {
+        let archive = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
+        let mut zip =
+            zip::ZipArchive::new(archive).map_err(|e| bad(format!("not a .keras zip: {e}")))?;
+        let mut entry = zip
+            .by_name("model.weights.h5")
+            .map_err(|_| bad("the .keras zip holds no model.weights.h5".into()))?;
+        if entry.size() > size.saturating_mul(64) {
+            return Err(bad(
+                "model.weights.h5 is larger than its zip can hold".into()
+            ));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("model.weights.h5: {e}")))?;
+        Hdf5File::from_vec(bytes).map_err(|e| bad(e.to_string()))?
+    } else {
+        Hdf5File::open(path).map_err(|e| bad(format!("not an HDF5 file: {e}")))?
+    };
+    let root = file.root_group().map_err(|e| bad(e.to_string()))?;
+    let layers = if has_group(&root, "layers") && !has_attribute(&root, "layer_names") {
+        keras3(&root).map_err(bad)?
+    } else {
+        legacy(&root).map_err(bad)?
+    };
+    let mut dict = StateDict::new();
+    let mut counts = [0usize; 3];
+    let mut floats = 0u64;
+    for (kind, weights) in layers {
+        let k = &mut counts[kind as usize];
+        for (param, t) in weights {
+            floats += t.shape.iter().product::<usize>() as u64;
+            dict.insert(format!("keras.{}.{:03}.{param}", kind.key(), *k), t);
+        }
+        *k += 1;
+    }
+    crate::limits::check(
+        || format!("{}: values", path.display()),
+        floats,
+        crate::limits::get().max_params.saturating_mul(2),
+        "max_params",
+    )?;
+    if dict.is_empty() {
+        return Err(bad("no layer with weights".into()));
+    }
+    Ok(dict)
+}
+
+fn has_group(g: &Group, name: &str) -> bool {
+    g.groups()
+        .is_ok_and(|gs| gs.iter().any(|c| c.name() == name))
+}
+
+fn has_attribute(g: &Group, name: &str) -> bool {
+    g.attribute(name).is_ok()
+}
+
+type Layer = (Kind, Vec<(&'static str, StateTensor)>);
+
+/// Legacy HDF5: the layers of `layer_names`, in that order, each with its `weight_names`.
+fn legacy(root: &Group) -> Result<Vec<Layer>, String> {
+    let top = if has_group(root, "model_weights") {
+        root.group("model_weights").map_err(|e| e.to_string())?
+    } else {
+        root.clone()
+    };
+    let names = top
+        .attribute("layer_names")
+        .and_then(|a| a.read_strings())
+        .map_err(|_| "no `layer_names`: not a Keras weight file".to_string())?;
+    let mut layers = Vec::new();
+    for name in names {
+        let group = top.group(&name).map_err(|e| format!("layer {name}: {e}"))?;
+        let weight_names = match group.attribute("weight_names") {
+            // A layer without weights: h5py writes the empty list as an empty float array.
+            Ok(a) if a.num_elements().is_ok_and(|n| n == 0) => continue,
+            Ok(a) => a.read_strings().map_err(|e| format!("layer {name}: {e}"))?,
+            Err(_) => continue,
+        };
+        let mut weights = Vec::new();
+        for w in &weight_names {
+            let dataset = dataset_at(&group, w).map_err(|e| format!("{name}/{w}: {e}"))?;
+            weights.push((
+                w.clone(),
+                read_dataset(&dataset).map_err(|e| format!("{name}/{w}: {e}"))?,
+            ));
+        }
+        if let Some(layer) = classify(&name, weights)? {
+            layers.push(layer);
+        }
+    }
+    Ok(layers)
+}
+
+/// A dataset by its path inside a layer's group (`block1_conv1/kernel:0`).
+fn dataset_at(group: &Group, path: &str) -> Result<Dataset, String> {
+    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let last = parts.pop().ok_or("an empty weight name")?;
+    let mut g = group.clone();
+    for p in parts {
+        g = g.group(p).map_err(|e| e.to_string())?;
+    }
+    g.dataset(last).map_err(|e| e.to_string())
+}
+
+/// Keras 3: `layers/NAME/vars/0, 1, ...`, layers named by class (`conv2d`, `conv2d_1`, `dense`,
+/// `batch_normalization_2`) and ordered by their number within the class.
+fn keras3(root: &Group) -> Result<Vec<Layer>, String> {
+    let layers = root.group("layers").map_err(|e| e.to_string())?;
+    let mut found: Vec<(Kind, usize, Group)> = Vec::new();
+    for g in layers.groups().map_err(|e| e.to_string())? {
+        let name = g.name().to_string();
+        let (class, number) = match name.rsplit_once('_') {
+            Some((c, n)) if n.parse::<usize>().is_ok() => (c.to_string(), n.parse().unwrap_or(0)),
+            _ => (name.clone(), 0),
+        };
+        let kind = match class.as_str() {
+            "conv2d" => Kind::Conv,
+            "dense" => Kind::Dense,
+            "batch_normalization" => Kind::BatchNorm,
+            _ => continue,
+        };
+        found.push((kind, number, g));
+    }
+    found.sort_by_key(|(kind, number, _)| (*kind as usize, *number));
+    let mut out = Vec::new();
+    for (kind, _, g) in found {
+        let vars = g.group("vars").map_err(|e| format!("{}: {e}", g.name()))?;
+        let mut weights = Vec::new();
+        for i in 0.. {
+            let Ok(d) = vars.dataset(&i.to_string()) else {
+                break;
+            };
+            weights.push((
+                i.to_string(),
+                read_dataset(&d).map_err(|e| format!("{}/{i}: {e}", g.name()))?,
+            ));
+        }
+        let names: &[&str] = match kind {
+            Kind::BatchNorm => &["gamma", "beta", "moving_mean", "moving_variance"],
+            _ => &["kernel", "bias"],
+        };
+        let named: Vec<(String, StateTensor)> = weights
+            .into_iter()
+            .zip(names)
+            .map(|((_, t), n)| (n.to_string(), t))
+            .collect();
+        if let Some(layer) = classify(g.name(), named)? {
+            out.push(layer);
+        }
+    }
+    Ok(out)
+}
+
+/// A layer's kind and its weights by role, from their ranks and names (`kernel`, `_W`, `bias`,
+/// `_b`, `gamma`, `moving_mean` ...).
+fn classify(name: &str, weights: Vec<(String, StateTensor)>) -> Result<Option<Layer>, String> {
+    let role = |w: &str| {
+        let w = w.rsplit('/').next().unwrap_or(w).trim_end_matches(":0");
+        for (needle, role) in [
+            ("moving_mean", "moving_mean"),
+            ("moving_variance", "moving_variance"),
+            ("running_mean", "moving_mean"),
+            ("gamma", "gamma"),
+            ("beta", "beta"),
+            ("kernel", "kernel"),
+            ("bias", "bias"),
+        ] {
+            if w.contains(needle) {
+                return Some(role);
+            }
+        }
+        // Keras 1: `block1_conv1_W_1`, `block1_conv1_b_1`.
+        let stem = w
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches('_');
+        match stem.rsplit('_').next() {
+            Some("W") => Some("kernel"),
+            Some("b") => Some("bias"),
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    for (w, t) in weights {
+        let role = role(&w).ok_or_else(|| format!("layer {name}: weight `{w}` of unknown role"))?;
+        out.push((role, t));
+    }
+    let kind = match out
+        .iter()
+        .find(|(r, _)| *r == "kernel")
+        .map(|(_, t)| t.shape.len())
+    {
+        Some(4) => Kind::Conv,
+        Some(2) => Kind::Dense,
+        Some(n) => return Err(format!("layer {name}: a kernel of {n} dimensions")),
+        None if out.iter().any(|(r, _)| *r == "gamma") => Kind::BatchNorm,
+        None => return Ok(None),
+    };
+    Ok(Some((kind, out)))
+}
+
+/// A dataset's values as float32, its size checked first.
+fn read_dataset(d: &Dataset) -> Result<StateTensor, String> {
+    let shape: Vec<usize> = d.shape().iter().map(|&s| s as usize).collect();
+    let n = d.num_elements().map_err(|e| e.to_string())?;
+    crate::limits::check(
+        || d.name().to_string(),
+        n,
+        crate::limits::get().max_params,
+        "max_params",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut values = vec![0f32; n as usize];
+    d.read_into(&mut values).map_err(|e| e.to_string())?;
+    Ok(StateTensor::f32(shape, values))
+}

@@ -1,0 +1,507 @@
+//! ONNX models (`.onnx`, a `ModelProto` protobuf). Reading takes a VGG's weights from the graph's
+//! initializers in the order its `Conv`, `BatchNormalization` and `Gemm`/`MatMul` nodes use them,
+//! whatever the exporter named them (torch.onnx, the ONNX model zoo, Keras exports whose
+//! channels-last flatten before FC1 shows as a `Transpose` to NHWC), and numbers them as
+//! torchvision's `features.N` / `classifier.N`. Writing makes a VGG an ONNX model (opset 13)
+//! that onnxruntime runs.
+
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::path::Path;
+
+use super::protobuf::{Message, Wire, WireError, Writer};
+use super::state_dict::{StateDict, StateTensor, Values};
+use super::{corrupt, read_bounded_size};
+use crate::arch::{Layer, StageKind, VggConfig};
+use crate::error::VggError;
+
+/// One node of the graph: its operator, inputs, and the attributes that matter here.
+#[derive(Debug, Default, Clone)]
+struct Node {
+    op: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    ints: HashMap<String, Vec<i64>>,
+}
+
+/// Reads the weights of the VGG an ONNX model holds, in torchvision's layout.
+pub fn read(path: &Path) -> Result<StateDict, VggError> {
+    read_bounded_size(path, None)?;
+    let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
+    let limit = crate::limits::get().max_params.saturating_mul(2) as usize;
+    let bad = |e: WireError| corrupt(path, "ONNX", e);
+    let mut model = Message::new(BufReader::with_capacity(1 << 20, file));
+    let (mut nodes, mut weights) = (Vec::new(), HashMap::new());
+    let mut graphs = 0;
+    while let Some((field, wire)) = model.field().map_err(bad)? {
+        match (field, wire) {
+            (7, Wire::Len(n)) => {
+                graphs += 1;
+                graph(model.sub(n), &mut nodes, &mut weights, limit).map_err(bad)?
+            }
+            (_, Wire::Len(n)) => model.skip(n).map_err(bad)?,
+            _ => {}
+        }
+    }
+    if graphs == 0 {
+        return Err(corrupt(path, "ONNX", "no graph (is this an ONNX model?)"));
+    }
+    let dict = number(&nodes, &mut weights).map_err(|reason| corrupt(path, "ONNX", reason))?;
+    if dict.is_empty() {
+        return Err(corrupt(
+            path,
+            "ONNX",
+            "no Conv, BatchNormalization or Gemm/MatMul with weights",
+        ));
+    }
+    Ok(dict)
+}
+
+fn graph<R: std::io::Read>(
+    mut g: Message<R>,
+    nodes: &mut Vec<Node>,
+    weights: &mut HashMap<String, StateTensor>,
+    limit: usize,
+) -> Result<(), WireError> {
+    let mut used = weights
+        .values()
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum::<usize>();
+    while let Some((field, wire)) = g.field()? {
+        match (field, wire) {
+            (1, Wire::Len(n)) => nodes.push(node(g.sub(n))?),
+            (5, Wire::Len(n)) => {
+                let (name, t) = tensor(g.sub(n), limit - used)?;
+                used += t.shape.iter().product::<usize>();
+                weights.insert(name, t);
+            }
+            (_, Wire::Len(n)) => g.skip(n)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn node<R: std::io::Read>(mut m: Message<R>) -> Result<Node, WireError> {
+    let mut node = Node::default();
+    while let Some((field, wire)) = m.field()? {
+        match (field, wire) {
+            (1, Wire::Len(n)) => node.inputs.push(m.string(n)?),
+            (2, Wire::Len(n)) => node.outputs.push(m.string(n)?),
+            (4, Wire::Len(n)) => node.op = m.string(n)?,
+            (5, Wire::Len(n)) => {
+                let (name, ints) = attribute(m.sub(n))?;
+                node.ints.insert(name, ints);
+            }
+            (_, Wire::Len(n)) => m.skip(n)?,
+            _ => {}
+        }
+    }
+    Ok(node)
+}
+
+/// An attribute's name and integer value(s) (`i`, `ints`); other kinds read as empty.
+fn attribute<R: std::io::Read>(mut m: Message<R>) -> Result<(String, Vec<i64>), WireError> {
+    let (mut name, mut ints) = (String::new(), Vec::new());
+    while let Some((field, wire)) = m.field()? {
+        match (field, wire) {
+            (1, Wire::Len(n)) => name = m.string(n)?,
+            (3, Wire::Varint(v)) | (8, Wire::Varint(v)) => ints.push(v as i64),
+            (8, Wire::Len(n)) => {
+                ints.extend(m.packed_varints(n, 16)?.into_iter().map(|v| v as i64))
+            }
+            (_, Wire::Len(n)) => m.skip(n)?,
+            _ => {}
+        }
+    }
+    Ok((name, ints))
+}
+
+/// A `TensorProto` of floats: its name and values (`float_data` or `raw_data`).
+fn tensor<R: std::io::Read>(
+    mut m: Message<R>,
+    limit: usize,
+) -> Result<(String, StateTensor), WireError> {
+    let (mut name, mut dims, mut data, mut kind) = (String::new(), Vec::new(), Vec::new(), 1u64);
+    let mut external = false;
+    while let Some((field, wire)) = m.field()? {
+        match (field, wire) {
+            (1, Wire::Varint(v)) => dims.push(v as usize),
+            (1, Wire::Len(n)) => {
+                dims.extend(m.packed_varints(n, 8)?.into_iter().map(|v| v as usize))
+            }
+            (2, Wire::Varint(v)) => kind = v,
+            (4, Wire::Len(n)) | (9, Wire::Len(n)) => m.packed_f32(n, &mut data, limit)?,
+            (4, Wire::Fixed32(bits)) => data.push(f32::from_bits(bits)),
+            (8, Wire::Len(n)) => name = m.string(n)?,
+            (14, Wire::Varint(1)) => external = true,
+            (_, Wire::Len(n)) => m.skip(n)?,
+            _ => {}
+        }
+        if dims.len() > 8 {
+            return Err(WireError("a tensor of more than 8 dimensions".into()));
+        }
+    }
+    if external {
+        return Err(WireError(format!(
+            "`{name}` is stored outside the model (external data); export it with every weight inside"
+        )));
+    }
+    let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if kind != 1 && count != Some(0) {
+        // Shape constants (int64) and the like are not weights; keep them out.
+        return Ok((name, StateTensor::f32(vec![0], Vec::new())));
+    }
+    if count != Some(data.len()) {
+        return Err(WireError(format!(
+            "`{name}` of shape {dims:?} holds {} values (truncated?)",
+            data.len()
+        )));
+    }
+    Ok((name, StateTensor::f32(dims, data)))
+}
+
+/// The weights in graph order, numbered as torchvision's VGG numbers its modules. A bias may
+/// be its node's input or the `Add` that follows (NHWC exports: `[1, 1, 1, C]`); an initializer
+/// several nodes share (exporters merge equal constants) is copied for each.
+fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<StateDict, String> {
+    // Exporters pass a shared initializer on through `Identity` nodes (Keras' does): inputs name
+    // the initializer itself here.
+    let mut alias: HashMap<&str, &str> = HashMap::new();
+    for n in nodes.iter().filter(|n| n.op == "Identity") {
+        if let (Some(i), Some(o)) = (n.inputs.first(), n.outputs.first()) {
+            let source = alias.get(i.as_str()).copied().unwrap_or(i.as_str());
+            if weights.contains_key(source) {
+                alias.insert(o.as_str(), source);
+            }
+        }
+    }
+    let canon = |name: &str| -> String { alias.get(name).copied().unwrap_or(name).to_string() };
+    let nodes: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.op != "Identity")
+        .map(|n| Node {
+            inputs: n.inputs.iter().map(|i| canon(i)).collect(),
+            ..n.clone()
+        })
+        .collect();
+    let nodes = &nodes[..];
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for n in nodes {
+        for i in &n.inputs {
+            *uses.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    // The bias of node `i`: an initializer input of the first `Add` after it, before the next
+    // node that computes (a convolution, a product, an activation, a pool).
+    let following_bias = |i: usize, weights: &HashMap<String, StateTensor>| -> Option<String> {
+        nodes[i + 1..]
+            .iter()
+            .take_while(|n| {
+                !matches!(
+                    n.op.as_str(),
+                    "Conv" | "Gemm" | "MatMul" | "Relu" | "MaxPool"
+                )
+            })
+            .find(|n| n.op == "Add")
+            .and_then(|a| {
+                a.inputs
+                    .iter()
+                    .find(|x| weights.contains_key(x.as_str()))
+                    .cloned()
+            })
+    };
+    let mut dict = StateDict::new();
+    let (mut index, mut fc, mut in_head, mut channels_last) = (0usize, 0usize, false, false);
+    let mut last_channels = 0usize;
+    for (i, n) in nodes.iter().enumerate() {
+        let input = |k: usize| n.inputs.get(k).map(String::as_str).unwrap_or("");
+        match n.op.as_str() {
+            "Conv" if !in_head => {
+                let w = take(weights, &mut uses, input(1))?;
+                last_channels = w.shape[0];
+                dict.insert(format!("features.{index}.weight"), w);
+                let bias = match input(2) {
+                    "" => following_bias(i, weights),
+                    b => Some(b.to_string()),
+                };
+                if let Some(b) = bias {
+                    let t = take(weights, &mut uses, &b)?;
+                    let n = t.shape.iter().product::<usize>();
+                    dict.insert(
+                        format!("features.{index}.bias"),
+                        StateTensor::f32(vec![n], t.to_f32()),
+                    );
+                }
+                index += 1;
+            }
+            "BatchNormalization" if !in_head => {
+                for (k, key) in [
+                    (1, "weight"),
+                    (2, "bias"),
+                    (3, "running_mean"),
+                    (4, "running_var"),
+                ] {
+                    dict.insert(
+                        format!("features.{index}.{key}"),
+                        take(weights, &mut uses, input(k))?,
+                    );
+                }
+                index += 1;
+            }
+            "Relu" | "MaxPool" | "LRN" if !in_head => index += 1,
+            // The last transpose before the head says how the map is flattened: to NHWC, as
+            // Keras does, or back to NCHW.
+            "Transpose" if !in_head => {
+                channels_last = n.ints.get("perm").is_some_and(|p| p == &[0, 2, 3, 1])
+            }
+            "Gemm" | "MatMul" => {
+                in_head = true;
+                let key = format!("classifier.{}", 3 * fc);
+                let mut w = take(weights, &mut uses, input(1))?;
+                let transposed = n.op == "Gemm" && n.ints.get("transB").is_some_and(|t| t == &[1]);
+                if !transposed {
+                    w = transpose(&w);
+                }
+                if fc == 0 && channels_last && last_channels > 0 {
+                    w = channels_first(&w, last_channels);
+                }
+                dict.insert(format!("{key}.weight"), w);
+                let bias = if n.op == "Gemm" && !input(2).is_empty() {
+                    Some(input(2).to_string())
+                } else {
+                    following_bias(i, weights)
+                };
+                if let Some(b) = bias {
+                    dict.insert(format!("{key}.bias"), take(weights, &mut uses, &b)?);
+                }
+                fc += 1;
+            }
+            _ => {}
+        }
+    }
+    if fc > 3 {
+        return Err(format!("{fc} fully connected layers; a VGG has 3"));
+    }
+    Ok(dict)
+}
+
+/// Takes an initializer for one use: the last use moves it out, earlier ones copy it.
+fn take(
+    weights: &mut HashMap<String, StateTensor>,
+    uses: &mut HashMap<&str, usize>,
+    name: &str,
+) -> Result<StateTensor, String> {
+    let left = uses.get_mut(name).map(|u| {
+        *u = u.saturating_sub(1);
+        *u
+    });
+    let t = match left {
+        Some(0) | None => weights.remove(name),
+        Some(_) => weights.get(name).cloned(),
+    };
+    t.filter(|t| !t.shape.is_empty() && t.shape != [0])
+        .ok_or_else(|| format!("the weight `{name}` is not an initializer of the graph"))
+}
+
+fn transpose(t: &StateTensor) -> StateTensor {
+    let [r, c] = [t.shape[0], t.shape.get(1).copied().unwrap_or(1)];
+    let v = t.to_f32();
+    let mut out = vec![0f32; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    StateTensor::f32(vec![c, r], out)
+}
+
+/// FC1 of a channels-last export reads the map flattened as `[h, w, c]`; torchvision's as
+/// `[c, h, w]`: the columns are reordered.
+fn channels_first(w: &StateTensor, c: usize) -> StateTensor {
+    let (out, inputs) = (w.shape[0], w.shape[1]);
+    if inputs % c != 0 {
+        return w.clone();
+    }
+    let hw = inputs / c;
+    let v = w.to_f32();
+    let mut cols = vec![0f32; v.len()];
+    for o in 0..out {
+        for ch in 0..c {
+            for p in 0..hw {
+                cols[o * inputs + ch * hw + p] = v[o * inputs + p * c + ch];
+            }
+        }
+    }
+    StateTensor::f32(vec![out, inputs], cols)
+}
+
+/// A VGG as an ONNX model (opset 13): input `input` `[N, C, S, S]` (N free, S = pool x 2^pools,
+/// 224 for torchvision's head; any size with the compact head of pool 1), output `logits`
+/// `[N, classes]`; the weights are initializers named by torchvision's keys.
+pub fn write(config: &VggConfig, dict: &StateDict) -> Vec<u8> {
+    let mut g = Writer::default();
+    g.string(2, &config.name);
+    let mut nodes: Vec<Writer> = Vec::new();
+    let mut x = "input".to_string();
+    let mut stages = config.plan().into_iter();
+    let mut op = |op: &str, inputs: &[&str], output: &str, attrs: &[Writer]| {
+        let mut n = Writer::default();
+        for i in inputs {
+            n.string(1, i);
+        }
+        n.string(2, output).string(3, output).string(4, op);
+        for a in attrs {
+            n.message(5, a);
+        }
+        nodes.push(n);
+    };
+    let ints = |name: &str, v: &[i64]| {
+        let mut a = Writer::default();
+        a.string(1, name).packed_ints(8, v).uint(20, 7); // INTS
+        a
+    };
+    let int = |name: &str, v: i64| {
+        let mut a = Writer::default();
+        a.string(1, name).int(3, v).uint(20, 2); // INT
+        a
+    };
+    let float = |name: &str, v: f32| {
+        let mut a = Writer::default();
+        a.string(1, name).float(2, v).uint(20, 1); // FLOAT
+        a
+    };
+    for layer in &config.layers {
+        let steps = match layer {
+            Layer::Conv3(_) | Layer::Conv1(_) => 2 + config.batch_norm as usize,
+            Layer::Lrn | Layer::Pool => 1,
+        };
+        for _ in 0..steps {
+            let stage = stages.next().expect("a stage per step");
+            let name = format!("features.{}", stage.index);
+            let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
+            match stage.kind {
+                StageKind::Conv { kernel, .. } => {
+                    let p = (kernel / 2) as i64;
+                    op(
+                        "Conv",
+                        &[&x, &w, &b],
+                        &name,
+                        &[
+                            ints("kernel_shape", &[kernel as i64; 2]),
+                            ints("pads", &[p; 4]),
+                            ints("strides", &[1, 1]),
+                        ],
+                    );
+                }
+                StageKind::BatchNorm { .. } => {
+                    let (m, v) = (
+                        format!("{name}.running_mean"),
+                        format!("{name}.running_var"),
+                    );
+                    op(
+                        "BatchNormalization",
+                        &[&x, &w, &b, &m, &v],
+                        &name,
+                        &[float("epsilon", 1e-5)],
+                    );
+                }
+                StageKind::Relu => op("Relu", &[&x], &name, &[]),
+                StageKind::Lrn => op(
+                    "LRN",
+                    &[&x],
+                    &name,
+                    &[
+                        int("size", 5),
+                        float("alpha", 5e-4),
+                        float("beta", 0.75),
+                        float("bias", 2.0),
+                    ],
+                ),
+                StageKind::Pool => op(
+                    "MaxPool",
+                    &[&x],
+                    &name,
+                    &[ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+                ),
+            }
+            x = name;
+        }
+    }
+    if config.pool_size == 1 {
+        op("GlobalAveragePool", &[&x], "avgpool", &[]);
+        x = "avgpool".into();
+    }
+    op("Flatten", &[&x], "flatten", &[int("axis", 1)]);
+    x = "flatten".into();
+    for (i, _, _) in config.fc_layers() {
+        let name = format!("classifier.{i}");
+        let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
+        let out = if i == 6 {
+            "logits".to_string()
+        } else {
+            name.clone()
+        };
+        op("Gemm", &[&x, &w, &b], &out, &[int("transB", 1)]);
+        x = out;
+        if i != 6 {
+            let relu = format!("classifier.{}", i + 1);
+            op("Relu", &[&x], &relu, &[]);
+            x = relu;
+        }
+    }
+    for n in &nodes {
+        g.message(1, n);
+    }
+    for (key, t) in dict {
+        let Values::F32(v) = &t.values else {
+            continue; // num_batches_tracked is not part of the computation
+        };
+        let mut init = Writer::default();
+        let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+        let raw: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+        init.packed_ints(1, &dims)
+            .uint(2, 1)
+            .string(8, key)
+            .bytes(9, &raw);
+        g.message(5, &init);
+    }
+    let side = (config.pool_size << config.num_pools()) as i64;
+    let value_info = |name: &str, dims: &[Option<i64>]| {
+        let mut shape = Writer::default();
+        for d in dims {
+            let mut dim = Writer::default();
+            match d {
+                Some(v) => dim.int(1, *v),
+                None => dim.string(2, "N"),
+            };
+            shape.message(1, &dim);
+        }
+        let mut tensor = Writer::default();
+        tensor.uint(1, 1).message(2, &shape);
+        let mut ty = Writer::default();
+        ty.message(1, &tensor);
+        let mut vi = Writer::default();
+        vi.string(1, name).message(2, &ty);
+        vi
+    };
+    let c = config.in_channels as i64;
+    let spatial = if config.pool_size == 1 {
+        None
+    } else {
+        Some(side)
+    };
+    g.message(11, &value_info("input", &[None, Some(c), spatial, spatial]));
+    g.message(
+        12,
+        &value_info("logits", &[None, Some(config.num_classes as i64)]),
+    );
+    let mut opset = Writer::default();
+    opset.string(1, "").int(2, 13);
+    let mut m = Writer::default();
+    m.int(1, 7)
+        .string(2, "vgg")
+        .message(7, &g)
+        .message(8, &opset);
+    m.buf
+}
