@@ -15,10 +15,13 @@ use crate::limits::{self, Limits};
 use crate::train::{RunState, TrainConfig};
 
 /// The parsers, by the name of their corpus folder.
-pub const PARSERS: [&str; 9] = [
+pub const PARSERS: [&str; 12] = [
     "safetensors",
     "pth",
     "bpk",
+    "caffe",
+    "onnx",
+    "keras",
     "image",
     "idx",
     "cifar",

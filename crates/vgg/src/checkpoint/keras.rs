@@ -12,6 +12,7 @@ use std::path::Path;
 use hdf5_reader::group::Group;
 use hdf5_reader::{Dataset, Hdf5File};
 
+use super::contain::contained;
 use super::corrupt;
 use super::read_bounded_size;
 use super::state_dict::{StateDict, StateTensor};
@@ -38,36 +39,9 @@ impl Kind {
 /// Reads a Keras weight file (`.h5`, `.weights.h5`, `.keras`).
 pub fn read(path: &Path) -> Result<StateDict, VggError> {
     let size = read_bounded_size(path, None)?;
-    let bad = |e: String| corrupt(path, "Keras", e);
-    let file = if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("keras"))
-    {
-        let archive = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
-        let mut zip =
-            zip::ZipArchive::new(archive).map_err(|e| bad(format!("not a .keras zip: {e}")))?;
-        let mut entry = zip
-            .by_name("model.weights.h5")
-            .map_err(|_| bad("the .keras zip holds no model.weights.h5".into()))?;
-        if entry.size() > size.saturating_mul(64) {
-            return Err(bad(
-                "model.weights.h5 is larger than its zip can hold".into()
-            ));
-        }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| bad(format!("model.weights.h5: {e}")))?;
-        Hdf5File::from_vec(bytes).map_err(|e| bad(e.to_string()))?
-    } else {
-        Hdf5File::open(path).map_err(|e| bad(format!("not an HDF5 file: {e}")))?
-    };
-    let root = file.root_group().map_err(|e| bad(e.to_string()))?;
-    let layers = if has_group(&root, "layers") && !has_attribute(&root, "layer_names") {
-        keras3(&root).map_err(bad)?
-    } else {
-        legacy(&root).map_err(bad)?
-    };
+    let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
+    let layers =
+        contained(|| layers_of(path, file, size)).map_err(|e| corrupt(path, "Keras", e))?;
     let mut dict = StateDict::new();
     let mut counts = [0usize; 3];
     let mut floats = 0u64;
@@ -86,9 +60,40 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
         "max_params",
     )?;
     if dict.is_empty() {
-        return Err(bad("no layer with weights".into()));
+        return Err(corrupt(path, "Keras", "no layer with weights"));
     }
     Ok(dict)
+}
+
+/// The layers with weights, in the file's order. HDF5 parsing runs contained: a panic in the
+/// reader is an error about the file.
+fn layers_of(path: &Path, archive: std::fs::File, size: u64) -> Result<Vec<Layer>, String> {
+    let file = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("keras"))
+    {
+        let mut zip =
+            zip::ZipArchive::new(archive).map_err(|e| format!("not a .keras zip: {e}"))?;
+        let mut entry = zip
+            .by_name("model.weights.h5")
+            .map_err(|_| "the .keras zip holds no model.weights.h5".to_string())?;
+        if entry.size() > size.saturating_mul(64) {
+            return Err("model.weights.h5 is larger than its zip can hold".into());
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("model.weights.h5: {e}"))?;
+        Hdf5File::from_vec(bytes).map_err(|e| e.to_string())?
+    } else {
+        Hdf5File::open(path).map_err(|e| format!("not an HDF5 file: {e}"))?
+    };
+    let root = file.root_group().map_err(|e| e.to_string())?;
+    if has_group(&root, "layers") && !has_attribute(&root, "layer_names") {
+        keras3(&root)
+    } else {
+        legacy(&root)
+    }
 }
 
 fn has_group(g: &Group, name: &str) -> bool {

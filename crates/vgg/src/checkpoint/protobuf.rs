@@ -119,7 +119,7 @@ impl<R: Read> Message<R> {
 
     /// The sub-message of a `Len` field of `len` bytes.
     pub fn sub(&mut self, len: u64) -> Message<std::io::Take<&mut R>> {
-        self.offset += len;
+        self.offset = self.offset.saturating_add(len);
         Message::new((&mut self.r).take(len))
     }
 
@@ -130,10 +130,10 @@ impl<R: Read> Message<R> {
         if copied < len {
             return Err(WireError(format!(
                 "truncated at byte {}",
-                self.offset + copied
+                self.offset.saturating_add(copied)
             )));
         }
-        self.offset += len;
+        self.offset = self.offset.saturating_add(len);
         Ok(())
     }
 
