@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vgg::data::Split;
 use vgg::eval::metrics::rank;
-use vgg::eval::{Method, average_probs};
+use vgg::eval::{Method, average_probs_each};
 
 use super::arch_args::positive;
 use super::weights::{WeightArgs, load_all};
@@ -80,55 +80,69 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     let n = args.limit.unwrap_or(data.len()).min(data.len());
-    let mut rows = Vec::new();
-    for method in methods {
-        let bar = ProgressBar::new(n as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(method.name());
-        if args.json {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    // One pass over the images for every method: each image is decoded once, and
+    // dense+multicrop reuses the dense and multi-crop passes.
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(
+        methods
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    // (top-1 hits, top-5 hits) per method.
+    let mut hits = vec![(0usize, 0usize); methods.len()];
+    let (mut seen, mut skipped) = (0usize, 0usize);
+    for i in 0..n {
+        let path = data.item_path(i);
+        let probs = data
+            .image(i)
+            .and_then(|img| average_probs_each(&models, &img, &path, &methods, &scales));
+        let probs = match probs {
+            Ok(p) => p,
+            Err(e @ (vgg::VggError::BadImage { .. } | vgg::VggError::Io { .. }))
+                if args.skip_bad =>
+            {
+                bar.println(format!("skipped: {e}"));
+                skipped += 1;
+                bar.inc(1);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for (h, p) in hits.iter_mut().zip(&probs) {
+            // average_probs_each refuses non-finite probabilities, so the rank exists.
+            let r = rank(p, data.labels[i]).expect("finite probabilities");
+            h.0 += (r == 0) as usize;
+            h.1 += (r < 5) as usize;
         }
-        let (mut t1, mut t5, mut seen, mut skipped) = (0usize, 0usize, 0usize, 0usize);
-        for i in 0..n {
-            let path = data.item_path(i);
-            let probs = data
-                .image(i)
-                .and_then(|img| average_probs(&models, &img, &path, method, &scales));
-            let probs = match probs {
-                Ok(p) => p,
-                Err(e @ (vgg::VggError::BadImage { .. } | vgg::VggError::Io { .. }))
-                    if args.skip_bad =>
-                {
-                    bar.println(format!("skipped: {e}"));
-                    skipped += 1;
-                    bar.inc(1);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            // average_probs refuses non-finite probabilities, so the rank exists.
-            let r = rank(&probs, data.labels[i]).expect("finite probabilities");
-            t1 += (r == 0) as usize;
-            t5 += (r < 5) as usize;
-            seen += 1;
-            bar.inc(1);
-            bar.set_message(format!(
-                "top-1 err {:.2}%",
-                100.0 * (1.0 - t1 as f64 / seen as f64)
-            ));
-        }
-        bar.finish_and_clear();
-        anyhow::ensure!(
-            seen > 0,
-            "{}: none of the {n} images could be evaluated ({skipped} skipped)",
-            data.name
-        );
-        let d = seen as f64;
-        rows.push(Row {
+        seen += 1;
+        bar.inc(1);
+        bar.set_message(format!(
+            "top-1 err {:.2}% ({})",
+            100.0 * (1.0 - hits[0].0 as f64 / seen as f64),
+            methods[0].name()
+        ));
+    }
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        seen > 0,
+        "{}: none of the {n} images could be evaluated ({skipped} skipped)",
+        data.name
+    );
+    let d = seen as f64;
+    let rows: Vec<Row> = methods
+        .iter()
+        .zip(&hits)
+        .map(|(method, &(t1, t5))| Row {
             method: method.name().into(),
             scales: scales.clone(),
             models: models.len(),
@@ -138,8 +152,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             top5_err: 1.0 - t5 as f64 / d,
             top1_acc: t1 as f64 / d,
             top5_acc: t5 as f64 / d,
-        });
-    }
+        })
+        .collect();
     if args.json {
         return Ok(super::out(&format!(
             "{}\n",

@@ -15,18 +15,20 @@ use crate::error::VggError;
 
 /// Reads the layers with weights of a `.caffemodel`.
 pub fn read(path: &Path) -> Result<StateDict, VggError> {
-    read_bounded_size(path, None)?;
+    let size = read_bounded_size(path, None)?;
     let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
     let limit = crate::limits::get().max_params.saturating_mul(2) as usize;
     let bad = |e: WireError| corrupt(path, "Caffe", e);
-    let mut net = Message::new(BufReader::with_capacity(1 << 20, file));
+    let mut net = Message::sized(BufReader::with_capacity(1 << 20, file), size);
     let mut dict = StateDict::new();
     let mut floats = 0usize;
     while let Some((field, wire)) = net.field().map_err(bad)? {
         match (field, wire) {
             // V1LayerParameter (the authors' 2014 files), LayerParameter (today's).
             (2 | 100, Wire::Len(n)) => {
-                let (name, blobs) = layer(net.sub(n), field == 2, limit - floats).map_err(bad)?;
+                let layer_message = net.sub(n).map_err(bad)?;
+                let (name, blobs) =
+                    layer(layer_message, field == 2, limit.saturating_sub(floats)).map_err(bad)?;
                 for (i, blob) in blobs.into_iter().enumerate() {
                     floats += blob.shape.iter().product::<usize>();
                     dict.insert(format!("{name}.{i}"), blob);
@@ -59,8 +61,8 @@ fn layer<R: Read>(
         match (field, wire) {
             (f, Wire::Len(n)) if f == name_field => name = m.string(n)?,
             (f, Wire::Len(n)) if f == blobs_field => {
-                let blob = blob(m.sub(n), left)?;
-                left -= blob.shape.iter().product::<usize>();
+                let blob = blob(m.sub(n)?, left)?;
+                left = left.saturating_sub(blob.shape.iter().product::<usize>());
                 blobs.push(blob);
             }
             (_, Wire::Len(n)) => m.skip(n)?,
@@ -89,7 +91,7 @@ fn blob<R: Read>(mut m: Message<R>, limit: usize) -> Result<StateTensor, WireErr
                 }
                 data.push(f32::from_bits(bits));
             }
-            (7, Wire::Len(n)) => shape = Some(blob_shape(m.sub(n))?),
+            (7, Wire::Len(n)) => shape = Some(blob_shape(m.sub(n)?)?),
             (8, Wire::Len(_)) => {
                 return Err(WireError(
                     "double-precision blobs are not supported; save the model with float blobs"

@@ -36,6 +36,19 @@ impl Kind {
     }
 }
 
+/// Keras' `BatchNormalization` divides by `sqrt(var + 1e-3)` (its default epsilon, which no
+/// weight file stores); the network divides by `sqrt(var + 1e-5)`, as PyTorch. Adding the
+/// difference to the variance makes the two the same, exactly.
+fn with_keras_epsilon(var: StateTensor) -> StateTensor {
+    const KERAS_EPSILON: f32 = 1e-3;
+    let shifted = var
+        .to_f32()
+        .iter()
+        .map(|v| v + (KERAS_EPSILON - 1e-5))
+        .collect();
+    StateTensor::f32(var.shape, shifted)
+}
+
 /// Reads a Keras weight file (`.h5`, `.weights.h5`, `.keras`).
 pub fn read(path: &Path) -> Result<StateDict, VggError> {
     let size = read_bounded_size(path, None)?;
@@ -47,8 +60,11 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
     let mut floats = 0u64;
     for (kind, weights) in layers {
         let k = &mut counts[kind as usize];
-        for (param, t) in weights {
+        for (param, mut t) in weights {
             floats += t.shape.iter().product::<usize>() as u64;
+            if kind == Kind::BatchNorm && param == "moving_variance" {
+                t = with_keras_epsilon(t);
+            }
             dict.insert(format!("keras.{}.{:03}.{param}", kind.key(), *k), t);
         }
         *k += 1;
@@ -80,20 +96,38 @@ fn layers_of(path: &Path, archive: std::fs::File, size: u64) -> Result<Vec<Layer
         if entry.size() > size.saturating_mul(64) {
             return Err("model.weights.h5 is larger than its zip can hold".into());
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        let mut bytes = Vec::new();
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| format!("model.weights.h5: {e}"))?;
-        Hdf5File::from_vec(bytes).map_err(|e| e.to_string())?
+        let len = bytes.len() as u64;
+        (Hdf5File::from_vec(bytes).map_err(|e| e.to_string())?, len)
     } else {
-        Hdf5File::open(path).map_err(|e| format!("not an HDF5 file: {e}"))?
+        (
+            Hdf5File::open(path).map_err(|e| format!("not an HDF5 file: {e}"))?,
+            size,
+        )
+    };
+    let (file, bytes) = file;
+    let mut budget = Budget {
+        left: (crate::limits::get().max_params.saturating_mul(2))
+            .min(bytes.saturating_mul(1100) / 4),
+        bytes,
     };
     let root = file.root_group().map_err(|e| e.to_string())?;
     if has_group(&root, "layers") && !has_attribute(&root, "layer_names") {
-        keras3(&root)
+        keras3(&root, &mut budget)
     } else {
-        legacy(&root)
+        legacy(&root, &mut budget)
     }
+}
+
+/// The values the datasets still to read may declare: what the limits allow, and no more than
+/// the file's bytes hold even compressed (deflate stops near 1:1032). HDF5 gives a dataset
+/// that was never written its fill value, so a tiny file can declare gigabytes.
+struct Budget {
+    left: u64,
+    bytes: u64,
 }
 
 fn has_group(g: &Group, name: &str) -> bool {
@@ -108,7 +142,7 @@ fn has_attribute(g: &Group, name: &str) -> bool {
 type Layer = (Kind, Vec<(&'static str, StateTensor)>);
 
 /// Legacy HDF5: the layers of `layer_names`, in that order, each with its `weight_names`.
-fn legacy(root: &Group) -> Result<Vec<Layer>, String> {
+fn legacy(root: &Group, budget: &mut Budget) -> Result<Vec<Layer>, String> {
     let top = if has_group(root, "model_weights") {
         root.group("model_weights").map_err(|e| e.to_string())?
     } else {
@@ -127,16 +161,28 @@ fn legacy(root: &Group) -> Result<Vec<Layer>, String> {
             Ok(a) => a.read_strings().map_err(|e| format!("layer {name}: {e}"))?,
             Err(_) => continue,
         };
-        let mut weights = Vec::new();
+        // A model nested in the model (`Sequential([VGG16(include_top=False), ...])`) keeps all
+        // its layers' weights in one group: `block1_conv1/kernel:0`, `block1_conv2/kernel:0`...;
+        // each run of one parent path is one layer.
+        let mut runs: Vec<(String, Vec<(String, StateTensor)>)> = Vec::new();
         for w in &weight_names {
             let dataset = dataset_at(&group, w).map_err(|e| format!("{name}/{w}: {e}"))?;
-            weights.push((
-                w.clone(),
-                read_dataset(&dataset).map_err(|e| format!("{name}/{w}: {e}"))?,
-            ));
+            let t = read_dataset(&dataset, budget).map_err(|e| format!("{name}/{w}: {e}"))?;
+            let parent = w.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+            match runs.last_mut() {
+                Some((p, ws)) if *p == parent => ws.push((w.clone(), t)),
+                _ => runs.push((parent, vec![(w.clone(), t)])),
+            }
         }
-        if let Some(layer) = classify(&name, weights)? {
-            layers.push(layer);
+        for (parent, weights) in runs {
+            let label = if parent.is_empty() {
+                name.clone()
+            } else {
+                parent
+            };
+            if let Some(layer) = classify(&label, weights)? {
+                layers.push(layer);
+            }
         }
     }
     Ok(layers)
@@ -155,7 +201,7 @@ fn dataset_at(group: &Group, path: &str) -> Result<Dataset, String> {
 
 /// Keras 3: `layers/NAME/vars/0, 1, ...`, layers named by class (`conv2d`, `conv2d_1`, `dense`,
 /// `batch_normalization_2`) and ordered by their number within the class.
-fn keras3(root: &Group) -> Result<Vec<Layer>, String> {
+fn keras3(root: &Group, budget: &mut Budget) -> Result<Vec<Layer>, String> {
     let layers = root.group("layers").map_err(|e| e.to_string())?;
     let mut found: Vec<(Kind, usize, Group)> = Vec::new();
     for g in layers.groups().map_err(|e| e.to_string())? {
@@ -168,6 +214,12 @@ fn keras3(root: &Group) -> Result<Vec<Layer>, String> {
             "conv2d" => Kind::Conv,
             "dense" => Kind::Dense,
             "batch_normalization" => Kind::BatchNorm,
+            _ if has_group(&g, "layers") => {
+                return Err(format!(
+                    "layers/{name} is a model inside the model, which is not read; save the \
+                     inner model on its own (inner.save_weights(\"x.weights.h5\"))"
+                ));
+            }
             _ => continue,
         };
         found.push((kind, number, g));
@@ -183,7 +235,7 @@ fn keras3(root: &Group) -> Result<Vec<Layer>, String> {
             };
             weights.push((
                 i.to_string(),
-                read_dataset(&d).map_err(|e| format!("{}/{i}: {e}", g.name()))?,
+                read_dataset(&d, budget).map_err(|e| format!("{}/{i}: {e}", g.name()))?,
             ));
         }
         let names: &[&str] = match kind {
@@ -230,9 +282,12 @@ fn classify(name: &str, weights: Vec<(String, StateTensor)>) -> Result<Option<La
             _ => None,
         }
     };
-    let mut out = Vec::new();
+    let mut out: Vec<(&'static str, StateTensor)> = Vec::new();
     for (w, t) in weights {
         let role = role(&w).ok_or_else(|| format!("layer {name}: weight `{w}` of unknown role"))?;
+        if out.iter().any(|(r, _)| *r == role) {
+            return Err(format!("layer {name}: two `{role}` weights"));
+        }
         out.push((role, t));
     }
     let kind = match out
@@ -250,7 +305,7 @@ fn classify(name: &str, weights: Vec<(String, StateTensor)>) -> Result<Option<La
 }
 
 /// A dataset's values as float32, its size checked first.
-fn read_dataset(d: &Dataset) -> Result<StateTensor, String> {
+fn read_dataset(d: &Dataset, budget: &mut Budget) -> Result<StateTensor, String> {
     let shape: Vec<usize> = d.shape().iter().map(|&s| s as usize).collect();
     let n = d.num_elements().map_err(|e| e.to_string())?;
     crate::limits::check(
@@ -260,6 +315,13 @@ fn read_dataset(d: &Dataset) -> Result<StateTensor, String> {
         "max_params",
     )
     .map_err(|e| e.to_string())?;
+    if n > budget.left {
+        return Err(format!(
+            "{n} values declared, more than a {}-byte file holds with the others",
+            budget.bytes
+        ));
+    }
+    budget.left -= n;
     let mut values = vec![0f32; n as usize];
     d.read_into(&mut values).map_err(|e| e.to_string())?;
     Ok(StateTensor::f32(shape, values))

@@ -156,6 +156,17 @@ impl Vgg {
         match Format::of(path)? {
             Format::Safetensors => self.save_safetensors(path),
             Format::Burn => burnpack::save(self, path),
+            // Protocol Buffers (and so onnxruntime) read no message of 2 GiB or more.
+            Format::Onnx if self.config().num_params() as u64 * 4 >= (2 << 30) - (1 << 20) => {
+                Err(VggError::BadConfig {
+                    what: "output format".into(),
+                    reason: format!(
+                        "{} has {} parameters: too many for one ONNX file (2 GiB at most); write .safetensors",
+                        self.config().name,
+                        self.config().num_params()
+                    ),
+                })
+            }
             Format::Onnx => {
                 crate::fsio::write_atomic(path, &onnx::write(self.config(), &self.state_dict()))
             }

@@ -21,23 +21,26 @@ struct Node {
     op: String,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// Float attributes (`epsilon`).
+    floats: HashMap<String, f32>,
     ints: HashMap<String, Vec<i64>>,
 }
 
 /// Reads the weights of the VGG an ONNX model holds, in torchvision's layout.
 pub fn read(path: &Path) -> Result<StateDict, VggError> {
-    read_bounded_size(path, None)?;
+    let size = read_bounded_size(path, None)?;
     let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
     let limit = crate::limits::get().max_params.saturating_mul(2) as usize;
     let bad = |e: WireError| corrupt(path, "ONNX", e);
-    let mut model = Message::new(BufReader::with_capacity(1 << 20, file));
+    let mut model = Message::sized(BufReader::with_capacity(1 << 20, file), size);
     let (mut nodes, mut weights) = (Vec::new(), HashMap::new());
     let mut graphs = 0;
     while let Some((field, wire)) = model.field().map_err(bad)? {
         match (field, wire) {
             (7, Wire::Len(n)) => {
                 graphs += 1;
-                graph(model.sub(n), &mut nodes, &mut weights, limit).map_err(bad)?
+                let g = model.sub(n).map_err(bad)?;
+                graph(g, &mut nodes, &mut weights, limit).map_err(bad)?
             }
             (_, Wire::Len(n)) => model.skip(n).map_err(bad)?,
             _ => {}
@@ -68,12 +71,20 @@ fn graph<R: std::io::Read>(
         .map(|t| t.shape.iter().product::<usize>())
         .sum::<usize>();
     while let Some((field, wire)) = g.field()? {
+        if nodes.len() + weights.len() > MAX_ENTRIES {
+            return Err(WireError(format!(
+                "more than {MAX_ENTRIES} nodes and initializers; a VGG has a few dozen"
+            )));
+        }
         match (field, wire) {
-            (1, Wire::Len(n)) => nodes.push(node(g.sub(n))?),
+            (1, Wire::Len(n)) => nodes.push(node(g.sub(n)?)?),
             (5, Wire::Len(n)) => {
-                let (name, t) = tensor(g.sub(n), limit - used)?;
-                used += t.shape.iter().product::<usize>();
-                weights.insert(name, t);
+                let (name, t) = tensor(g.sub(n)?, limit.saturating_sub(used))?;
+                // Shape constants (int64) and the like are not weights; they are left out.
+                if let Some(t) = t {
+                    used += t.shape.iter().product::<usize>();
+                    weights.insert(name, t);
+                }
             }
             (_, Wire::Len(n)) => g.skip(n)?,
             _ => {}
@@ -82,15 +93,28 @@ fn graph<R: std::io::Read>(
     Ok(())
 }
 
+/// Nodes and initializers a graph may hold, and names and attributes a node may have: far
+/// beyond any VGG export, so that memory stays in proportion to the file.
+const MAX_ENTRIES: usize = 100_000;
+const MAX_NODE_FIELDS: usize = 256;
+
 fn node<R: std::io::Read>(mut m: Message<R>) -> Result<Node, WireError> {
     let mut node = Node::default();
     while let Some((field, wire)) = m.field()? {
+        if node.inputs.len() + node.outputs.len() + node.ints.len() > MAX_NODE_FIELDS {
+            return Err(WireError(format!(
+                "a node with more than {MAX_NODE_FIELDS} inputs, outputs and attributes"
+            )));
+        }
         match (field, wire) {
             (1, Wire::Len(n)) => node.inputs.push(m.string(n)?),
             (2, Wire::Len(n)) => node.outputs.push(m.string(n)?),
             (4, Wire::Len(n)) => node.op = m.string(n)?,
             (5, Wire::Len(n)) => {
-                let (name, ints) = attribute(m.sub(n))?;
+                let (name, ints, float) = attribute(m.sub(n)?)?;
+                if let Some(f) = float {
+                    node.floats.insert(name.clone(), f);
+                }
                 node.ints.insert(name, ints);
             }
             (_, Wire::Len(n)) => m.skip(n)?,
@@ -100,12 +124,16 @@ fn node<R: std::io::Read>(mut m: Message<R>) -> Result<Node, WireError> {
     Ok(node)
 }
 
-/// An attribute's name and integer value(s) (`i`, `ints`); other kinds read as empty.
-fn attribute<R: std::io::Read>(mut m: Message<R>) -> Result<(String, Vec<i64>), WireError> {
-    let (mut name, mut ints) = (String::new(), Vec::new());
+/// An attribute's name, integer value(s) (`i`, `ints`) and float (`f`); other kinds read as
+/// empty.
+type Attribute = (String, Vec<i64>, Option<f32>);
+
+fn attribute<R: std::io::Read>(mut m: Message<R>) -> Result<Attribute, WireError> {
+    let (mut name, mut ints, mut float) = (String::new(), Vec::new(), None);
     while let Some((field, wire)) = m.field()? {
         match (field, wire) {
             (1, Wire::Len(n)) => name = m.string(n)?,
+            (2, Wire::Fixed32(bits)) => float = Some(f32::from_bits(bits)),
             (3, Wire::Varint(v)) | (8, Wire::Varint(v)) => ints.push(v as i64),
             (8, Wire::Len(n)) => {
                 ints.extend(m.packed_varints(n, 16)?.into_iter().map(|v| v as i64))
@@ -114,14 +142,14 @@ fn attribute<R: std::io::Read>(mut m: Message<R>) -> Result<(String, Vec<i64>), 
             _ => {}
         }
     }
-    Ok((name, ints))
+    Ok((name, ints, float))
 }
 
-/// A `TensorProto` of floats: its name and values (`float_data` or `raw_data`).
+/// A `TensorProto`: its name and, for floats, its values (`float_data` or `raw_data`).
 fn tensor<R: std::io::Read>(
     mut m: Message<R>,
     limit: usize,
-) -> Result<(String, StateTensor), WireError> {
+) -> Result<(String, Option<StateTensor>), WireError> {
     let (mut name, mut dims, mut data, mut kind) = (String::new(), Vec::new(), Vec::new(), 1u64);
     let mut external = false;
     while let Some((field, wire)) = m.field()? {
@@ -131,8 +159,15 @@ fn tensor<R: std::io::Read>(
                 dims.extend(m.packed_varints(n, 8)?.into_iter().map(|v| v as usize))
             }
             (2, Wire::Varint(v)) => kind = v,
+            // `data_type` comes first (field order); other types' bytes are not floats.
+            (9, Wire::Len(n)) if kind != 1 => m.skip(n)?,
             (4, Wire::Len(n)) | (9, Wire::Len(n)) => m.packed_f32(n, &mut data, limit)?,
-            (4, Wire::Fixed32(bits)) => data.push(f32::from_bits(bits)),
+            (4, Wire::Fixed32(bits)) => {
+                if data.len() >= limit {
+                    return Err(WireError(format!("more than {limit} floats")));
+                }
+                data.push(f32::from_bits(bits))
+            }
             (8, Wire::Len(n)) => name = m.string(n)?,
             (14, Wire::Varint(1)) => external = true,
             (_, Wire::Len(n)) => m.skip(n)?,
@@ -148,9 +183,8 @@ fn tensor<R: std::io::Read>(
         )));
     }
     let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    if kind != 1 && count != Some(0) {
-        // Shape constants (int64) and the like are not weights; keep them out.
-        return Ok((name, StateTensor::f32(vec![0], Vec::new())));
+    if kind != 1 {
+        return Ok((name, None));
     }
     if count != Some(data.len()) {
         return Err(WireError(format!(
@@ -158,7 +192,7 @@ fn tensor<R: std::io::Read>(
             data.len()
         )));
     }
-    Ok((name, StateTensor::f32(dims, data)))
+    Ok((name, Some(StateTensor::f32(dims, data))))
 }
 
 /// The weights in graph order, numbered as torchvision's VGG numbers its modules. A bias may
@@ -247,6 +281,15 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
                         take(weights, &mut uses, input(k))?,
                     );
                 }
+                // The network divides by sqrt(var + 1e-5) (PyTorch's eps); another eps
+                // (Keras' and TensorFlow's 1e-3) is folded into the variance, exactly.
+                let eps = n.floats.get("epsilon").copied().unwrap_or(1e-5);
+                if eps != 1e-5 {
+                    let key = format!("features.{index}.running_var");
+                    let var = &dict[&key];
+                    let shifted = var.to_f32().iter().map(|v| v + (eps - 1e-5)).collect();
+                    dict.insert(key.clone(), StateTensor::f32(var.shape.clone(), shifted));
+                }
                 index += 1;
             }
             "Relu" | "MaxPool" | "LRN" if !in_head => index += 1,
@@ -259,6 +302,14 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
                 in_head = true;
                 let key = format!("classifier.{}", 3 * fc);
                 let mut w = take(weights, &mut uses, input(1))?;
+                if w.shape.len() != 2 {
+                    return Err(format!(
+                        "the weight `{}` of {} has shape {:?}; a fully connected layer's is 2-D",
+                        input(1),
+                        n.op,
+                        w.shape
+                    ));
+                }
                 let transposed = n.op == "Gemm" && n.ints.get("transB").is_some_and(|t| t == &[1]);
                 if !transposed {
                     w = transpose(&w);
@@ -273,7 +324,10 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
                     following_bias(i, weights)
                 };
                 if let Some(b) = bias {
-                    dict.insert(format!("{key}.bias"), take(weights, &mut uses, &b)?);
+                    // `[N]`, or `[1, N]` as some exporters broadcast it.
+                    let t = take(weights, &mut uses, &b)?;
+                    let n = t.shape.iter().product::<usize>();
+                    dict.insert(format!("{key}.bias"), StateTensor::f32(vec![n], t.to_f32()));
                 }
                 fc += 1;
             }
@@ -304,8 +358,9 @@ fn take(
         .ok_or_else(|| format!("the weight `{name}` is not an initializer of the graph"))
 }
 
+/// A 2-D tensor transposed.
 fn transpose(t: &StateTensor) -> StateTensor {
-    let [r, c] = [t.shape[0], t.shape.get(1).copied().unwrap_or(1)];
+    let [r, c] = [t.shape[0], t.shape[1]];
     let v = t.to_f32();
     let mut out = vec![0f32; v.len()];
     for i in 0..r {
@@ -504,4 +559,68 @@ pub fn write(config: &VggConfig, dict: &StateDict) -> Vec<u8> {
         .message(7, &g)
         .message(8, &opset);
     m.buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> Node {
+        Node {
+            op: op.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Node::default()
+        }
+    }
+
+    fn weights(list: &[(&str, Vec<usize>)]) -> HashMap<String, StateTensor> {
+        list.iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product::<usize>();
+                let values = (0..n).map(|i| i as f32).collect();
+                (name.to_string(), StateTensor::f32(shape.clone(), values))
+            })
+            .collect()
+    }
+
+    /// Keras' and TensorFlow's BatchNorm eps (1e-3) is folded into the variance, a `[1, N]`
+    /// Gemm bias is flattened, and a weight passed on through `Identity` is the weight.
+    #[test]
+    fn eps_folded_bias_flattened_identity_followed() {
+        let mut bn = node("BatchNormalization", &["x", "g", "b", "m", "v"], &["y"]);
+        bn.floats.insert("epsilon".into(), 1e-3);
+        let mut gemm = node("Gemm", &["f", "w_alias", "c"], &["z"]);
+        gemm.ints.insert("transB".into(), vec![1]);
+        let nodes = [
+            node("Conv", &["input", "k"], &["x"]),
+            bn,
+            node("Identity", &["w"], &["w_alias"]),
+            gemm,
+        ];
+        let mut w = weights(&[
+            ("k", vec![2, 1, 3, 3]),
+            ("g", vec![2]),
+            ("b", vec![2]),
+            ("m", vec![2]),
+            ("v", vec![2]),
+            ("w", vec![3, 2]),
+            ("c", vec![1, 3]),
+        ]);
+        let dict = number(&nodes, &mut w).unwrap();
+        let var = dict["features.1.running_var"].to_f32();
+        assert!((var[0] - (0.0 + 1e-3 - 1e-5)).abs() < 1e-9, "{var:?}");
+        assert!((var[1] - (1.0 + 1e-3 - 1e-5)).abs() < 1e-7, "{var:?}");
+        assert_eq!(dict["classifier.0.weight"].shape, [3, 2]);
+        assert_eq!(dict["classifier.0.bias"].shape, [3]);
+    }
+
+    /// A product whose weight is not 2-D is an error, not a reshaped guess.
+    #[test]
+    fn a_fully_connected_weight_must_be_2d() {
+        let nodes = [node("MatMul", &["f", "w"], &["z"])];
+        let mut w = weights(&[("w", vec![4, 3, 2])]);
+        let err = number(&nodes, &mut w).unwrap_err();
+        assert!(err.contains("[4, 3, 2]") && err.contains("2-D"), "{err}");
+    }
 }

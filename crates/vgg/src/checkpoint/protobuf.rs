@@ -20,6 +20,10 @@ pub struct Message<R> {
     r: R,
     /// Bytes read so far, for error messages.
     offset: u64,
+    /// The message's length when known (a file's size, a sub-message's length): no field may
+    /// claim more bytes than are left, so nothing is allocated for bytes that are not there,
+    /// and a message that ends early is truncated, not shorter.
+    len: Option<u64>,
 }
 
 /// What is wrong with the bytes, at which offset of the message.
@@ -36,7 +40,32 @@ type Result<T> = std::result::Result<T, WireError>;
 
 impl<R: Read> Message<R> {
     pub fn new(r: R) -> Self {
-        Self { r, offset: 0 }
+        Self {
+            r,
+            offset: 0,
+            len: None,
+        }
+    }
+
+    /// A message of exactly `len` bytes (a file of that size).
+    pub fn sized(r: R, len: u64) -> Self {
+        Self {
+            r,
+            offset: 0,
+            len: Some(len),
+        }
+    }
+
+    /// Refuses a field of `n` bytes that the message does not have left.
+    fn need(&self, n: u64) -> Result<()> {
+        match self.len {
+            Some(len) if n > len.saturating_sub(self.offset) => Err(WireError(format!(
+                "truncated: a field of {n} bytes at byte {}, with {} left",
+                self.offset,
+                len.saturating_sub(self.offset)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn byte(&mut self) -> Result<Option<u8>> {
@@ -86,7 +115,15 @@ impl<R: Read> Message<R> {
     /// The next field's number and payload header; `None` at the end of the message.
     pub fn field(&mut self) -> Result<Option<(u32, Wire)>> {
         let key = match self.byte()? {
-            None => return Ok(None),
+            None => {
+                return match self.len {
+                    Some(len) if self.offset < len => Err(WireError(format!(
+                        "truncated at byte {} of a {len}-byte message",
+                        self.offset
+                    ))),
+                    _ => Ok(None),
+                };
+            }
             Some(b) if b & 0x80 == 0 => b as u64,
             Some(b) => {
                 let rest = self.varint()?;
@@ -118,13 +155,15 @@ impl<R: Read> Message<R> {
     }
 
     /// The sub-message of a `Len` field of `len` bytes.
-    pub fn sub(&mut self, len: u64) -> Message<std::io::Take<&mut R>> {
+    pub fn sub(&mut self, len: u64) -> Result<Message<std::io::Take<&mut R>>> {
+        self.need(len)?;
         self.offset = self.offset.saturating_add(len);
-        Message::new((&mut self.r).take(len))
+        Ok(Message::sized((&mut self.r).take(len), len))
     }
 
     /// Skips a `Len` field's bytes.
     pub fn skip(&mut self, len: u64) -> Result<()> {
+        self.need(len)?;
         let copied = std::io::copy(&mut (&mut self.r).take(len), &mut std::io::sink())
             .map_err(|e| WireError(format!("read error: {e}")))?;
         if copied < len {
@@ -144,6 +183,7 @@ impl<R: Read> Message<R> {
                 "a field of {len} bytes, over the {limit} allowed"
             )));
         }
+        self.need(len)?;
         let mut buf = vec![0u8; len as usize];
         self.exact(&mut buf)?;
         Ok(buf)
@@ -174,6 +214,7 @@ impl<R: Read> Message<R> {
                 out.len() + n
             )));
         }
+        self.need(len)?;
         out.reserve(n);
         let mut buf = vec![0u8; 1 << 16];
         let mut left = len as usize;
@@ -192,7 +233,7 @@ impl<R: Read> Message<R> {
 
     /// A packed array of `len` bytes of varints (int64, int32, enums).
     pub fn packed_varints(&mut self, len: u64, limit: usize) -> Result<Vec<u64>> {
-        let mut sub = self.sub(len);
+        let mut sub = self.sub(len)?;
         let mut out = Vec::new();
         while sub.offset < len {
             if out.len() >= limit {
@@ -291,7 +332,7 @@ mod tests {
         let Some((100, Wire::Len(n))) = m.field().unwrap() else {
             panic!()
         };
-        let mut sub = m.sub(n);
+        let mut sub = m.sub(n).unwrap();
         let Some((1, Wire::Len(k))) = sub.field().unwrap() else {
             panic!()
         };
@@ -326,5 +367,31 @@ mod tests {
                 assert!(guard < 100);
             }
         }
+        // Of a known length: a cut message is an error, never a shorter message.
+        for cut in 0..outer.buf.len() {
+            let mut m = Message::sized(&outer.buf[..cut], outer.buf.len() as u64);
+            let whole = loop {
+                match m.field() {
+                    Ok(Some((_, Wire::Len(n)))) if m.skip(n).is_err() => break false,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            assert!(!whole, "cut at byte {cut} read as a whole message");
+        }
+        // A field that claims more bytes than are left is refused before any allocation.
+        let mut huge = Writer::default();
+        huge.varint(5 << 3 | 2);
+        huge.varint(8_000_000_000);
+        huge.buf.extend([0u8; 4]);
+        let mut m = Message::sized(&huge.buf[..], huge.buf.len() as u64);
+        let Some((5, Wire::Len(n))) = m.field().unwrap() else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        let err = m.packed_f32(n, &mut out, usize::MAX).unwrap_err();
+        assert!(err.0.contains("truncated"), "{err}");
+        assert_eq!(out.capacity(), 0);
     }
 }

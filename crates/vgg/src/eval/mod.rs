@@ -148,9 +148,10 @@ impl Classifier {
                         }
                     }
                 }
-                // 50 crops in batches of 10 to bound memory at 224.
+                // 50 crops in batches of 10 to bound memory at 224; at once on small crops.
+                let chunk = if c <= 64 { 50 } else { 10 };
                 let mut sum = vec![0f32; self.model.config().num_classes];
-                for chunk in crops.chunks(10) {
+                for chunk in crops.chunks(chunk) {
                     let p = self.mean_probs(self.batch(chunk.to_vec(), c, c))?;
                     sum.iter_mut()
                         .zip(p)
@@ -178,35 +179,66 @@ pub fn average_probs(
     method: Method,
     scales: &[usize],
 ) -> Result<Vec<f32>, VggError> {
-    let mut sum: Vec<f32> = Vec::new();
-    let count = (models.len() * scales.len()) as f32;
+    let mut each = average_probs_each(models, img, path, &[method], scales)?;
+    Ok(each.pop().expect("one method, one result"))
+}
+
+/// [`average_probs`] for several methods of one image at once: the dense and multi-crop passes
+/// that `dense+multicrop` averages are computed once and shared (Table 5 asks for all four).
+pub fn average_probs_each(
+    models: &[Classifier],
+    img: &Image,
+    path: &Path,
+    methods: &[Method],
+    scales: &[usize],
+) -> Result<Vec<Vec<f32>>, VggError> {
     if models.iter().any(|m| m.trunk) {
         return Err(VggError::bad_config(
             "weights",
             "are a trunk (convolutions only): they classify nothing",
         ));
     }
+    let count = (models.len() * scales.len()) as f32;
+    let mut sums: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
     for m in models {
         for &q in scales {
-            let p = m.probs(img, path, method, q)?;
-            if p.iter().any(|v| !v.is_finite()) {
-                return Err(VggError::NonFiniteOutput {
-                    what: format!("{}, {} at scale {q}", path.display(), method.name()),
-                });
+            let mut done: Vec<(Method, Vec<f32>)> = Vec::new();
+            let mut probs = |method: Method| -> Result<Vec<f32>, VggError> {
+                if let Some((_, p)) = done.iter().find(|(k, _)| *k == method) {
+                    return Ok(p.clone());
+                }
+                let p = m.probs(img, path, method, q)?;
+                done.push((method, p.clone()));
+                Ok(p)
+            };
+            for (sum, &method) in sums.iter_mut().zip(methods) {
+                let p = match method {
+                    Method::DenseMulticrop => {
+                        let a = probs(Method::Dense)?;
+                        let b = probs(Method::Multicrop)?;
+                        a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect()
+                    }
+                    other => probs(other)?,
+                };
+                if p.iter().any(|v| !v.is_finite()) {
+                    return Err(VggError::NonFiniteOutput {
+                        what: format!("{}, {} at scale {q}", path.display(), method.name()),
+                    });
+                }
+                if sum.is_empty() {
+                    *sum = vec![0.0; p.len()];
+                }
+                if p.len() != sum.len() {
+                    return Err(VggError::BadConfig {
+                        what: "ensemble".into(),
+                        reason: "the models have different class counts".into(),
+                    });
+                }
+                sum.iter_mut().zip(p).for_each(|(s, v)| *s += v / count);
             }
-            if sum.is_empty() {
-                sum = vec![0.0; p.len()];
-            }
-            if p.len() != sum.len() {
-                return Err(VggError::BadConfig {
-                    what: "ensemble".into(),
-                    reason: "the models have different class counts".into(),
-                });
-            }
-            sum.iter_mut().zip(p).for_each(|(s, v)| *s += v / count);
         }
     }
-    Ok(sum)
+    Ok(sums)
 }
 
 #[cfg(test)]

@@ -128,8 +128,9 @@ fn onnx_models_read_and_written() {
     }
 }
 
-/// Keras 3's .keras and .weights.h5, the legacy model.save(".h5") and save_weights layouts and
-/// Keras 1's weight names, and Keras' ONNX export (channels last, biases as `Add`s): one network, which computes Keras' own logits (kernels transposed,
+/// Keras 3's .keras and .weights.h5, the legacy model.save(".h5") and save_weights layouts,
+/// Keras 1's weight names, a trunk nested in a Sequential, and Keras' ONNX export (channels
+/// last, biases as `Add`s): one network, which computes Keras' own logits (kernels transposed,
 /// FC1's channels-last flatten reordered).
 #[test]
 fn keras_files_of_every_generation() {
@@ -148,6 +149,7 @@ fn keras_files_of_every_generation() {
         "keras_w16.h5",
         "keras_w16_weights_only.h5",
         "keras1_w16.h5",
+        "keras_nested_w16.h5",
         "keras_w16.onnx",
     ] {
         let model = Vgg::load(&config, &fixture(name), &Device::flex())
@@ -160,6 +162,27 @@ fn keras_files_of_every_generation() {
             Some(f) => assert!(f == &dict, "{name} differs from keras_w16.keras"),
         }
     }
+    // BatchNorm with Keras' epsilon (1e-3, stored nowhere) folded into the variance: the
+    // moving variances are small (0.002-0.02), so 1e-5 instead would move the logits visibly.
+    let bn_config = vgg::VggConfig {
+        batch_norm: true,
+        ..config.clone()
+    };
+    for name in ["keras_bn_w16.weights.h5", "keras_bn_w16.h5"] {
+        let model = Vgg::load(&bn_config, &fixture(name), &Device::flex())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (got, want) = logits(&model, &fixture("keras_bn_w16.io.safetensors"));
+        close(name, &got, &want);
+    }
+    // 30 KB declaring ten never-written kernels of 921 MB each (HDF5 would fill them in):
+    // refused from the declaration, before anything is allocated.
+    let err = Vgg::load(&config, &fixture("keras_fill_bomb.h5"), &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("keras_fill_bomb.h5") && err.contains("values declared"),
+        "{err}"
+    );
     let d = scratch("keras-bad");
     let whole = std::fs::read(fixture("keras_w16.h5")).unwrap();
     for cut in [8, 600, whole.len() / 2] {

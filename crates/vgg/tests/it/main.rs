@@ -3,6 +3,7 @@
 mod common;
 mod data;
 mod download;
+mod eval;
 mod formats;
 mod golden;
 mod hostile;
