@@ -18,6 +18,7 @@ use burn::backend::{Autodiff, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
 use super::tiled::{self, Geometry, sgemm};
+use super::winograd;
 use super::{tensor, values};
 
 /// Floats of im2col matrix built at once (64 MiB).
@@ -53,10 +54,22 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor) -> Geometry {
 }
 
 /// `x [N, C_in, H, W]` * `weight [C_out, C_in, k, k]` + `bias [C_out]`, then ReLU when `relu`.
-pub fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, relu: bool) -> FlexTensor {
+/// `cache`: the weights are those of inference, which will be seen again (see
+/// [`winograd::forward`]).
+pub fn forward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+    relu: bool,
+    cache: bool,
+) -> FlexTensor {
     let g = geometry(&x, &weight);
     if g.h * g.w <= SMALL_MAP {
         forward_gemm(&x, &weight, &bias, relu)
+    } else if winograd::applies(&g) {
+        let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
+        let y = winograd::forward(&xv, &wv, &bv, g, relu, cache);
+        tensor(y, vec![g.n, g.co, g.h, g.w])
     } else {
         let y = tiled::forward(&values(&x), &values(&weight), &values(&bias), g, relu);
         tensor(y, vec![g.n, g.co, g.h, g.w])
@@ -268,7 +281,13 @@ impl Backward<Flex, 3> for ConvBackward {
                 tiled::rotated(&values(&weight), g),
                 vec![g.ci, g.co, g.k, g.k],
             );
-            let dx = forward(dy, kernel, tensor(vec![0.0; g.ci], vec![g.ci]), false);
+            let dx = forward(
+                dy,
+                kernel,
+                tensor(vec![0.0; g.ci], vec![g.ci]),
+                false,
+                false,
+            );
             grads.register::<Flex>(node.id, dx);
         }
     }
@@ -286,6 +305,7 @@ pub fn forward_autodiff<C: CheckpointStrategy>(
         weight.primitive().clone(),
         bias.primitive().clone(),
         relu,
+        false,
     );
     let nodes = [x.node(), weight.node(), bias.node()];
     match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
@@ -345,7 +365,7 @@ mod tests {
             let g = Geometry { n, ci, co, h, w, k };
             let kernel = tensor(tiled::rotated(&values(&wt), g), vec![ci, co, k, k]);
             let zero = tensor(vec![0.0; ci], vec![ci]);
-            let ours = values(&forward(dy.clone(), kernel, zero, false)).to_vec();
+            let ours = values(&forward(dy.clone(), kernel, zero, false, false)).to_vec();
             let flex = values(&Flex::conv2d_x_backward(x, wt, dy, options(k))).to_vec();
             assert_eq!(ours.len(), flex.len());
             for (a, b) in ours.iter().zip(&flex) {

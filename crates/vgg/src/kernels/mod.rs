@@ -6,13 +6,15 @@
 //!   normalise, scale and shift; the backward in two passes (PyTorch's formula).
 //! - [`conv`]: VGG's convolutions (stride 1, same padding): forward, input and weight gradients
 //!   by im2col + GEMM, over many samples at once on small maps, tile by tile ([`tiled`]) on
-//!   larger ones.
+//!   larger ones; 3x3 layers on maps of 8x8 and more by Winograd's F(4x4, 3x3) ([`winograd`]),
+//!   forward and input gradient.
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward.
 
 pub mod batch_norm;
 pub mod conv;
 pub mod pool;
 pub mod tiled;
+pub mod winograd;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
@@ -72,7 +74,7 @@ impl VggKernels for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        conv::forward(x, weight, bias, false)
+        conv::forward(x, weight, bias, false, true)
     }
 
     fn conv_same_relu(
@@ -80,7 +82,7 @@ impl VggKernels for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        conv::forward(x, weight, bias, true)
+        conv::forward(x, weight, bias, true, true)
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -88,6 +88,11 @@ fn conv_kernel_matches_the_generic_path() {
         [1, 2, 3, 13, 6, 5],
         // Several row bands per sample in the tiled path, run in parallel.
         [2, 64, 3, 30, 40, 3],
+        // Winograd F(4x4, 3x3), forward and input gradient: blocks cut by the edges (10x13),
+        // exact blocks (8x8), many chunks in parallel (3 x 36 x 52 maps).
+        [2, 16, 24, 10, 13, 3],
+        [1, 32, 16, 8, 8, 3],
+        [3, 16, 16, 36, 52, 3],
     ] {
         let x = random([n, ci, h, w], &device).require_grad();
         let weight = random([co, ci, k, k], &device).require_grad();

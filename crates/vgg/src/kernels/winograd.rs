@@ -1,0 +1,553 @@
+//! Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016) for VGG's 3x3 stride-1 convolutions: each 4x4 block of outputs is
+//! computed from a 6x6 block of inputs with 36 multiplications per channel pair instead of the
+//! direct method's 144. The weights become `U = G g G^T` (36 matrices `C_out x C_in`), each
+//! input block `V = B^T d B` (36 matrices `C_in x blocks`); 36 GEMMs give `M = U V`, and
+//! `Y = A^T M A` the outputs. The interpolation points 0, +-1, +-2 and infinity keep the FP32
+//! error within a few 1e-5 of the output scale on VGG's layers, under the 1e-4 we allow
+//! (`winograd_matches_direct_on_vgg_layers`).
+//! Blocks are processed in chunks, in parallel (one single-threaded GEMM per chunk and
+//! transform point) when there are enough of them, or one chunk at a time with parallel GEMMs.
+//! Every output is computed once, by one task: the results do not depend on the thread count.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::tiled::{Geometry, sgemm};
+
+/// Output block side (m) and input block side (m + r - 1) of F(4x4, 3x3).
+const M: usize = 4;
+const T: usize = 6;
+/// Transform points: 6 x 6.
+const P: usize = T * T;
+
+/// `G`: the kernel transform, `U = G g G^T`.
+const G: [[f32; 3]; T] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Floats of one chunk's transformed inputs (8 MiB).
+const CHUNK_FLOATS: usize = 1 << 21;
+
+/// Whether F(4x4, 3x3) is used for this convolution: 3x3 kernels on maps of at least 8x8 with
+/// enough channels for the GEMMs to dominate the transforms (VGG's first layer, with 3 input
+/// channels, stays direct). `VGG_NO_WINOGRAD=1` turns it off (to compare).
+pub fn applies(g: &Geometry) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var_os("VGG_NO_WINOGRAD").is_some_and(|v| v != "0"));
+    !off && g.k == 3 && g.h >= 8 && g.w >= 8 && g.ci >= 16 && g.co >= 16
+}
+
+/// `U [36, C_out, C_in]`: every 3x3 kernel of `weight [C_out, C_in, 3, 3]` transformed.
+pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    let mut u = vec![0f32; P * co * ci];
+    let plane = co * ci;
+    let dst = Shared(u.as_mut_ptr());
+    // One output channel per task: its 36 rows of C_in values built locally, then copied.
+    weight.par_chunks_exact(9 * ci).enumerate().for_each_init(
+        || vec![0f32; P * ci],
+        |rows, (k, kernels)| {
+            for (c, g) in kernels.chunks_exact(9).enumerate() {
+                // tmp = G g (6 x 3), then U = tmp G^T (6 x 6).
+                let mut tmp = [[0f32; 3]; T];
+                for (i, row) in G.iter().enumerate() {
+                    for j in 0..3 {
+                        tmp[i][j] = row[0] * g[j] + row[1] * g[3 + j] + row[2] * g[6 + j];
+                    }
+                }
+                for i in 0..T {
+                    for (j, gj) in G.iter().enumerate() {
+                        rows[(i * T + j) * ci + c] =
+                            tmp[i][0] * gj[0] + tmp[i][1] * gj[1] + tmp[i][2] * gj[2];
+                    }
+                }
+            }
+            for (p, row) in rows.chunks_exact(ci).enumerate() {
+                // SAFETY: row (point p, channel k) is written by the task of k alone,
+                // inside the 36 x co x ci buffer.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst.at(p * plane + k * ci), ci)
+                };
+            }
+        },
+    );
+    u
+}
+
+/// `x [N, C_in, H, W]` * `weight [C_out, C_in, 3, 3]` (padding 1) + `bias`, then ReLU when `relu`.
+/// With `cache`, the transformed weights are kept for the next call with the same weights
+/// ([`cached_transform`]): inference and evaluation run the same weights many times.
+pub fn forward(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: Geometry,
+    relu: bool,
+    cache: bool,
+) -> Vec<f32> {
+    if cache {
+        let u = cached_transform(weight, g.co, g.ci);
+        forward_transformed(x, &u, bias, g, relu)
+    } else {
+        forward_transformed(x, &transform_weights(weight, g.co, g.ci), bias, g, relu)
+    }
+}
+
+/// Bytes of weights and their transforms kept between calls (512 MiB: VGG-16's take 293 MB,
+/// VGG-19's 400 MB).
+const CACHE_BYTES: usize = 1 << 29;
+
+/// The transformed weights of `weight`, from a cache keyed by the weights' values (every value
+/// is compared, so weights changed in place are never served stale).
+fn cached_transform(weight: &[f32], co: usize, ci: usize) -> std::sync::Arc<Vec<f32>> {
+    use std::sync::{Arc, Mutex};
+    type Entry = (Vec<f32>, Arc<Vec<f32>>);
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let key = |w: &[f32]| w.len() == weight.len() && w == weight;
+    if let Some((_, u)) = CACHE.lock().unwrap().iter().find(|(w, _)| key(w)) {
+        return u.clone();
+    }
+    let u = Arc::new(transform_weights(weight, co, ci));
+    let mut cache = CACHE.lock().unwrap();
+    let bytes = |c: &Vec<Entry>| {
+        c.iter()
+            .map(|(w, u)| 4 * (w.len() + u.len()))
+            .sum::<usize>()
+    };
+    // Oldest first out, until the new entry fits.
+    while !cache.is_empty() && bytes(&cache) + 4 * (weight.len() + u.len()) > CACHE_BYTES {
+        cache.remove(0);
+    }
+    cache.push((weight.to_vec(), u.clone()));
+    u
+}
+
+/// [`forward`] with the weights already transformed ([`transform_weights`]).
+pub fn forward_transformed(
+    x: &[f32],
+    u: &[f32],
+    bias: &[f32],
+    g: Geometry,
+    relu: bool,
+) -> Vec<f32> {
+    let (by, bx) = (g.h.div_ceil(M), g.w.div_ceil(M));
+    let blocks = g.n * by * bx;
+    // Blocks per chunk: the chunk's V (36 x C_in x len) and M (36 x C_out x len) within
+    // CHUNK_FLOATS each, at least 16 blocks, a multiple of 4.
+    let len = (CHUNK_FLOATS / (P * g.ci.max(g.co))).clamp(16, 1024) / 4 * 4;
+    let chunks: Vec<(usize, usize)> = (0..blocks)
+        .step_by(len)
+        .map(|b| (b, len.min(blocks - b)))
+        .collect();
+    let mut out = vec![0f32; g.n * g.co * g.h * g.w];
+    let dst = Shared(out.as_mut_ptr());
+    // One chunk: its input transform, 36 GEMMs, its output transform. With few chunks (small
+    // maps, small batches) each stage is split among the threads instead (by input channel,
+    // transform point, output channel): a few coarse tasks, never 36 parallel GEMMs.
+    let one = |buf: &mut (Vec<f32>, Vec<f32>), &(first, count): &(usize, usize), split: bool| {
+        let (v, m) = (Shared(buf.0.as_mut_ptr()), Shared(buf.1.as_mut_ptr()));
+        let gemm = |p: usize| {
+            // M[p] (C_out x count) = U[p] (C_out x C_in) x V[p] (C_in x count)
+            // SAFETY: U[p] is co x ci, V[p] ci x count and M[p] co x count floats, row-major;
+            // M[p] is written by this call alone.
+            unsafe {
+                sgemm(
+                    [g.co, count, g.ci],
+                    m.at(p * g.co * count),
+                    count,
+                    false,
+                    (u.as_ptr().add(p * g.co * g.ci), g.ci, 1),
+                    (v.at(p * g.ci * count), count, 1),
+                    Parallelism::None,
+                );
+            }
+        };
+        if split {
+            let parts = rayon::current_num_threads();
+            (0..parts)
+                .into_par_iter()
+                .for_each(|t| input_transform(x, g, first, count, part(g.ci, parts, t), v));
+            (0..P).into_par_iter().for_each(gemm);
+            let m = &buf.1[..P * g.co * count];
+            (0..parts).into_par_iter().for_each(|t| {
+                output_transform(m, bias, g, first, count, part(g.co, parts, t), relu, dst)
+            });
+        } else {
+            input_transform(x, g, first, count, 0..g.ci, v);
+            (0..P).for_each(gemm);
+            let m = &buf.1[..P * g.co * count];
+            output_transform(m, bias, g, first, count, 0..g.co, relu, dst);
+        }
+    };
+    let buffers = || (vec![0f32; P * g.ci * len], vec![0f32; P * g.co * len]);
+    if chunks.len() >= 2 * rayon::current_num_threads() {
+        chunks
+            .par_iter()
+            .for_each_init(buffers, |buf, c| one(buf, c, false));
+    } else {
+        let mut buf = buffers();
+        chunks.iter().for_each(|c| one(&mut buf, c, true));
+    }
+    out
+}
+
+/// The `t`-th of `parts` near-equal ranges of `0..n`.
+fn part(n: usize, parts: usize, t: usize) -> std::ops::Range<usize> {
+    n * t / parts..n * (t + 1) / parts
+}
+
+/// Block `b` of the map: (sample, top output row, left output column).
+fn block(g: &Geometry, b: usize) -> (usize, usize, usize) {
+    let (by, bx) = (g.h.div_ceil(M), g.w.div_ceil(M));
+    (b / (by * bx), (b / bx % by) * M, b % bx * M)
+}
+
+/// Blocks transformed side by side, one per SIMD lane (the compiler vectorises the lanes).
+const L: usize = 8;
+type Lanes = [f32; L];
+
+/// The 1-D input transform `B^T d` of six lane vectors (B^T's rows written out).
+#[inline(always)]
+fn bt(d: [Lanes; T]) -> [Lanes; T] {
+    let mut o = [[0f32; L]; T];
+    for l in 0..L {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
+        o[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+        o[1][l] = -4.0 * (d1 + d2) + d3 + d4;
+        o[2][l] = 4.0 * (d1 - d2) - d3 + d4;
+        o[3][l] = 2.0 * (d3 - d1) - d2 + d4;
+        o[4][l] = 2.0 * (d1 - d3) - d2 + d4;
+        o[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+    o
+}
+
+/// The 1-D output transform `A^T m` of six lane vectors.
+#[inline(always)]
+fn at(m: [Lanes; T]) -> [Lanes; M] {
+    let mut o = [[0f32; L]; M];
+    for l in 0..L {
+        let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
+        let (p12, n12, p34, n34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        o[0][l] = m0 + p12 + p34;
+        o[1][l] = n12 + 2.0 * n34;
+        o[2][l] = p12 + 4.0 * p34;
+        o[3][l] = n12 + 8.0 * n34 + m5;
+    }
+    o
+}
+
+/// The blocks `first .. first + count` in groups of `L`: (offset in the chunk, blocks in the
+/// group, each lane's block, the last repeated in unused lanes).
+fn lane_groups(
+    g: Geometry,
+    first: usize,
+    count: usize,
+) -> impl Iterator<Item = (usize, usize, [(usize, usize, usize); L])> {
+    (0..count).step_by(L).map(move |j0| {
+        let lanes = L.min(count - j0);
+        let pos = std::array::from_fn(|l| block(&g, first + j0 + l.min(lanes - 1)));
+        (j0, lanes, pos)
+    })
+}
+
+/// `v [36, C_in, count]`: `B^T d B` of the 6x6 input block (zero outside the map) of each of the
+/// `count` blocks from `first`, for the input channels `channels`; `L` blocks at a time.
+fn input_transform(
+    x: &[f32],
+    g: Geometry,
+    first: usize,
+    count: usize,
+    channels: std::ops::Range<usize>,
+    v: Shared,
+) {
+    let hw = g.h * g.w;
+    let plane = g.ci * count;
+    for (j0, lanes, pos) in lane_groups(g, first, count) {
+        // Blocks whose 6x6 input lies inside the map are copied without checks.
+        let inside = pos
+            .iter()
+            .all(|&(_, y0, x0)| y0 >= 1 && x0 >= 1 && y0 + T - 1 <= g.h && x0 + T - 1 <= g.w);
+        for c in channels.clone() {
+            // d[r][s][lane]: rows y0-1 .. y0+5, columns x0-1 .. x0+5 of each lane's block.
+            let mut d = [[[0f32; L]; T]; T];
+            for (l, &(i, y0, x0)) in pos.iter().enumerate() {
+                let src = &x[(i * g.ci + c) * hw..(i * g.ci + c + 1) * hw];
+                if inside {
+                    for (r, row) in d.iter_mut().enumerate() {
+                        let idx = (y0 + r - 1) * g.w + x0 - 1;
+                        for (s, &val) in src[idx..idx + T].iter().enumerate() {
+                            row[s][l] = val;
+                        }
+                    }
+                    continue;
+                }
+                for (r, row) in d.iter_mut().enumerate() {
+                    let y = (y0 + r).wrapping_sub(1);
+                    if y >= g.h {
+                        continue;
+                    }
+                    for (s, e) in row.iter_mut().enumerate() {
+                        let xx = (x0 + s).wrapping_sub(1);
+                        if xx < g.w {
+                            e[l] = src[y * g.w + xx];
+                        }
+                    }
+                }
+            }
+            // Columns first (B^T d), then rows ((B^T d) B).
+            let mut t = [[[0f32; L]; T]; T];
+            for s in 0..T {
+                let col = bt(std::array::from_fn(|r| d[r][s]));
+                for (a, vals) in col.into_iter().enumerate() {
+                    t[a][s] = vals;
+                }
+            }
+            for (a, row) in t.into_iter().enumerate() {
+                for (b, vals) in bt(row).into_iter().enumerate() {
+                    let idx = (a * T + b) * plane + c * count + j0;
+                    // SAFETY: (point, channel c, blocks j0..j0 + lanes) is written by the
+                    // task of channel c alone, inside the 36 x C_in x count buffer.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(vals.as_ptr(), v.at(idx), lanes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = A^T M A` of each block and output channel, plus the bias (and ReLU), written to the
+/// output's positions inside the map; `L` blocks at a time.
+#[allow(clippy::too_many_arguments)]
+fn output_transform(
+    m: &[f32],
+    bias: &[f32],
+    g: Geometry,
+    first: usize,
+    count: usize,
+    channels: std::ops::Range<usize>,
+    relu: bool,
+    dst: Shared,
+) {
+    let hw = g.h * g.w;
+    let plane = g.co * count;
+    for (j0, lanes, pos) in lane_groups(g, first, count) {
+        for k in channels.clone() {
+            let b = bias[k];
+            let mut t = [[[0f32; L]; T]; T];
+            for (p, e) in t.iter_mut().flatten().enumerate() {
+                let idx = p * plane + k * count + j0;
+                e[..lanes].copy_from_slice(&m[idx..idx + lanes]);
+            }
+            // Columns first (A^T t: 4 x 6), then rows (4 x 4).
+            let mut u = [[[0f32; L]; T]; M];
+            for s in 0..T {
+                let col = at(std::array::from_fn(|r| t[r][s]));
+                for (a, vals) in col.into_iter().enumerate() {
+                    u[a][s] = vals;
+                }
+            }
+            let y: [[Lanes; M]; M] = u.map(|row| {
+                let mut o = at(row);
+                for vals in o.iter_mut() {
+                    for v in vals.iter_mut() {
+                        *v = if relu { (*v + b).max(0.0) } else { *v + b };
+                    }
+                }
+                o
+            });
+            for (l, &(i, y0, x0)) in pos.iter().enumerate().take(lanes) {
+                let base = (i * g.co + k) * hw;
+                for (a, row) in y.iter().enumerate() {
+                    if y0 + a >= g.h {
+                        break;
+                    }
+                    for (c, vals) in row.iter().enumerate() {
+                        if x0 + c >= g.w {
+                            break;
+                        }
+                        // SAFETY: output (i, k, y0 + a, x0 + c) belongs to block first + j0 + l,
+                        // which this task alone computes; the index is inside the output.
+                        unsafe { *dst.at(base + (y0 + a) * g.w + x0 + c) = vals[l] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+
+impl Shared {
+    /// The element at `i` (a method, so that closures capture the whole `Shared`).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+// SAFETY: every task writes its own outputs only (see `output_transform`, `transform_weights`).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave(len: usize, f: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * f).sin()).collect()
+    }
+
+    /// `B^T`: the input transform, `V = B^T d B`.
+    const BT: [[f32; T]; T] = [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ];
+    /// `A^T`: the output transform, `Y = A^T M A`.
+    const AT: [[f32; T]; M] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ];
+    /// The written-out transforms [`bt`] and [`at`] are the matrices of Lavin & Gray.
+    #[test]
+    fn written_out_transforms_are_the_matrices() {
+        let d: [Lanes; T] =
+            std::array::from_fn(|r| std::array::from_fn(|l| wave(64, 0.7)[r * L + l]));
+        let got = bt(d);
+        for (a, row) in BT.iter().enumerate() {
+            for l in 0..L {
+                let want: f32 = (0..T).map(|r| row[r] * d[r][l]).sum();
+                assert!((got[a][l] - want).abs() < 1e-5, "B^T row {a}");
+            }
+        }
+        let got = at(d);
+        for (a, row) in AT.iter().enumerate() {
+            for l in 0..L {
+                let want: f32 = (0..T).map(|r| row[r] * d[r][l]).sum();
+                assert!((got[a][l] - want).abs() < 1e-5, "A^T row {a}");
+            }
+        }
+    }
+
+    /// The direct definition, in f64.
+    fn direct(x: &[f32], w: &[f32], b: &[f32], g: Geometry) -> Vec<f64> {
+        let mut out = vec![0f64; g.n * g.co * g.h * g.w];
+        for i in 0..g.n {
+            for k in 0..g.co {
+                for y in 0..g.h {
+                    for xx in 0..g.w {
+                        let mut s = b[k] as f64;
+                        for c in 0..g.ci {
+                            for dy in 0..3 {
+                                for dx in 0..3 {
+                                    let (yy, xs) =
+                                        ((y + dy).wrapping_sub(1), (xx + dx).wrapping_sub(1));
+                                    if yy < g.h && xs < g.w {
+                                        s += x[((i * g.ci + c) * g.h + yy) * g.w + xs] as f64
+                                            * w[((k * g.ci + c) * 3 + dy) * 3 + dx] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        out[((i * g.co + k) * g.h + y) * g.w + xx] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Odd sizes (blocks cut by the map's edge), one channel, batch 1 and 3, with and without
+    /// ReLU, one chunk and many: within 1e-5 of the output scale of the exact result.
+    #[test]
+    fn matches_the_definition() {
+        for [n, ci, co, h, w] in [
+            [1, 1, 1, 4, 4],
+            [2, 3, 5, 7, 9],
+            [1, 16, 16, 8, 8],
+            [3, 4, 2, 13, 5],
+            [1, 2, 3, 1, 6],
+            [2, 8, 4, 33, 35],
+        ] {
+            let g = Geometry {
+                n,
+                ci,
+                co,
+                h,
+                w,
+                k: 3,
+            };
+            let x = wave(n * ci * h * w, 0.37);
+            let wt = wave(co * ci * 9, 0.23);
+            let b = wave(co, 1.1);
+            let want = direct(&x, &wt, &b, g);
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for relu in [false, true] {
+                let got = forward(&x, &wt, &b, g, relu, relu);
+                for (a, e) in got.iter().zip(&want) {
+                    let e = if relu { e.max(0.0) } else { *e };
+                    assert!(
+                        (*a as f64 - e).abs() <= 1e-5 * scale,
+                        "{n}x{ci}x{h}x{w} -> {co}: {a} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every 3x3 layer shape of VGG-16 and VGG-19 at 224 (batch 1; the maps 224 ... 14), against
+    /// the direct im2col + GEMM path: the largest difference relative to the layer's output
+    /// scale, printed per layer (`cargo test -p vgg --lib winograd -- --nocapture`), under 1e-4.
+    #[test]
+    fn winograd_matches_direct_on_vgg_layers() {
+        for (name, ci, co, side) in [
+            ("conv1_2", 64, 64, 224),
+            ("conv2_1", 64, 128, 112),
+            ("conv2_2", 128, 128, 112),
+            ("conv3_1", 128, 256, 56),
+            ("conv3_2", 256, 256, 56),
+            ("conv4_1", 256, 512, 28),
+            ("conv4_2", 512, 512, 28),
+            ("conv5_1", 512, 512, 14),
+        ] {
+            let g = Geometry {
+                n: 1,
+                ci,
+                co,
+                h: side,
+                w: side,
+                k: 3,
+            };
+            assert!(applies(&g), "{name}");
+            let x = wave(ci * side * side, 0.37);
+            // Glorot-scaled weights, as a trained layer's.
+            let scale = (6.0 / (9.0 * (ci + co) as f32)).sqrt();
+            let wt: Vec<f32> = wave(co * ci * 9, 0.23).iter().map(|v| v * scale).collect();
+            let b = wave(co, 1.1);
+            let direct = super::super::tiled::forward(&x, &wt, &b, g, false);
+            let ours = forward(&x, &wt, &b, g, false, true);
+            let top = direct.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = ours
+                .iter()
+                .zip(&direct)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+                / top;
+            eprintln!(
+                "{name} {ci}->{co} at {side}x{side}: max |winograd - direct| / max |direct| = {err:.1e}"
+            );
+            assert!(err < 1e-4, "{name}: {err}");
+        }
+    }
+}
