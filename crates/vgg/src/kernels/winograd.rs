@@ -92,9 +92,16 @@ pub fn forward(
 ) -> Vec<f32> {
     if cache {
         let u = cached_transform(weight, g.co, g.ci);
-        forward_transformed(x, &u, bias, g, relu)
+        forward_transformed(Isa::detected(), x, &u, bias, g, relu)
     } else {
-        forward_transformed(x, &transform_weights(weight, g.co, g.ci), bias, g, relu)
+        forward_transformed(
+            Isa::detected(),
+            x,
+            &transform_weights(weight, g.co, g.ci),
+            bias,
+            g,
+            relu,
+        )
     }
 }
 
@@ -127,8 +134,10 @@ fn cached_transform(weight: &[f32], co: usize, ci: usize) -> std::sync::Arc<Vec<
     u
 }
 
-/// [`forward`] with the weights already transformed ([`transform_weights`]).
+/// [`forward`] with the weights already transformed ([`transform_weights`]), the transforms
+/// on `isa`.
 pub fn forward_transformed(
+    isa: Isa,
     x: &[f32],
     u: &[f32],
     bias: &[f32],
@@ -171,17 +180,27 @@ pub fn forward_transformed(
             let parts = rayon::current_num_threads();
             (0..parts)
                 .into_par_iter()
-                .for_each(|t| input_transform(x, g, first, count, part(g.ci, parts, t), v));
+                .for_each(|t| input_transform(isa, x, g, first, count, part(g.ci, parts, t), v));
             (0..P).into_par_iter().for_each(gemm);
             let m = &buf.1[..P * g.co * count];
             (0..parts).into_par_iter().for_each(|t| {
-                output_transform(m, bias, g, first, count, part(g.co, parts, t), relu, dst)
+                output_transform(
+                    isa,
+                    m,
+                    bias,
+                    g,
+                    first,
+                    count,
+                    part(g.co, parts, t),
+                    relu,
+                    dst,
+                )
             });
         } else {
-            input_transform(x, g, first, count, 0..g.ci, v);
+            input_transform(isa, x, g, first, count, 0..g.ci, v);
             (0..P).for_each(gemm);
             let m = &buf.1[..P * g.co * count];
-            output_transform(m, bias, g, first, count, 0..g.co, relu, dst);
+            output_transform(isa, m, bias, g, first, count, 0..g.co, relu, dst);
         }
     };
     let buffers = || (vec![0f32; P * g.ci * len], vec![0f32; P * g.co * len]);
@@ -242,6 +261,72 @@ fn at(m: [Lanes; T]) -> [Lanes; M] {
     o
 }
 
+/// The instruction sets the transforms run on, chosen at run time: the binary is built for the
+/// baseline of its target (SSE2 on x86-64, NEON on aarch64), and on x86-64 CPUs with AVX2 the
+/// transforms run compiled for AVX2 (8 lanes, one block per lane). The arithmetic is the same
+/// (no fused multiply-adds), so both give the same bits (`isa_paths_agree_exactly`). The GEMMs
+/// choose their own (the `gemm` crate dispatches on AVX-512, AVX2 + FMA or scalar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// The best this CPU runs (detected once).
+    pub fn detected() -> Self {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+            Isa::Portable
+        })
+    }
+}
+
+/// `fn NAME(isa, args)`: runs `BODY(args)` compiled for `isa` (the body is `inline(always)`, so
+/// each copy is compiled with its instruction set).
+macro_rules! on_isa {
+    ($(#[$m:meta])* fn $name:ident, $avx2:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$m])*
+        fn $name(isa: Isa, $($arg: $ty),*) {
+            match isa {
+                Isa::Portable => $body($($arg),*),
+                // SAFETY: Avx2 is only detected on CPUs with AVX2.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { $avx2($($arg),*) },
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        $(#[$m])*
+        unsafe fn $avx2($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
+}
+
+on_isa!(
+    /// [`input_transform_body`] on an instruction set.
+    fn input_transform, input_transform_avx2 => input_transform_body(
+        x: &[f32], g: Geometry, first: usize, count: usize,
+        channels: std::ops::Range<usize>, v: Shared
+    )
+);
+
+on_isa!(
+    /// [`output_transform_body`] on an instruction set.
+    #[allow(clippy::too_many_arguments)]
+    fn output_transform, output_transform_avx2 => output_transform_body(
+        m: &[f32], bias: &[f32], g: Geometry, first: usize, count: usize,
+        channels: std::ops::Range<usize>, relu: bool, dst: Shared
+    )
+);
+
 /// The blocks `first .. first + count` in groups of `L`: (offset in the chunk, blocks in the
 /// group, each lane's block, the last repeated in unused lanes).
 fn lane_groups(
@@ -258,7 +343,8 @@ fn lane_groups(
 
 /// `v [36, C_in, count]`: `B^T d B` of the 6x6 input block (zero outside the map) of each of the
 /// `count` blocks from `first`, for the input channels `channels`; `L` blocks at a time.
-fn input_transform(
+#[inline(always)]
+fn input_transform_body(
     x: &[f32],
     g: Geometry,
     first: usize,
@@ -325,7 +411,8 @@ fn input_transform(
 /// `Y = A^T M A` of each block and output channel, plus the bias (and ReLU), written to the
 /// output's positions inside the map; `L` blocks at a time.
 #[allow(clippy::too_many_arguments)]
-fn output_transform(
+#[inline(always)]
+fn output_transform_body(
     m: &[f32],
     bias: &[f32],
     g: Geometry,
@@ -438,6 +525,28 @@ mod tests {
                 let want: f32 = (0..T).map(|r| row[r] * d[r][l]).sum();
                 assert!((got[a][l] - want).abs() < 1e-5, "A^T row {a}");
             }
+        }
+    }
+
+    /// The portable transforms and the detected ones (AVX2 on such CPUs) give the same bits.
+    #[test]
+    fn isa_paths_agree_exactly() {
+        eprintln!("detected: {:?}", Isa::detected());
+        let g = Geometry {
+            n: 2,
+            ci: 16,
+            co: 24,
+            h: 19,
+            w: 26,
+            k: 3,
+        };
+        let x = wave(g.n * g.ci * g.h * g.w, 0.37);
+        let u = transform_weights(&wave(g.co * g.ci * 9, 0.23), g.co, g.ci);
+        let b = wave(g.co, 1.1);
+        for relu in [false, true] {
+            let portable = forward_transformed(Isa::Portable, &x, &u, &b, g, relu);
+            let detected = forward_transformed(Isa::detected(), &x, &u, &b, g, relu);
+            assert!(portable == detected, "relu {relu}");
         }
     }
 
