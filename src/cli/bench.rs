@@ -263,40 +263,45 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         w.input,
         w.runs
     );
+    let (peak, _) = peak_flops();
     say!(
-        "{:<9} {:<20} {:>11} {:>9} {:>14} {:>9}",
+        "{:<9} {:<20} {:<20} {:>11} {:>15} {:>14} {:>15}",
         "layer",
         "kind",
+        "algorithm",
         "forward ms",
-        "GFLOP/s",
+        "GFLOP/s (peak)",
         if train { "fwd+bwd ms" } else { "" },
-        if train { "GFLOP/s" } else { "" }
+        if train { "GFLOP/s (peak)" } else { "" }
     );
     let (mut total_f, mut total_b) = (0.0, 0.0);
-    let report =
-        |name: &str, kind: &str, macs: u64, f: f64, b: Option<f64>| -> anyhow::Result<()> {
-            let gf = |s: f64, passes: f64| {
-                if macs > 0 {
-                    format!(
-                        "{:.1}",
-                        passes * 2.0 * macs as f64 * w.batch as f64 / s / 1e9
-                    )
-                } else {
-                    "-".into()
-                }
-            };
-            let bwd = b
-                .map(|b| (format!("{:.2}", b * 1e3), gf(b, 3.0)))
-                .unwrap_or_default();
-            say!(
-                "{name:<9} {kind:<20} {:>11.2} {:>9} {:>14} {:>9}",
-                f * 1e3,
-                gf(f, 1.0),
-                bwd.0,
-                bwd.1
-            );
-            Ok(())
+    let report = |name: &str,
+                  kind: &str,
+                  algorithm: &str,
+                  macs: u64,
+                  f: f64,
+                  b: Option<f64>|
+     -> anyhow::Result<()> {
+        let gf = |s: f64, passes: f64| {
+            if macs > 0 {
+                let flops = passes * 2.0 * macs as f64 * w.batch as f64 / s;
+                format!("{:.1} ({:.0}%)", flops / 1e9, 100.0 * flops / peak)
+            } else {
+                "-".into()
+            }
         };
+        let bwd = b
+            .map(|b| (format!("{:.2}", b * 1e3), gf(b, 3.0)))
+            .unwrap_or_default();
+        say!(
+            "{name:<9} {kind:<20} {algorithm:<20} {:>11.2} {:>15} {:>14} {:>15}",
+            f * 1e3,
+            gf(f, 1.0),
+            bwd.0,
+            bwd.1
+        );
+        Ok(())
+    };
     let grad = |t: Tensor<4>| if train { t.require_grad() } else { t };
     for (i, row) in rows
         .iter()
@@ -315,7 +320,18 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         });
         total_f += f;
         total_b += b.unwrap_or(0.0);
-        report(&row.name, &row.kind, row.macs, f, b)?;
+        let algorithm = match (&config.layers[i], &row.output_shape[..]) {
+            (vgg::Layer::Conv3(_) | vgg::Layer::Conv1(_), &[_, co, h, wd]) => {
+                let k = if matches!(config.layers[i], vgg::Layer::Conv1(_)) {
+                    1
+                } else {
+                    3
+                };
+                vgg::nn::ops::conv_algorithm(&device, [x.dims()[1], co, h, wd, k])
+            }
+            _ => "",
+        };
+        report(&row.name, &row.kind, algorithm, row.macs, f, b)?;
         x = model.layer(i, x.detach());
     }
     let head_in = grad(x.detach());
@@ -332,9 +348,10 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         .filter(|r| r.name.starts_with("fc"))
         .map(|r| r.macs)
         .sum();
-    report("head", "avgpool+FC x3", fc_macs, f, b)?;
+    report("head", "avgpool+FC x3", "burn generic", fc_macs, f, b)?;
     total_f += f;
     total_b += b.unwrap_or(0.0);
+    say!("GFLOP/s count the direct algorithm's FLOPs: for Winograd layers an effective rate.");
     say!(
         "sum of layers: forward {:.1} ms{}",
         total_f * 1e3,

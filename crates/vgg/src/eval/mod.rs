@@ -198,6 +198,12 @@ pub fn average_probs_each(
             "are a trunk (convolutions only): they classify nothing",
         ));
     }
+    if models.is_empty() || scales.is_empty() {
+        return Err(VggError::bad_config(
+            "evaluation",
+            "needs at least one model and one test scale",
+        ));
+    }
     let count = (models.len() * scales.len()) as f32;
     let mut sums: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
     for m in models {

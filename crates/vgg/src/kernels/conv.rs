@@ -39,7 +39,7 @@ fn kernel_size(weight: &FlexTensor) -> usize {
 /// Maps of at most this many pixels go through one GEMM over many samples
 /// ([`forward_gemm`], [`weight_grad`]); larger ones tile by tile
 /// ([`super::tiled`]).
-const SMALL_MAP: usize = 16;
+pub const SMALL_MAP: usize = 16;
 
 fn geometry(x: &FlexTensor, weight: &FlexTensor) -> Geometry {
     let (xs, ws) = (x.layout().shape(), weight.layout().shape());

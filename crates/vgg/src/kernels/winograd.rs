@@ -10,6 +10,8 @@
 //! transform point) when there are enough of them, or one chunk at a time with parallel GEMMs.
 //! Every output is computed once, by one task: the results do not depend on the thread count.
 
+use std::sync::{Arc, Mutex};
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -45,6 +47,10 @@ pub fn applies(g: &Geometry) -> bool {
 
 /// `U [36, C_out, C_in]`: every 3x3 kernel of `weight [C_out, C_in, 3, 3]` transformed.
 pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    assert!(
+        ci > 0 && weight.len() == 9 * co * ci,
+        "3x3 kernels of {co} x {ci} channels"
+    );
     let mut u = vec![0f32; P * co * ci];
     let plane = co * ci;
     let dst = Shared(u.as_mut_ptr());
@@ -90,6 +96,7 @@ pub fn forward(
     relu: bool,
     cache: bool,
 ) -> Vec<f32> {
+    assert_eq!(g.k, 3, "Winograd F(4x4, 3x3) takes 3x3 kernels");
     if cache {
         let u = cached_transform(weight, g.co, g.ci);
         forward_transformed(Isa::detected(), x, &u, bias, g, relu)
@@ -111,15 +118,17 @@ const CACHE_BYTES: usize = 1 << 29;
 
 /// The transformed weights of `weight`, from a cache keyed by the weights' values (every value
 /// is compared, so weights changed in place are never served stale).
-fn cached_transform(weight: &[f32], co: usize, ci: usize) -> std::sync::Arc<Vec<f32>> {
-    use std::sync::{Arc, Mutex};
-    type Entry = (Vec<f32>, Arc<Vec<f32>>);
-    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+/// (U depends on the flat sequence of 3x3 kernels only, not on how it splits into C_out x C_in.)
+fn cached_transform(weight: &[f32], co: usize, ci: usize) -> Arc<Vec<f32>> {
     let key = |w: &[f32]| w.len() == weight.len() && w == weight;
     if let Some((_, u)) = CACHE.lock().unwrap().iter().find(|(w, _)| key(w)) {
         return u.clone();
     }
     let u = Arc::new(transform_weights(weight, co, ci));
+    let size = 4 * (weight.len() + u.len());
+    if size > CACHE_BYTES {
+        return u;
+    }
     let mut cache = CACHE.lock().unwrap();
     let bytes = |c: &Vec<Entry>| {
         c.iter()
@@ -127,16 +136,24 @@ fn cached_transform(weight: &[f32], co: usize, ci: usize) -> std::sync::Arc<Vec<
             .sum::<usize>()
     };
     // Oldest first out, until the new entry fits.
-    while !cache.is_empty() && bytes(&cache) + 4 * (weight.len() + u.len()) > CACHE_BYTES {
+    while !cache.is_empty() && bytes(&cache) + size > CACHE_BYTES {
         cache.remove(0);
     }
     cache.push((weight.to_vec(), u.clone()));
     u
 }
 
+type Entry = (Vec<f32>, Arc<Vec<f32>>);
+static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// Forgets every cached transform (training calls it after validating weights it will change).
+pub fn clear_cache() {
+    CACHE.lock().unwrap().clear();
+}
+
 /// [`forward`] with the weights already transformed ([`transform_weights`]), the transforms
 /// on `isa`.
-pub fn forward_transformed(
+pub(crate) fn forward_transformed(
     isa: Isa,
     x: &[f32],
     u: &[f32],
@@ -144,6 +161,16 @@ pub fn forward_transformed(
     g: Geometry,
     relu: bool,
 ) -> Vec<f32> {
+    assert!(g.ci > 0 && g.co > 0, "channels");
+    assert_eq!(
+        u.len(),
+        P * g.co * g.ci,
+        "transformed weights of {} x {}",
+        g.co,
+        g.ci
+    );
+    assert_eq!(bias.len(), g.co, "one bias per output channel");
+    assert_eq!(x.len(), g.n * g.ci * g.h * g.w, "input of the geometry");
     let (by, bx) = (g.h.div_ceil(M), g.w.div_ceil(M));
     let blocks = g.n * by * bx;
     // Blocks per chunk: the chunk's V (36 x C_in x len) and M (36 x C_out x len) within
@@ -267,7 +294,7 @@ fn at(m: [Lanes; T]) -> [Lanes; M] {
 /// (no fused multiply-adds), so both give the same bits (`isa_paths_agree_exactly`). The GEMMs
 /// choose their own (the `gemm` crate dispatches on AVX-512, AVX2 + FMA or scalar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
+pub(crate) enum Isa {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -275,7 +302,7 @@ pub enum Isa {
 
 impl Isa {
     /// The best this CPU runs (detected once).
-    pub fn detected() -> Self {
+    pub(crate) fn detected() -> Self {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]

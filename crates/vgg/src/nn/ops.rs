@@ -16,6 +16,29 @@ fn ours(device: &Device) -> bool {
     kernels::supported(device)
 }
 
+/// Which algorithm [`conv`] runs for `[C_in, C_out, H, W]` maps and a `k x k` kernel on
+/// `device` (for profiles): Winograd's F(4x4, 3x3), im2col + GEMM (one GEMM over all samples on
+/// maps of at most 4x4, tile by tile otherwise), or burn's generic convolution.
+pub fn conv_algorithm(device: &Device, [ci, co, h, w, k]: [usize; 5]) -> &'static str {
+    let g = kernels::tiled::Geometry {
+        n: 1,
+        ci,
+        co,
+        h,
+        w,
+        k,
+    };
+    if !ours(device) {
+        "burn generic"
+    } else if h * w <= kernels::conv::SMALL_MAP {
+        "GEMM, all samples"
+    } else if kernels::winograd::applies(&g) {
+        "Winograd F(4x4,3x3)"
+    } else {
+        "im2col+GEMM tiles"
+    }
+}
+
 /// VGG's convolution (stride 1, same padding), then ReLU when `relu`: fused into one pass on
 /// flex. `[N, C_in, H, W] -> [N, C_out, H, W]`.
 pub fn conv(x: Tensor<4>, conv: &Conv2d, relu_after: bool) -> Tensor<4> {

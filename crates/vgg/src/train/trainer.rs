@@ -616,8 +616,10 @@ impl Trainer {
             c.workers,
             c.skip_bad,
             self.rank(),
-        )
-        .map_err(|e| match e {
+        );
+        // These weights will not be seen again: drop their Winograd transforms.
+        crate::kernels::winograd::clear_cache();
+        let val = val.map_err(|e| match e {
             VggError::NonFiniteOutput { what } => self.diverged(epoch, what),
             e => e,
         })?;
