@@ -71,9 +71,12 @@ for cell in "${CELLS[@]}"; do
         fi
         t1=$(date +%s)
         kind=fixed; [[ $cell == *-jit ]] && kind=jit
-        # The centre crop at the training scale on every test image (the configurations'
-        # ordering), then the four methods over the test scales on the first LIMIT (Table 5).
-        "$V" eval --data "$DATA" -w "$dir" --method center --json >"$dir/center.json.tmp"
+        # The centre crop at Q = S, or Q = (Smin + Smax) / 2 for a jittered S (Table 3), on
+        # every test image (the configurations' ordering), then the four methods over the test
+        # scales on the first LIMIT (Table 5).
+        q=36; [ $kind = jit ] && q=40
+        "$V" eval --data "$DATA" -w "$dir" --method center --scales $q --json \
+            >"$dir/center.json.tmp"
         mv "$dir/center.json.tmp" "$dir/center.json"
         "$V" eval --data "$DATA" -w "$dir" --method center,dense,multicrop,dense+multicrop \
             --scales "${SCALES[$kind]}" --limit "$LIMIT" --json >"$dir/eval.json.tmp"

@@ -171,7 +171,8 @@ def main():
                                     for c in ranked]}
     any_run = next(iter(found.values()))[0] if found else None
     if any_run:
-        print(f"Top-1 error (%). Centre crop at the training scale on all "
+        print(f"Top-1 error (%). Centre crop at Q = S (or (Smin + Smax) / 2 when S is jittered, "
+              f"Table 3's rule) on all "
               f"{any_run['center_images']} test images; then the four methods over the test "
               f"scales Q on the first {any_run['images']}; seeds in brackets.\n")
     print(f"| config | S (train) | epochs | best val err | centre (all) | centre | dense "

@@ -222,6 +222,11 @@ fn train_writes_log_plot_and_checkpoints_then_resumes() {
     assert_eq!(config["model"]["num_classes"], 2);
     assert_eq!(config["model"]["in_channels"], 1);
     assert_eq!(config["sgd"]["momentum"], 0.9);
+    // Small images: S jittered in [32, 36], and the test scale is the paper's
+    // Q = (Smin + Smax) / 2 (Section 4.1), not Smin.
+    let t = &config["transform"];
+    assert_eq!((&t["scale_min"], &t["scale_max"]), (&32.into(), &36.into()));
+    assert_eq!(t["eval_scale"], 34);
     assert!(
         out.join("best.safetensors").exists()
             && out.join("epoch-2.bpk").exists()

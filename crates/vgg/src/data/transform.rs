@@ -282,7 +282,8 @@ pub struct Transform {
     /// Training scale S: shorter side drawn per image from [scale_min, scale_max].
     pub scale_min: usize,
     pub scale_max: usize,
-    /// Test scale Q for the centre crop of evaluation.
+    /// Test scale Q for the centre crop of evaluation: S for a fixed S, (Smin + Smax) / 2 for a
+    /// jittered one (Section 4.1).
     pub eval_scale: usize,
     pub flip: bool,
     /// Standard deviation of the PCA colour-shift coefficients (0.1 in Krizhevsky et al.;
