@@ -121,7 +121,7 @@ const CACHE_BYTES: usize = 1 << 29;
 /// (U depends on the flat sequence of 3x3 kernels only, not on how it splits into C_out x C_in.)
 fn cached_transform(weight: &[f32], co: usize, ci: usize) -> Arc<Vec<f32>> {
     let key = |w: &[f32]| w.len() == weight.len() && w == weight;
-    if let Some((_, u)) = CACHE.lock().unwrap().iter().find(|(w, _)| key(w)) {
+    if let Some((_, u)) = cache().iter().find(|(w, _)| key(w)) {
         return u.clone();
     }
     let u = Arc::new(transform_weights(weight, co, ci));
@@ -129,7 +129,7 @@ fn cached_transform(weight: &[f32], co: usize, ci: usize) -> Arc<Vec<f32>> {
     if size > CACHE_BYTES {
         return u;
     }
-    let mut cache = CACHE.lock().unwrap();
+    let mut cache = cache();
     let bytes = |c: &Vec<Entry>| {
         c.iter()
             .map(|(w, u)| 4 * (w.len() + u.len()))
@@ -146,9 +146,15 @@ fn cached_transform(weight: &[f32], co: usize, ci: usize) -> Arc<Vec<f32>> {
 type Entry = (Vec<f32>, Arc<Vec<f32>>);
 static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
+/// The cache, locked. Nothing panics while it is held, and every entry is whole when pushed, so
+/// a poisoned lock (a panic elsewhere on that thread) still guards valid entries.
+fn cache() -> std::sync::MutexGuard<'static, Vec<Entry>> {
+    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Forgets every cached transform (training calls it after validating weights it will change).
 pub fn clear_cache() {
-    CACHE.lock().unwrap().clear();
+    cache().clear();
 }
 
 /// [`forward`] with the weights already transformed ([`transform_weights`]), the transforms
