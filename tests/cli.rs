@@ -145,6 +145,57 @@ fn convert_pth_to_safetensors_and_burn_and_back() {
     );
 }
 
+/// `convert --f16`: half the bytes, every value its f16 rounding (within 2^-11 relative), read
+/// back as float32; refused for any output but .safetensors.
+#[test]
+fn convert_to_half_precision_safetensors() {
+    let arch = [
+        "--arch",
+        "vgg16_bn",
+        "--layers",
+        "4,4,M,8,8,M,16,16,16,M,32,32,32,M,32,32,32,M",
+        "--bn",
+        "--hidden",
+        "32",
+        "--num-classes",
+        "10",
+    ];
+    let (full, half) = (tmp("full.safetensors"), tmp("half.safetensors"));
+    let _ = std::fs::remove_file(&full);
+    let _ = std::fs::remove_file(&half);
+    let src = fixture("vgg16_bn_w16.pth");
+    for (dst, extra) in [(&full, None), (&half, Some("--f16"))] {
+        let mut args = vec!["convert", src.as_str(), dst.to_str().unwrap()];
+        args.extend(arch);
+        args.extend(extra);
+        let out = vgg(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (a, b) = (
+        vgg::checkpoint::read_state_dict(&full).unwrap(),
+        vgg::checkpoint::read_state_dict(&half).unwrap(),
+    );
+    let (na, nb) = (
+        std::fs::metadata(&full).unwrap().len(),
+        std::fs::metadata(&half).unwrap().len(),
+    );
+    assert!(nb * 100 < na * 55, "{nb} bytes against {na}");
+    assert_eq!(a.len(), b.len());
+    for (key, t) in &a {
+        for (x, y) in t.to_f32().iter().zip(b[key].to_f32()) {
+            assert!(
+                (x - y).abs() <= x.abs() * 2f32.powi(-11) + 6e-8,
+                "{key}: {x} vs {y}"
+            );
+        }
+    }
+    let mut args = vec!["convert", src.as_str(), "/tmp/vgg-never-written.bpk", "--f16"];
+    args.extend(arch);
+    let out = vgg(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--f16 writes .safetensors only"), "{}", stderr(&out));
+}
+
 /// Every format `-w` reads converts: the authors' 2014 Caffe model to ONNX, that back to
 /// safetensors, gives the torchvision-layout weights it was made from, value for value.
 #[test]
@@ -782,4 +833,83 @@ fn published_weights_by_name() {
         stderr(&out)
     );
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+}
+
+/// A device this build lacks, or a name that is no device: one line naming `--device`, exit 2.
+#[test]
+fn device_not_compiled_in_or_unknown_is_refused() {
+    if !cfg!(feature = "cuda") {
+        let out = vgg(&["bench", "--arch", "vgg11", "--device", "cuda", "--runs", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let text = stderr(&out);
+        assert!(
+            text.contains("--features cuda") && text.contains("--device"),
+            "{text}"
+        );
+    }
+    let out = vgg(&["train", "--device", "tpu", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("wgpu-cpu"), "{}", stderr(&out));
+}
+
+/// The top-k probabilities `vgg predict --json` gives for `image` with the run `run` on `device`.
+#[cfg(feature = "wgpu")]
+fn probabilities(run: &std::path::Path, image: &std::path::Path, device: &str) -> Vec<f64> {
+    let out = vgg(&[
+        "predict",
+        image.to_str().unwrap(),
+        "-w",
+        run.to_str().unwrap(),
+        "--json",
+        "--device",
+        device,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows[0]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["probability"].as_f64().unwrap())
+        .collect()
+}
+
+/// Issue 14: a run trained on a GPU device (lavapipe here) is an ordinary run: its checkpoint
+/// predicts the same on flex and on the device, and it resumes on flex.
+#[cfg(feature = "wgpu")]
+#[test]
+fn train_on_wgpu_cpu_then_predict_and_resume_on_flex() {
+    let data = tiny_folder("tiny-gpu", 8, false);
+    let out = tmp("run-gpu");
+    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "1", true);
+    args.extend(["--device", "wgpu-cpu"]);
+    let run = vgg(&args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let image = std::fs::read_dir(data.join("top"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (flex, gpu) = (
+        probabilities(&out, &image, "flex"),
+        probabilities(&out, &image, "wgpu-cpu"),
+    );
+    assert_eq!(flex.len(), gpu.len());
+    for (a, b) in flex.iter().zip(&gpu) {
+        assert!((a - b).abs() < 1e-4, "flex {flex:?} vs wgpu-cpu {gpu:?}");
+    }
+    let resumed = vgg(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--device",
+        "flex",
+        "--quiet",
+    ]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let log = std::fs::read_to_string(out.join("log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
 }

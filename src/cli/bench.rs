@@ -57,6 +57,8 @@ pub struct Args {
     /// Internal: run one workload (JSON) in this process and print its row.
     #[arg(long, hide = true)]
     pub one: Option<String>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 /// What a workload times.
@@ -86,10 +88,13 @@ pub struct Workload {
     pub compact: bool,
     pub runs: usize,
     pub warmup: usize,
+    /// `flex`, `wgpu-cpu`, `cuda:0`, ... ([`vgg::device::DeviceSpec`]).
+    pub device: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
+    pub device: String,
     pub variant: String,
     pub mode: Mode,
     pub batch: usize,
@@ -98,7 +103,8 @@ pub struct Row {
     pub median_ms: f64,
     pub images_per_s: f64,
     pub gflops: f64,
-    pub peak_fraction: f64,
+    /// Of this CPU's FP32 peak; none for other devices (their peak is not known here).
+    pub peak_fraction: Option<f64>,
     pub peak_rss_bytes: u64,
     pub threads: usize,
 }
@@ -112,6 +118,7 @@ pub fn standard() -> Vec<Workload> {
         compact,
         runs: 5,
         warmup: 1,
+        device: "flex".into(),
     };
     vec![
         w("vgg16", Mode::Inference, 1, [3, 224, 224], false),
@@ -181,11 +188,9 @@ fn config_of(w: &Workload) -> anyhow::Result<VggConfig> {
 fn build(w: &Workload) -> anyhow::Result<(VggConfig, bool, burn::tensor::Device, Vgg)> {
     let config = config_of(w)?;
     let train = w.mode == Mode::Train;
-    let device = if train {
-        super::device().autodiff()
-    } else {
-        super::device()
-    };
+    let spec: vgg::device::DeviceSpec = w.device.parse()?;
+    let plain = spec.open()?;
+    let device = if train { plain.autodiff() } else { plain };
     let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
     let model = if train { model } else { model.valid() };
     Ok((config, train, device, model))
@@ -218,6 +223,7 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     let flops = 2.0 * macs * if train { 3.0 } else { 1.0 };
     let (peak, _) = peak_flops();
     Ok(Row {
+        device: w.device.clone(),
         variant: w.variant.clone(),
         mode: w.mode,
         batch: w.batch,
@@ -226,12 +232,17 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
         median_ms: median * 1e3,
         images_per_s: w.batch as f64 / median,
         gflops: flops / median / 1e9,
-        peak_fraction: flops / median / peak,
+        peak_fraction: on_cpu(w).then(|| flops / median / peak),
         peak_rss_bytes: peak_rss(),
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
     })
+}
+
+/// Whether the workload computes on this CPU (flex), whose FP32 peak [`peak_flops`] knows.
+fn on_cpu(w: &Workload) -> bool {
+    w.device == "flex"
 }
 
 /// Median seconds of `f` over `runs` after one warm-up.
@@ -285,7 +296,11 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         let gf = |s: f64, passes: f64| {
             if macs > 0 {
                 let flops = passes * 2.0 * macs as f64 * w.batch as f64 / s;
-                format!("{:.1} ({:.0}%)", flops / 1e9, 100.0 * flops / peak)
+                if on_cpu(w) {
+                    format!("{:.1} ({:.0}%)", flops / 1e9, 100.0 * flops / peak)
+                } else {
+                    format!("{:.1}", flops / 1e9)
+                }
             } else {
                 "-".into()
             }
@@ -348,7 +363,7 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         .filter(|r| r.name.starts_with("fc"))
         .map(|r| r.macs)
         .sum();
-    report("head", "avgpool+FC x3", "burn generic", fc_macs, f, b)?;
+    report("head", "avgpool+FC x3", "burn", fc_macs, f, b)?;
     total_f += f;
     total_b += b.unwrap_or(0.0);
     say!("GFLOP/s count the direct algorithm's FLOPs: for Winograd layers an effective rate.");
@@ -376,6 +391,7 @@ fn workloads(args: &Args) -> Vec<Workload> {
             compact: args.compact,
             runs: args.runs,
             warmup: args.warmup,
+            device: String::new(),
         }],
     };
     chosen
@@ -383,6 +399,7 @@ fn workloads(args: &Args) -> Vec<Workload> {
         .map(|w| Workload {
             runs: args.runs,
             warmup: args.warmup,
+            device: args.device.device.to_string(),
             ..w
         })
         .collect()
@@ -407,10 +424,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for w in &workloads {
         config_of(w)?; // every workload is checked before the first child starts
     }
+    // A device that is not there is refused here, before the first child starts.
+    args.device.open()?;
     let exe = std::env::current_exe()?;
     let (_, peak_text) = peak_flops();
     if !args.json {
-        say!("peak: {peak_text}");
+        say!("device: {}", args.device.device);
+        say!("CPU peak: {peak_text}");
         say!(
             "{:<10} {:<9} {:>5} {:<13} {:>10} {:>9} {:>9} {:>7} {:>10}",
             "variant",
@@ -445,7 +465,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 row.variant.clone()
             };
             say!(
-                "{:<10} {:<9} {:>5} {:<13} {:>10.1} {:>9.2} {:>9.1} {:>6.1}% {:>7.0} MB",
+                "{:<10} {:<9} {:>5} {:<13} {:>10.1} {:>9.2} {:>9.1} {:>6}% {:>7.0} MB",
                 variant,
                 row.mode,
                 row.batch,
@@ -453,7 +473,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 row.median_ms,
                 row.images_per_s,
                 row.gflops,
-                100.0 * row.peak_fraction,
+                row.peak_fraction
+                    .map_or("-".to_string(), |p| format!("{:.1}", 100.0 * p)),
                 row.peak_rss_bytes as f64 / 1e6
             );
         }

@@ -22,6 +22,10 @@ pub struct Args {
     pub arch: String,
     #[command(flatten)]
     pub net: ArchArgs,
+    /// Store the floats in half precision (a .safetensors OUTPUT only): half the file, read
+    /// back as float32 by every command (PyTorch's `.half()`); values round to 11 bits.
+    #[arg(long)]
+    pub f16: bool,
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -34,12 +38,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.output.display()
         );
     }
+    let is_safetensors = args
+        .output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    anyhow::ensure!(
+        !args.f16 || is_safetensors,
+        "{}: --f16 writes .safetensors only; name the output NAME.safetensors",
+        args.output.display()
+    );
     let config = args.net.config(&args.arch)?;
     let device = super::device();
     let model = Vgg::load(&config, &args.input, &device)?;
-    model
-        .save(&args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    if args.f16 {
+        vgg::checkpoint::safetensors::write_f16(&model.state_dict(), &args.output)
+    } else {
+        model.save(&args.output)
+    }
+    .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "{} -> {} ({}, {} parameters)",
         args.input.display(),

@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             })?;
         batch.extend(x);
     }
-    let device = super::device();
+    let device = args.weights.device.open()?;
     let x = Tensor::<4>::from_data(
         TensorData::new(batch, [args.images.len(), channels, side, side]),
         &device,

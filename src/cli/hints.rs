@@ -50,6 +50,7 @@ fn flag(setting: &str) -> Option<&'static str> {
         "width" => "--width",
         "crop" => "--crop",
         "scale" => "--scale",
+        "device" => "--device",
         _ => return None,
     })
 }

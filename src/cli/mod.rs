@@ -133,7 +133,34 @@ pub fn out(text: &str) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// The CPU device the tool runs on (burn's flex backend).
+/// The CPU device of the commands that take no `--device` (summary, convert): burn's flex.
 pub fn device() -> burn::tensor::Device {
     burn::tensor::Device::flex()
+}
+
+/// `--device`, on every command that computes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArg {
+    /// Where to compute: flex (this CPU with our kernels), wgpu (the best adapter: Vulkan,
+    /// Metal or DX12; lavapipe when there is no GPU), wgpu:N (the N-th discrete GPU), wgpu-cpu (Mesa's lavapipe, Vulkan on
+    /// the CPU), cuda or cuda:N. GPUs need a build with `--features wgpu` (or `cuda`); under
+    /// mpirun, wgpu and cuda take the GPU of each rank's local index.
+    #[arg(long, value_name = "DEVICE", default_value = "flex", value_parser = parse_device)]
+    pub device: vgg::device::DeviceSpec,
+}
+
+impl DeviceArg {
+    /// The device, opened (an adapter that is not there is an error now).
+    pub fn open(&self) -> anyhow::Result<burn::tensor::Device> {
+        Ok(self.device.open()?)
+    }
+}
+
+fn parse_device(text: &str) -> Result<vgg::device::DeviceSpec, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "expected one of {} (N a device index)",
+            vgg::device::DEVICE_NAMES
+        )
+    })
 }

@@ -10,6 +10,8 @@ pub struct Ranks {
     comm: Rc<dyn Collective>,
     /// Ranks sharing this host's cores.
     local: usize,
+    /// This rank's index on its host.
+    local_rank: usize,
     #[cfg(feature = "mpi")]
     mpi: Option<Rc<vgg::dist::mpi::MpiCollective>>,
 }
@@ -25,6 +27,7 @@ impl Ranks {
             return Ok(Self {
                 comm: mpi.clone(),
                 local: mpi.local_size(),
+                local_rank: mpi.local_rank(),
                 mpi: Some(mpi),
             });
         }
@@ -38,6 +41,7 @@ impl Ranks {
         Ok(Self {
             comm: Rc::new(Single),
             local: 1,
+            local_rank: 0,
             #[cfg(feature = "mpi")]
             mpi: None,
         })
@@ -58,6 +62,17 @@ impl Ranks {
     /// Whether this process prints and writes (rank 0).
     pub fn leader(&self) -> bool {
         self.rank() == 0
+    }
+
+    /// This rank's device: `wgpu` and `cuda` without an index take the GPU of the rank's
+    /// index on its host, one GPU per rank.
+    pub fn device(&self, spec: vgg::device::DeviceSpec) -> anyhow::Result<burn::tensor::Device> {
+        let spec = if self.size() > 1 {
+            spec.for_local_rank(self.local_rank)
+        } else {
+            spec
+        };
+        Ok(spec.open()?)
     }
 
     /// Compute threads for this rank: `requested`, or this host's cores shared by its ranks.

@@ -119,7 +119,8 @@ pub struct Args {
     pub force: bool,
     /// Continue the run in this folder from its last checkpoint: its config.json decides the
     /// data, split, seed, network and schedule (flags that contradict it are refused); only
-    /// --epochs may raise the total, and --workers, --threads and --quiet apply.
+    /// --epochs may raise the total, and --workers, --threads, --device and --quiet apply
+    /// (checkpoints move between devices).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "force"])]
     pub resume: Option<PathBuf>,
     /// No progress bar (for logs).
@@ -128,6 +129,8 @@ pub struct Args {
     /// Compute threads. Default: this machine's cores, shared between the MPI ranks on it.
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 /// Weight initialisation (`--init`).
@@ -442,7 +445,8 @@ fn resume(
 }
 
 fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> {
-    let device = super::device().autodiff();
+    let plain = ranks.device(args.device.device)?;
+    let device = plain.clone().autodiff();
     let leader = ranks.leader();
     let (mut trainer, test) = match &args.resume {
         Some(dir) => {
@@ -461,7 +465,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                         source,
                         || args.net.config(&args.arch),
                         &args.source.options(),
-                        &super::device(),
+                        &plain,
                         &mut super::weights::download_bar(),
                     )?;
                     recipe.fine_tune = Some(FineTune {
@@ -532,6 +536,12 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         c.lr,
         trainer.run_dir().display()
     );
+    if args.device.device != vgg::device::DeviceSpec::Flex {
+        eprintln!(
+            "computing on {} (burn's operations; our CPU kernels are flex's)",
+            args.device.device
+        );
+    }
     if ranks.size() > 1 {
         let n = ranks.size();
         eprintln!(
@@ -561,7 +571,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         let model = vgg::checkpoint::burnpack::load(
             &cfg.model,
             &trainer.run_dir().join("best.bpk"),
-            &super::device(),
+            &plain,
         )?;
         let result = evaluate(
             &model,

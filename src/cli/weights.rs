@@ -30,6 +30,8 @@ pub struct WeightArgs {
     /// Class names, one per line (default: the run's classes, or ImageNet's for 1000 classes).
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 /// How weights that do not say it themselves are read: their preprocessing, their head, and
@@ -177,7 +179,7 @@ pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<
         path,
         || args.net.config(&args.arch),
         &args.source.options(),
-        &super::device(),
+        &args.device.open()?,
         &mut download_bar(),
     )?;
     anyhow::ensure!(

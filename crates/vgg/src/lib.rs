@@ -18,12 +18,13 @@
 //! - [`train`]: the recipe, the SGD step, the trainer, the run folder.
 //! - [`dist`]: data-parallel training on MPI (feature `mpi`).
 //!
-//! Beside them: [`error`] (the library's errors, in its own words), [`limits`] (bounds on what
+//! Beside them: [`device`] (flex, wgpu, CUDA by name), [`error`] (the library's errors, in its own words), [`limits`] (bounds on what
 //! input may allocate), [`fsio`] (atomic writes, hashes), [`fuzz`] (the parsers' fuzzing entry).
 
 pub mod arch;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod dist;
 pub mod error;
 pub mod eval;

@@ -29,11 +29,41 @@ pub(crate) fn read(path: &Path) -> Result<StateDict, VggError> {
 /// Writes a state dict as `.safetensors`, atomically: a temporary file beside `path`, then a
 /// rename, so an existing file is never left half-written.
 pub fn write(dict: &StateDict, path: &Path) -> Result<(), VggError> {
+    write_as(dict, path, false)
+}
+
+/// [`write`] with the floats stored as IEEE half precision (half the file; readers widen them
+/// back to float32, as PyTorch's `.half()` weights). A value beyond f16's range (65504) is an
+/// error, not an infinity.
+pub fn write_f16(dict: &StateDict, path: &Path) -> Result<(), VggError> {
+    for (k, t) in dict {
+        if let Values::F32(v) = &t.values
+            && let Some(x) = v.iter().find(|x| half::f16::from_f32(**x).is_infinite())
+        {
+            return Err(VggError::BadConfig {
+                what: "half precision".into(),
+                reason: format!(
+                    "for {}: `{k}` holds {x}, beyond f16's range (65504); keep float32",
+                    path.display()
+                ),
+            });
+        }
+    }
+    write_as(dict, path, true)
+}
+
+fn write_as(dict: &StateDict, path: &Path, f16: bool) -> Result<(), VggError> {
     let mut views = Vec::with_capacity(dict.len());
     let buffers: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = dict
         .iter()
         .map(|(k, t)| {
             let (dtype, bytes) = match &t.values {
+                Values::F32(v) if f16 => (
+                    safetensors::Dtype::F16,
+                    v.iter()
+                        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                        .collect(),
+                ),
                 Values::F32(v) => (
                     safetensors::Dtype::F32,
                     v.iter().flat_map(|x| x.to_le_bytes()).collect(),

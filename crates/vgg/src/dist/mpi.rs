@@ -20,6 +20,7 @@ pub const BUCKET_FLOATS: usize = 1 << 22;
 pub struct MpiCollective {
     world: SimpleCommunicator,
     local_size: usize,
+    local_rank: usize,
     seconds: Cell<f64>,
     // Last: dropped (MPI_Finalize) after the communicator.
     _universe: Universe,
@@ -31,10 +32,12 @@ impl MpiCollective {
     pub fn init() -> Option<Self> {
         let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)?;
         let world = universe.world();
-        let local_size = world.split_shared(0).size() as usize;
+        let host = world.split_shared(0);
+        let (local_size, local_rank) = (host.size() as usize, host.rank() as usize);
         Some(Self {
             world,
             local_size,
+            local_rank,
             seconds: Cell::new(0.0),
             _universe: universe,
         })
@@ -43,6 +46,11 @@ impl MpiCollective {
     /// Ranks on this host (to share its cores between them).
     pub fn local_size(&self) -> usize {
         self.local_size
+    }
+
+    /// This rank's index among the ranks on its host (the GPU it takes).
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
     }
 
     /// Ends every rank of the job with `code` (MPI_Abort): one rank's error must not leave the

@@ -6,10 +6,11 @@ use vgg::Vgg;
 
 use crate::common::*;
 
-fn run_case(name: &str, weights: &str) {
+/// One inference case on `device`: features and logits against PyTorch's.
+pub fn run_case(name: &str, weights: &str, device: &Device) {
     let case = case(name);
     let config = config_of(&case);
-    let device = Device::flex();
+    let device = device.clone();
     let model = Vgg::load(&config, &fixture(weights), &device).unwrap();
     let io = io(name);
     let input = &io["input"];
@@ -55,7 +56,7 @@ fn every_inference_case_matches_pytorch() {
         for ext in ["safetensors", "pth"] {
             let file = format!("{name}.{ext}");
             if fixture(&file).exists() {
-                run_case(name, &file);
+                run_case(name, &file, &Device::flex());
                 checked += 1;
             }
         }
@@ -79,9 +80,14 @@ fn gray_500_classes_gives_1x500() {
 /// and the flip-averaged softmax, on a 256x320 image.
 #[test]
 fn dense_evaluation_matches_pytorch() {
+    dense_case(&Device::flex());
+}
+
+/// The dense fixture on `device`.
+pub fn dense_case(device: &Device) {
     let case = case("vgg16_w16_dense");
     let config = config_of(&case);
-    let device = Device::flex();
+    let device = device.clone();
     let model = Vgg::load(&config, &fixture("vgg16_w16_dense.safetensors"), &device).unwrap();
     let io = io("vgg16_w16_dense");
     let x: Tensor<4> = Tensor::from_data(

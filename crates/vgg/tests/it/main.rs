@@ -6,6 +6,8 @@ mod download;
 mod eval;
 mod formats;
 mod golden;
+#[cfg(feature = "wgpu")]
+mod gpu;
 mod hostile;
 mod kernels;
 mod train;

@@ -10,10 +10,11 @@ use vgg::train::{Sgd, SgdSettings};
 
 use crate::common::*;
 
-fn reproduce(name: &str) {
+/// Three SGD steps of the fixture `name` on `device` (a plain device; autodiff added here).
+pub fn reproduce(name: &str, device: &Device) {
     let case = case(name);
     let config = config_of(&case);
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     let mut model = Vgg::load(
         &config,
         &fixture(&format!("{name}_init.safetensors")),
@@ -69,12 +70,12 @@ fn reproduce(name: &str) {
 
 #[test]
 fn three_sgd_steps_match_pytorch() {
-    reproduce("vgg11_w16_sgd");
+    reproduce("vgg11_w16_sgd", &Device::flex());
 }
 
 #[test]
 fn three_sgd_steps_with_batchnorm_match_pytorch() {
-    reproduce("vgg11_bn_w16_sgd");
+    reproduce("vgg11_bn_w16_sgd", &Device::flex());
 }
 
 /// Section 3.1: a deeper net starts from net A's first four conv layers and three FC layers.
