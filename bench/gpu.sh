@@ -26,8 +26,8 @@ bench() { # BINARY DEVICE NAME
 
 cargo build --release --features wgpu
 cp target/release/vgg "$OUT/vgg-wgpu"
-bench "$OUT/vgg-wgpu" wgpu wgpu
-bench "$OUT/vgg-wgpu" flex flex
+bench "$OUT/vgg-wgpu" wgpu wgpu || echo "vgg on wgpu failed: see above" >&2
+bench "$OUT/vgg-wgpu" flex flex || echo "vgg on flex failed: see above" >&2
 
 if cargo build --release --features cuda 2>"$OUT/cuda-build.log"; then
     cp target/release/vgg "$OUT/vgg-cuda"
@@ -37,7 +37,8 @@ else
 fi
 
 if python3 -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/dev/null; then
-    python3 bench/pytorch.py --device cuda --gpu-set --runs "$RUNS" >"$OUT/pytorch-cuda.json"
+    python3 bench/pytorch.py --device cuda --gpu-set --runs "$RUNS" >"$OUT/pytorch-cuda.json" ||
+        { echo "PyTorch on CUDA failed: see above" >&2; rm -f "$OUT/pytorch-cuda.json"; }
 else
     echo "no PyTorch with CUDA here: no PyTorch column" >&2
 fi

@@ -72,7 +72,7 @@ fn last_weights(dir: &Path) -> StateDict {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let arch: vgg::VggConfig = serde_json::from_value(config["model"].clone()).unwrap();
     let file = dir.join(state["model_file"].as_str().unwrap());
-    let device = burn::tensor::Device::default();
+    let device = burn::tensor::Device::flex();
     vgg::checkpoint::burnpack::load(&arch, &file, &device)
         .unwrap()
         .state_dict()

@@ -331,6 +331,7 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         let b = train.then(|| {
             time(w.runs, || {
                 let _ = model.layer(i, input.clone()).sum().backward();
+                let _ = device.sync(); // a GPU queues the backward: wait for it
             })
         });
         total_f += f;
@@ -355,7 +356,8 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
     });
     let b = train.then(|| {
         time(w.runs, || {
-            drop(model.head(head_in.clone()).sum().backward())
+            drop(model.head(head_in.clone()).sum().backward());
+            let _ = device.sync();
         })
     });
     let fc_macs: u64 = rows
@@ -465,7 +467,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 row.variant.clone()
             };
             say!(
-                "{:<10} {:<9} {:>5} {:<13} {:>10.1} {:>9.2} {:>9.1} {:>6}% {:>7.0} MB",
+                "{:<10} {:<9} {:>5} {:<13} {:>10.1} {:>9.2} {:>9.1} {:>7} {:>7.0} MB",
                 variant,
                 row.mode,
                 row.batch,
@@ -474,7 +476,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 row.images_per_s,
                 row.gflops,
                 row.peak_fraction
-                    .map_or("-".to_string(), |p| format!("{:.1}", 100.0 * p)),
+                    .map_or("-".to_string(), |p| format!("{:.1}%", 100.0 * p)),
                 row.peak_rss_bytes as f64 / 1e6
             );
         }

@@ -64,15 +64,25 @@ impl Ranks {
         self.rank() == 0
     }
 
-    /// This rank's device: `wgpu` and `cuda` without an index take the GPU of the rank's
-    /// index on its host, one GPU per rank.
+    /// This rank's device: with several ranks on this host, `wgpu` and `cuda` without an index
+    /// take the GPU of the rank's index on the host, one GPU per rank.
     pub fn device(&self, spec: vgg::device::DeviceSpec) -> anyhow::Result<burn::tensor::Device> {
-        let spec = if self.size() > 1 {
+        // Several ranks on this host: one GPU each.
+        let spec = if self.local > 1 {
             spec.for_local_rank(self.local_rank)
         } else {
             spec
         };
-        Ok(spec.open()?)
+        if self.local <= 1 {
+            return Ok(spec.open()?);
+        }
+        spec.open().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (under mpirun, each of this host's {} ranks takes the GPU of its local index: rank {} takes {spec}; name one device for all, e.g. --device wgpu-cpu)",
+                self.local,
+                self.local_rank
+            )
+        })
     }
 
     /// Compute threads for this rank: `requested`, or this host's cores shared by its ranks.

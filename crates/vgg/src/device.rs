@@ -118,11 +118,40 @@ impl DeviceSpec {
             #[cfg(feature = "wgpu")]
             Self::Wgpu | Self::WgpuGpu(_) | Self::WgpuCpu => wgpu::open(*self),
             #[cfg(feature = "cuda")]
-            Self::Cuda(n) => Ok(Device::cuda(n.unwrap_or(0))),
+            Self::Cuda(n) => {
+                // CUDA starts lazily: one small tensor now, so a missing driver or GPU is this
+                // error rather than a panic at the first layer.
+                let device = Device::cuda(n.unwrap_or(0));
+                quietly(|| {
+                    let _ = burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+                })
+                .map_err(|reason| VggError::BadConfig {
+                    what: "device".into(),
+                    reason: format!("{self} cannot be opened: {reason}"),
+                })?;
+                Ok(device)
+            }
             #[allow(unreachable_patterns)]
             _ => unreachable!("compiled_in() said the backend is here"),
         }
     }
+}
+
+/// `f`, with a panic inside it returned as its message (and not printed: the caller reports
+/// it as one error line). Backends panic on some missing-driver paths instead of erring.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the backend panicked while opening it".into())
+    })
 }
 
 #[cfg(feature = "wgpu")]
@@ -151,19 +180,10 @@ mod wgpu {
             DeviceSpec::WgpuCpu => DeviceKind::Cpu,
             _ => DeviceKind::DefaultDevice,
         };
-        // wgpu panics on some missing-driver paths instead of returning an error.
-        let init = std::panic::catch_unwind(|| Device::wgpu_options().device_kind(kind).init());
-        let device = match init {
+        let device = match super::quietly(|| Device::wgpu_options().device_kind(kind).init()) {
             Ok(Ok(device)) => device,
             Ok(Err(e)) => return Err(unavailable(spec, &e.to_string())),
-            Err(panic) => {
-                let reason = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "wgpu panicked while opening it".into());
-                return Err(unavailable(spec, &reason));
-            }
+            Err(reason) => return Err(unavailable(spec, &reason)),
         };
         opened.insert(spec, device.clone());
         Ok(device)

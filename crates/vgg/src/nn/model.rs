@@ -269,7 +269,9 @@ impl Vgg {
     /// Counts `n` more training batches in `num_batches_tracked` (BN networks only).
     pub fn add_batches_tracked(&mut self, n: i64) {
         if self.config.batch_norm {
-            self.set_batches_tracked(self.batches_tracked() + n);
+            // On the device: no read back to the host.
+            let value = self.batches_tracked.val().add_scalar(n);
+            self.batches_tracked = Param::initialized(self.batches_tracked.id, value);
         }
     }
 
@@ -543,6 +545,13 @@ impl Vgg {
             }
         }
         out
+    }
+
+    /// How many values [`Vgg::running_stats`] has (from the layers' sizes, reading nothing).
+    pub fn running_stats_len(&self) -> usize {
+        self.training_bns()
+            .map(|bn| 2 * bn.gamma.val().dims()[0])
+            .sum()
     }
 
     /// `running = keep * running + delta`, for `delta` laid out as [`Vgg::running_stats`].

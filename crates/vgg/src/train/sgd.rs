@@ -88,7 +88,9 @@ impl Sgd {
         self
     }
 
-    /// Restores the momentum buffers saved by [`Sgd::state_bytes`].
+    /// Restores the momentum buffers saved by [`Sgd::state_bytes`]. burn reads them onto its
+    /// default device (`BURN_DEVICE`; the `vgg` tool makes it flex) and moves each to its
+    /// parameter's device at the first step.
     pub fn with_state(mut self, bytes: Vec<u8>) -> Result<Self, String> {
         self.optim = self
             .optim
@@ -142,7 +144,7 @@ impl Sgd {
     /// then), for all-reducing across ranks before [`Sgd::apply`].
     pub fn take(&mut self, model: &Vgg) -> (GradientsParams, Vec<f32>) {
         let mut running = std::mem::take(&mut self.running);
-        running.resize(model.running_stats().len(), 0.0);
+        running.resize(model.running_stats_len(), 0.0);
         (self.accumulator.grads(), running)
     }
 
