@@ -189,11 +189,20 @@ fn convert_to_half_precision_safetensors() {
             );
         }
     }
-    let mut args = vec!["convert", src.as_str(), "/tmp/vgg-never-written.bpk", "--f16"];
+    let mut args = vec![
+        "convert",
+        src.as_str(),
+        "/tmp/vgg-never-written.bpk",
+        "--f16",
+    ];
     args.extend(arch);
     let out = vgg(&args);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--f16 writes .safetensors only"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--f16 writes .safetensors only"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Every format `-w` reads converts: the authors' 2014 Caffe model to ONNX, that back to
@@ -839,7 +848,9 @@ fn published_weights_by_name() {
 #[test]
 fn device_not_compiled_in_or_unknown_is_refused() {
     if !cfg!(feature = "cuda") {
-        let out = vgg(&["bench", "--arch", "vgg11", "--device", "cuda", "--runs", "1"]);
+        let out = vgg(&[
+            "bench", "--arch", "vgg11", "--device", "cuda", "--runs", "1",
+        ]);
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let text = stderr(&out);
         assert!(

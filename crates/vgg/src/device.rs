@@ -222,9 +222,15 @@ mod tests {
         ] {
             assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
         }
-        assert_eq!("CUDA".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(None));
+        assert_eq!(
+            "CUDA".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Cuda(None)
+        );
         assert_eq!(DeviceSpec::Wgpu.for_local_rank(2), DeviceSpec::WgpuGpu(2));
-        assert_eq!(DeviceSpec::Cuda(None).for_local_rank(1), DeviceSpec::Cuda(Some(1)));
+        assert_eq!(
+            DeviceSpec::Cuda(None).for_local_rank(1),
+            DeviceSpec::Cuda(Some(1))
+        );
         assert_eq!(DeviceSpec::WgpuCpu.for_local_rank(1), DeviceSpec::WgpuCpu);
         assert_eq!(DeviceSpec::Flex.for_local_rank(1), DeviceSpec::Flex);
         for bad in ["gpu", "wgpu:", "wgpu:-1", "cuda:x", "", "flex:0"] {
