@@ -88,19 +88,22 @@ fn bad_input_exits_2_with_a_message() {
     }
 }
 
+/// The network of the fixture `vgg16_bn_w16`, as `convert` flags.
+const W16_BN: [&str; 9] = [
+    "--arch",
+    "vgg16_bn",
+    "--layers",
+    "4,4,M,8,8,M,16,16,16,M,32,32,32,M,32,32,32,M",
+    "--bn",
+    "--hidden",
+    "32",
+    "--num-classes",
+    "10",
+];
+
 #[test]
 fn convert_pth_to_safetensors_and_burn_and_back() {
-    let arch = [
-        "--arch",
-        "vgg16_bn",
-        "--layers",
-        "4,4,M,8,8,M,16,16,16,M,32,32,32,M,32,32,32,M",
-        "--bn",
-        "--hidden",
-        "32",
-        "--num-classes",
-        "10",
-    ];
+    let arch = W16_BN;
     let st = tmp("w.safetensors");
     let bpk = tmp("w.bpk");
     let back = tmp("back.safetensors");
@@ -149,17 +152,7 @@ fn convert_pth_to_safetensors_and_burn_and_back() {
 /// back as float32; refused for any output but .safetensors.
 #[test]
 fn convert_to_half_precision_safetensors() {
-    let arch = [
-        "--arch",
-        "vgg16_bn",
-        "--layers",
-        "4,4,M,8,8,M,16,16,16,M,32,32,32,M,32,32,32,M",
-        "--bn",
-        "--hidden",
-        "32",
-        "--num-classes",
-        "10",
-    ];
+    let arch = W16_BN;
     let (full, half) = (tmp("full.safetensors"), tmp("half.safetensors"));
     let _ = std::fs::remove_file(&full);
     let _ = std::fs::remove_file(&half);

@@ -72,17 +72,17 @@ impl fmt::Display for DeviceSpec {
 impl DeviceSpec {
     /// Whether this binary was built with the backend the device needs.
     pub fn compiled_in(&self) -> bool {
-        match self {
-            Self::Flex => true,
-            Self::Wgpu | Self::WgpuGpu(_) | Self::WgpuCpu => cfg!(feature = "wgpu"),
-            Self::Cuda(_) => cfg!(feature = "cuda"),
+        match self.feature() {
+            "wgpu" => cfg!(feature = "wgpu"),
+            "cuda" => cfg!(feature = "cuda"),
+            _ => true,
         }
     }
 
-    /// The cargo feature the device needs.
+    /// The cargo feature the device needs (flex is always built).
     fn feature(&self) -> &'static str {
         match self {
-            Self::Flex => "none",
+            Self::Flex => "flex",
             Self::Wgpu | Self::WgpuGpu(_) | Self::WgpuCpu => "wgpu",
             Self::Cuda(_) => "cuda",
         }
