@@ -21,6 +21,8 @@ TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
+# The binaries are run from fuzz/target below, whatever CARGO_TARGET_DIR the caller has set.
+export CARGO_TARGET_DIR=target
 # --target keeps build scripts and proc-macros uninstrumented.
 cargo build --release --target "$TRIPLE" --bins
 total=0
