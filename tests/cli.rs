@@ -329,6 +329,54 @@ fn train_writes_log_plot_and_checkpoints_then_resumes() {
     );
 }
 
+/// `--precision f16` trains (float16 forward, loss scaling) and is the run's: recorded in its
+/// config and state, and a resume cannot change it.
+#[test]
+fn train_in_float16_records_its_precision_and_keeps_it() {
+    let data = tiny_folder("tiny-f16", 12, false);
+    let out = tmp("run-f16");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "1", false);
+    args.extend(["--precision", "f16"]);
+    let run = vgg(&args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("float16 mixed precision with loss scaling"),
+        "{}",
+        stderr(&run)
+    );
+    let json = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+    };
+    assert_eq!(json("config.json")["precision"], "f16");
+    let scale = &json("state.json")["loss_scale"];
+    assert!(scale["scale"].as_f64().unwrap() > 0.0, "{scale}");
+    let resumed = vgg(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--precision",
+        "bf16",
+    ]);
+    assert_eq!(resumed.status.code(), Some(2), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("--precision cannot change a resumed run"),
+        "{}",
+        stderr(&resumed)
+    );
+    let bad = vgg(&["train", "--precision", "f8", "--epochs", "1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("f32, f16 or bf16"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
 #[test]
 fn train_names_a_broken_image_and_skip_bad_counts_it() {
     let data = tiny_folder("tiny-broken", 12, true);
@@ -854,6 +902,32 @@ fn device_not_compiled_in_or_unknown_is_refused() {
     let out = vgg(&["train", "--device", "tpu", "--epochs", "1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("wgpu-cpu"), "{}", stderr(&out));
+}
+
+/// WGSL has no bfloat16: a wgpu run in bf16 is refused before it starts, naming the flag.
+#[cfg(feature = "wgpu")]
+#[test]
+fn bfloat16_on_wgpu_is_refused_before_training() {
+    let out = tmp("run-bf16-wgpu");
+    let _ = std::fs::remove_dir_all(&out);
+    let run = vgg(&[
+        "train",
+        "--device",
+        "wgpu-cpu",
+        "--precision",
+        "bf16",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    let text = stderr(&run);
+    assert!(
+        text.contains("bf16") && text.contains("--precision"),
+        "{text}"
+    );
+    assert!(!out.exists(), "nothing is written for a refused run");
 }
 
 /// The top-k probabilities `vgg predict --json` gives for `image` with the run `run` on `device`.

@@ -51,6 +51,7 @@ fn flag(setting: &str) -> Option<&'static str> {
         "crop" => "--crop",
         "scale" => "--scale",
         "device" => "--device",
+        "precision" => "--precision",
         _ => return None,
     })
 }

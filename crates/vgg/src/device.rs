@@ -139,8 +139,7 @@ impl DeviceSpec {
 
 /// `f`, with a panic inside it returned as its message (and not printed: the caller reports
 /// it as one error line). Backends panic on some missing-driver paths instead of erring.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));

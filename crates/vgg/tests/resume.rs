@@ -101,6 +101,7 @@ pub fn toy_config() -> TrainConfig {
         train_images: 0,
         val_images: 0,
         pretrained: None,
+        precision: Default::default(),
     }
 }
 
@@ -111,12 +112,46 @@ fn dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn two_epochs_equal_one_plus_resume_plus_one() {
     let _serial = serial();
+    straight_equals_resumed(toy_config(), "f32");
+}
+
+/// float16 mixed precision resumes exactly too: its loss scale is part of the run's state.
+#[test]
+fn two_epochs_in_float16_equal_one_plus_resume_plus_one() {
+    let _serial = serial();
+    let mut config = toy_config();
+    config.precision = vgg::nn::Precision::F16;
+    let (straight, resumed) = straight_equals_resumed(config, "f16");
+    let scale = straight
+        .state
+        .loss_scale
+        .expect("a float16 run keeps a loss scale");
+    assert_eq!(resumed.state.loss_scale, Some(scale));
+    // 6 steps (3 batches of at most 16 images a epoch): the first overflows at PyTorch's initial
+    // 2^16 and is skipped, the scale halves, and the five others are applied.
+    assert_eq!(
+        (scale.scale, scale.good_steps, scale.skipped_steps),
+        (32768.0, 5, 1)
+    );
+    assert!(
+        straight
+            .state
+            .history
+            .iter()
+            .all(|r| r.train_loss.is_finite())
+    );
+}
+
+/// Trains `config` 2 epochs straight, and 1 + resume + 1 in another folder; asserts both end
+/// with the same bits, history and log. Returns both trainers.
+fn straight_equals_resumed(config: TrainConfig, tag: &str) -> (Trainer, Trainer) {
     let device = Device::flex().autodiff();
+    let (a, b) = (dir(&format!("{tag}-a")), dir(&format!("{tag}-b")));
     let mut straight = Trainer::new(
-        toy_config(),
+        config.clone(),
         toy_dataset(40),
         toy_dataset(12),
-        &dir("a"),
+        &a,
         true,
         &device,
     )
@@ -124,26 +159,18 @@ fn two_epochs_equal_one_plus_resume_plus_one() {
     straight.run(&mut Silent).unwrap();
     assert_eq!(straight.state.epoch, 2);
 
-    let mut first = Trainer::new(
-        toy_config(),
-        toy_dataset(40),
-        toy_dataset(12),
-        &dir("b"),
-        true,
-        &device,
-    )
-    .unwrap();
+    let mut first =
+        Trainer::new(config, toy_dataset(40), toy_dataset(12), &b, true, &device).unwrap();
     first.run_epochs(1, &mut Silent).unwrap();
     drop(first);
-    let mut resumed =
-        Trainer::resume(&dir("b"), toy_dataset(40), toy_dataset(12), &device).unwrap();
+    let mut resumed = Trainer::resume(&b, toy_dataset(40), toy_dataset(12), &device).unwrap();
     assert_eq!(resumed.state.epoch, 1);
     resumed.run(&mut Silent).unwrap();
 
-    let (a, b) = (straight.model.state_dict(), resumed.model.state_dict());
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (k, t) in &a {
-        assert_eq!(t.to_f32(), b[k].to_f32(), "{k} differs after resume");
+    let (x, y) = (straight.model.state_dict(), resumed.model.state_dict());
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    for (k, t) in &x {
+        assert_eq!(t.to_f32(), y[k].to_f32(), "{k} differs after resume");
     }
     assert_eq!(straight.state.history.len(), resumed.state.history.len());
     assert_eq!(
@@ -151,9 +178,10 @@ fn two_epochs_equal_one_plus_resume_plus_one() {
         resumed.state.history[1].train_loss
     );
     // The log has one row per epoch, resumed or not.
-    let log = std::fs::read_to_string(dir("b").join("log.csv")).unwrap();
+    let log = std::fs::read_to_string(b.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
-    assert!(dir("b").join("best.safetensors").exists());
+    assert!(b.join("best.safetensors").exists());
+    (straight, resumed)
 }
 
 #[test]

@@ -22,6 +22,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::ops::{self, BatchStats};
+use super::precision::{in_f32, to_f32};
 use crate::arch::names::Point;
 use crate::arch::{Layer, VggConfig};
 use crate::error::VggError;
@@ -448,7 +449,7 @@ impl Vgg {
                 y
             }
             Layer::Lrn => {
-                let y = self.lrn.forward(x); // [N, C, H, W]
+                let y = in_f32(x, |x| self.lrn.forward(x)); // [N, C, H, W]
                 pass.tap(Point::Features(stage), Seen::Map(&y));
                 y
             }
@@ -461,8 +462,18 @@ impl Vgg {
     }
 
     /// BatchNorm: batch statistics in training (handed to the pass, or folded now), running
-    /// statistics otherwise and in a frozen layer.
+    /// statistics otherwise and in a frozen layer; in float32 under mixed precision.
     fn batch_norm(&self, bn: &BatchNorm, x: Tensor<4>, frozen: bool, pass: &mut Pass) -> Tensor<4> {
+        in_f32(x, |x| self.batch_norm_f32(bn, x, frozen, pass))
+    }
+
+    fn batch_norm_f32(
+        &self,
+        bn: &BatchNorm,
+        x: Tensor<4>,
+        frozen: bool,
+        pass: &mut Pass,
+    ) -> Tensor<4> {
         if frozen {
             return ops::batch_norm_inference(bn, x);
         }
@@ -478,7 +489,7 @@ impl Vgg {
     }
 
     /// torchvision's head: adaptive average pool to `pool x pool`, flatten, FC-ReLU-Dropout x2,
-    /// FC. `[N, C, h, w] -> [N, classes]`.
+    /// FC; the class scores in float32 under mixed precision. `[N, C, h, w] -> [N, classes]`.
     pub fn head(&self, x: Tensor<4>) -> Tensor<2> {
         self.head_pass(x, &mut Pass::default())
     }
@@ -488,13 +499,13 @@ impl Vgg {
         pass.tap(Point::AvgPool, Seen::Map(&x));
         let mut h: Tensor<2> = x.flatten(1, 3); // [N, C*pool*pool]
         let steps: [(usize, &dyn Fn(Tensor<2>) -> Tensor<2>); 7] = [
-            (0, &|h| self.fc1.forward(h)), // [N, hidden]
+            (0, &|h| ops::linear(h, &self.fc1)), // [N, hidden]
             (1, &relu),
             (2, &|h| self.dropout.forward(h)),
-            (3, &|h| self.fc2.forward(h)), // [N, hidden]
+            (3, &|h| ops::linear(h, &self.fc2)), // [N, hidden]
             (4, &relu),
             (5, &|h| self.dropout.forward(h)),
-            (6, &|h| self.fc3.forward(h)), // [N, classes]
+            (6, &|h| to_f32(ops::linear(h, &self.fc3))), // [N, classes]
         ];
         for (i, step) in steps {
             if pass.done() {

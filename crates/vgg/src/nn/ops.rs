@@ -2,18 +2,28 @@
 //! device is flex and on burn's own operations elsewhere: the one place that chooses.
 
 use burn::nn::BatchNorm;
+use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{batch_norm_train as generic_batch_norm_train, conv2d};
+use burn::tensor::module::{
+    batch_norm_train as generic_batch_norm_train, conv2d, linear as generic_linear,
+};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
+use super::precision::like;
 use crate::kernels;
 
 /// Whether `device` runs our kernels (flex, with or without autodiff, unless
 /// `VGG_GENERIC_KERNELS=1`).
 fn ours(device: &Device) -> bool {
     kernels::supported(device)
+}
+
+/// Whether `x` goes through our kernels: on their device, in float32 (a mixed-precision
+/// forward's float16 and bfloat16 run burn's operations).
+fn ours_for<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && ours(&x.device())
 }
 
 /// Which algorithm [`conv`] runs for `[C_in, C_out, H, W]` maps and a `k x k` kernel on
@@ -40,10 +50,18 @@ pub fn conv_algorithm(device: &Device, [ci, co, h, w, k]: [usize; 5]) -> &'stati
 }
 
 /// VGG's convolution (stride 1, same padding), then ReLU when `relu`: fused into one pass on
-/// flex. `[N, C_in, H, W] -> [N, C_out, H, W]`.
+/// flex. In a mixed-precision forward the float32 weights are cast to `x`'s dtype
+/// ([`super::precision`]). `[N, C_in, H, W] -> [N, C_out, H, W]`.
 pub fn conv(x: Tensor<4>, conv: &Conv2d, relu_after: bool) -> Tensor<4> {
+    if x.dtype() != conv.weight.val().dtype() {
+        let w = like(conv.weight.val(), &x); // [C_out, C_in, k, k]
+        let k = w.dims()[2];
+        let b = conv.bias.as_ref().map(|b| like(b.val(), &x));
+        let y = conv2d(x, w, b, ConvOptions::new([1, 1], [k / 2, k / 2], [1, 1], 1));
+        return if relu_after { relu(y) } else { y };
+    }
     match &conv.bias {
-        Some(bias) if ours(&x.device()) => {
+        Some(bias) if ours_for(&x) => {
             let (w, b) = (conv.weight.val(), bias.val());
             if relu_after {
                 kernels::conv_same_relu(x, w, b)
@@ -56,6 +74,17 @@ pub fn conv(x: Tensor<4>, conv: &Conv2d, relu_after: bool) -> Tensor<4> {
             if relu_after { relu(y) } else { y }
         }
     }
+}
+
+/// An FC layer, `x W^T + b`, its float32 weights cast to `x`'s dtype in a mixed-precision
+/// forward. `[N, in] -> [N, out]`.
+pub fn linear(x: Tensor<2>, layer: &Linear) -> Tensor<2> {
+    if x.dtype() == layer.weight.val().dtype() {
+        return layer.forward(x);
+    }
+    let w = like(layer.weight.val(), &x); // [in, out]
+    let b = layer.bias.as_ref().map(|b| like(b.val(), &x));
+    generic_linear(x, w, b)
 }
 
 /// A convolution without padding (`weight [C_out, C_in, k, k]`), for the FC layers of the
@@ -84,7 +113,7 @@ pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats)
     } else {
         1.0
     };
-    if ours(&x.device()) {
+    if ours_for(&x) {
         // Our fused kernel: [2, C] statistics, then the normalisation with its own backward.
         let stats = kernels::batch_norm_stats(x.clone()); // [2, C]
         let [_, c] = stats.dims();
@@ -115,7 +144,7 @@ pub fn batch_norm_inference(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 /// 2x2 max pooling, stride 2 (odd trailing rows and columns dropped, as `nn.MaxPool2d(2, 2)`).
 /// `[N, C, H, W] -> [N, C, H/2, W/2]`.
 pub fn max_pool(x: Tensor<4>, generic: &burn::nn::pool::MaxPool2d) -> Tensor<4> {
-    if ours(&x.device()) {
+    if ours_for(&x) {
         kernels::max_pool2x2(x)
     } else {
         generic.forward(x)

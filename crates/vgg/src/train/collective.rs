@@ -89,6 +89,11 @@ impl GradLayout {
         Self { params: collect.0 }
     }
 
+    /// Each parameter's id and shape, in the buffer's order.
+    pub(crate) fn params(&self) -> &[(ParamId, Vec<usize>)] {
+        &self.params
+    }
+
     /// Floats in the flat buffer.
     pub fn len(&self) -> usize {
         self.params

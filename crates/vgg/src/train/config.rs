@@ -10,7 +10,7 @@ use crate::arch::VggConfig;
 use crate::data::source::DataSpec;
 use crate::data::transform::Transform;
 use crate::error::VggError;
-use crate::nn::InitScheme;
+use crate::nn::{InitScheme, Precision};
 
 /// Everything that defines a run; written to `config.json`. Defaults are the paper's (Section 3.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,10 @@ pub struct TrainConfig {
     /// Fine-tuning: the run started from pretrained weights.
     #[serde(default)]
     pub pretrained: Option<Pretrained>,
+    /// The dtype the training forward computes in (float32 unless chosen; runs written before
+    /// mixed precision existed are float32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// A fine-tuned run's start, as recorded in its config.

@@ -4,7 +4,8 @@
 //!
 //! - [`recipe`]: the paper's choices (and the small-image ones) turned into a [`TrainConfig`]
 //!   ([`config`]) for a dataset.
-//! - [`sgd`]: the step (PyTorch's SGD, micro-batches, BatchNorm's running statistics).
+//! - [`sgd`]: the step (PyTorch's SGD, micro-batches, BatchNorm's running statistics), and
+//!   [`scaler`]: the loss scaling of float16 mixed precision.
 //! - [`trainer`]: epochs, validation ([`validate`]), the schedule ([`plateau`]), checkpoints
 //!   in the run folder ([`folder`], [`state`]).
 //! - [`collective`]: what the trainer needs of data-parallel ranks (MPI is in
@@ -15,6 +16,7 @@ pub mod config;
 pub mod folder;
 pub mod plateau;
 pub mod recipe;
+pub mod scaler;
 pub mod sgd;
 pub mod state;
 pub mod trainer;
@@ -24,6 +26,7 @@ pub use collective::{Collective, GradLayout, Single};
 pub use config::TrainConfig;
 pub use plateau::Plateau;
 pub use recipe::Recipe;
+pub use scaler::LossScale;
 pub use sgd::{Sgd, SgdSettings, cross_entropy};
 pub use state::{EpochRecord, Observer, Progress, RunState, read_config, read_state};
 pub use trainer::Trainer;

@@ -11,7 +11,7 @@ use crate::data::Dataset;
 use crate::data::source::DataSpec;
 use crate::data::transform::{Normalize, Stats, Transform};
 use crate::error::VggError;
-use crate::nn::InitScheme;
+use crate::nn::{InitScheme, Precision};
 
 /// The choices of a run before it meets its data; `None` takes the data's default.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,8 @@ pub struct Recipe {
     pub skip_bad: bool,
     /// Fine-tuning: start from pretrained weights.
     pub fine_tune: Option<FineTune>,
+    /// The dtype of the training forward (mixed precision; float32 is the paper's).
+    pub precision: Precision,
 }
 
 /// Fine-tuning's choices: the run keeps the pretrained network (with the data's classes) and
@@ -93,6 +95,7 @@ impl Recipe {
             workers: 2,
             skip_bad: false,
             fine_tune: None,
+            precision: Precision::F32,
         }
     }
 
@@ -158,6 +161,7 @@ impl Recipe {
             seed: self.seed,
             workers: self.workers,
             skip_bad: self.skip_bad,
+            precision: self.precision,
             transform: Transform {
                 channels,
                 crop,

@@ -56,6 +56,9 @@ pub struct Sgd {
     /// Modules (burn's paths, e.g. `convs.3.conv`, `fc1`) whose learning rate is the step's
     /// times a factor: fine-tuning's pretrained layers.
     scaled: Option<(Vec<String>, f64)>,
+    /// Each micro-batch's loss is multiplied by this before its backward (float16's loss
+    /// scale, [`super::scaler`]; 1 otherwise): the caller divides the gradients by it.
+    loss_scale: f64,
 }
 
 impl Sgd {
@@ -78,7 +81,13 @@ impl Sgd {
             accumulator: GradientsAccumulator::new(),
             running: Vec::new(),
             scaled: None,
+            loss_scale: 1.0,
         }
+    }
+
+    /// Multiplies each following micro-batch's loss by `scale` before its backward.
+    pub fn set_loss_scale(&mut self, scale: f64) {
+        self.loss_scale = scale;
     }
 
     /// The learning rate of `modules` (burn's module paths, [`crate::checkpoint::strict::module_of`])
@@ -109,7 +118,9 @@ impl Sgd {
 
     /// Forward and backward of micro-batch `k` of the `count` that make this step, whose loss
     /// weighs `share` of the batch's (micro / batch): its gradient accumulates, and so do its
-    /// BatchNorm statistics. Returns the micro-batch's mean loss and its logits (detached).
+    /// BatchNorm statistics. The forward computes in `images`' dtype (mixed precision,
+    /// [`crate::nn::precision`]). Returns the micro-batch's mean loss (unscaled) and its logits
+    /// (detached, float32).
     pub fn micro_batch(
         &mut self,
         model: &Vgg,
@@ -121,7 +132,7 @@ impl Sgd {
         let (logits, stats) = model.forward_train(images); // [n, K]
         let loss = cross_entropy(logits.clone(), labels);
         let value = loss.clone().into_scalar::<f32>();
-        let grads = loss.mul_scalar(share).backward();
+        let grads = loss.mul_scalar(share * self.loss_scale).backward();
         self.accumulator
             .accumulate(model, GradientsParams::from_grads(grads, model));
         let weight = running_weight(BN_MOMENTUM, k, count);

@@ -55,6 +55,9 @@ pub struct RunState {
     pub model_sha256: Option<String>,
     #[serde(default)]
     pub optim_sha256: Option<String>,
+    /// float16 training's loss scale ([`super::LossScale`]); none in float32 and bfloat16.
+    #[serde(default)]
+    pub loss_scale: Option<super::LossScale>,
 }
 
 /// Progress within an epoch, for a progress bar.

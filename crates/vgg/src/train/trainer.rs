@@ -20,6 +20,7 @@ use super::collective::{Collective, GradLayout, Single, broadcast_model, owner};
 use super::config::TrainConfig;
 use super::folder::{self, CONFIG, STATE, checkpoint_names};
 use super::plateau::{Decision, Plateau};
+use super::scaler::{LossScale, unscale};
 use super::sgd::Sgd;
 use super::state::{
     EpochRecord, Observer, Progress, RunState, read_config, read_state, write_json, write_logs,
@@ -190,6 +191,7 @@ impl Trainer {
     ) -> Result<Self, VggError> {
         let mut config = config;
         config.validate()?;
+        config.precision.check(device)?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
         (config.train_images, config.val_images) = (train.len(), val.len());
@@ -238,6 +240,7 @@ impl Trainer {
             finished: false,
             model_sha256: None,
             optim_sha256: None,
+            loss_scale: config.precision.scales_loss().then(LossScale::default),
         };
         let sgd = optimiser(&config);
         Ok(Self::assemble(
@@ -268,6 +271,7 @@ impl Trainer {
     ) -> Result<Self, VggError> {
         let config = read_config(run_dir)?;
         let state = read_state(run_dir)?;
+        config.precision.check(device)?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
         check_size(&train, config.train_images, "training", run_dir)?;
@@ -488,7 +492,11 @@ impl Trainer {
         let start = Instant::now();
         let mut tally = Tally::default();
         let mut model = self.model.clone();
+        let mut overflowed = 0;
         for first in (0..micro_batches).step_by(per_step) {
+            if let Some(s) = &self.state.loss_scale {
+                self.sgd.set_loss_scale(s.scale);
+            }
             let last = (first + per_step).min(micro_batches);
             let batch_images = self.config.batch.min(total - first * mb);
             let mut bad_loss = None;
@@ -524,10 +532,39 @@ impl Trainer {
                     kept: self.kept(),
                 });
             }
-            model = self.sgd.apply(model, lr, grads, &running, last - first);
             self.state.step += 1;
+            let grads = match self.state.loss_scale.as_mut() {
+                Some(scale) => {
+                    let (grads, finite) = unscale(&self.layout, grads, 1.0 / scale.scale);
+                    if let Err(at) = scale.update(finite) {
+                        self.model = model;
+                        return Err(self.diverged(
+                            epoch,
+                            format!(
+                                "the float16 gradients at step {} (loss scale {at})",
+                                self.state.step
+                            ),
+                        ));
+                    }
+                    if !finite {
+                        // Skipped: no update, no BatchNorm statistics folded, momentum kept.
+                        overflowed += 1;
+                        continue;
+                    }
+                    grads
+                }
+                None => grads,
+            };
+            model = self.sgd.apply(model, lr, grads, &running, last - first);
         }
         self.model = model;
+        if overflowed > 0 {
+            let scale = self.state.loss_scale.map_or(1.0, |s| s.scale);
+            observer.on_note(&format!(
+                "epoch {}: {overflowed} step(s) skipped because their float16 gradients overflowed; loss scale now {scale}",
+                epoch + 1
+            ));
+        }
         Ok(tally)
     }
 
@@ -546,6 +583,7 @@ impl Trainer {
             return None;
         }
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
+        let x = self.config.precision.apply(x); // the forward computes in this dtype
         let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
         let (loss, logits) = self.sgd.micro_batch(model, x, y, share, position);

@@ -6,7 +6,9 @@
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use vgg::Vgg;
-use vgg::train::{Sgd, SgdSettings};
+use vgg::nn::Precision;
+use vgg::train::scaler::unscale;
+use vgg::train::{GradLayout, LossScale, Sgd, SgdSettings};
 
 use crate::common::*;
 
@@ -66,6 +68,127 @@ pub fn reproduce(name: &str, device: &Device) {
             tol,
         );
     }
+}
+
+/// The PyTorch SGD fixtures (float32 throughout) with a mixed-precision forward
+/// ([`vgg::nn::precision`]) and, in float16, the trainer's loss scaling, on float32 master
+/// weights: each loss within `rel` of PyTorch's, and the update of the three steps (final -
+/// initial weights, all parameters as one vector) at a cosine of at least `cos` to PyTorch's and
+/// of its length within `1 - cos`.
+/// Elementwise the updates differ more: a conv bias before BatchNorm has no gradient but
+/// rounding, and small gradients are sums of larger terms of both signs.
+pub fn reproduce_mixed(name: &str, device: &Device, precision: Precision, (rel, cos): (f32, f64)) {
+    let case = case(name);
+    let config = config_of(&case);
+    let device = device.clone().autodiff();
+    let init = fixture(&format!("{name}_init.safetensors"));
+    let mut model = Vgg::load(&config, &init, &device).unwrap();
+    let layout = GradLayout::of(&model);
+    let io = io(name);
+    let (inputs, labels) = (&io["inputs"], &io["labels"]);
+    let [steps, batch, c, h, w] = inputs.shape[..] else {
+        panic!()
+    };
+    let (images, targets) = (inputs.to_f32(), labels.to_f32());
+    let per = batch * c * h * w;
+    let mut sgd = Sgd::new(SgdSettings::default());
+    let mut scale = LossScale::default();
+    let want = case["losses"].as_array().unwrap();
+    for step in 0..steps {
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                images[step * per..(step + 1) * per].to_vec(),
+                [batch, c, h, w],
+            ),
+            &device,
+        );
+        let y: Vec<i64> = targets[step * batch..(step + 1) * batch]
+            .iter()
+            .map(|&t| t as i64)
+            .collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
+        let factor = if precision.scales_loss() {
+            scale.scale
+        } else {
+            1.0
+        };
+        sgd.set_loss_scale(factor);
+        let (loss, _) = sgd.micro_batch(&model, precision.apply(x), y, 1.0, (0, 1));
+        let expected = want[step].as_f64().unwrap() as f32;
+        assert!(
+            (loss - expected).abs() <= rel * expected.abs(),
+            "{name} in {precision}, step {step}: loss {loss}, PyTorch {expected}"
+        );
+        let (grads, running) = sgd.take(&model);
+        let (grads, finite) = unscale(&layout, grads, 1.0 / factor);
+        assert!(finite, "{name} in {precision}: step {step} overflowed");
+        scale.update(finite).unwrap();
+        model = sgd.apply(model, 0.01, grads, &running, 1);
+    }
+    let start = vgg::checkpoint::read_state_dict(&init).unwrap();
+    let end =
+        vgg::checkpoint::read_state_dict(&fixture(&format!("{name}_final.safetensors"))).unwrap();
+    let got = model.valid().state_dict();
+    let (mut dot, mut ours, mut theirs) = (0f64, 0f64, 0f64);
+    for (key, want) in &end {
+        if key.contains("running_") || key.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let (s, w, g) = (start[key].to_f32(), want.to_f32(), got[key].to_f32());
+        for ((g, w), s) in g.iter().zip(&w).zip(&s) {
+            let (u, v) = ((g - s) as f64, (w - s) as f64);
+            (dot, ours, theirs) = (dot + u * v, ours + u * u, theirs + v * v);
+        }
+    }
+    let (cosine, ratio) = (dot / (ours.sqrt() * theirs.sqrt()), (ours / theirs).sqrt());
+    eprintln!("{name} in {precision}: updates at cosine {cosine:.6}, length ratio {ratio:.5}");
+    assert!(
+        cosine >= cos,
+        "{name} in {precision}: cosine {cosine} of the updates to PyTorch's"
+    );
+    // The cosine cannot see a scale: the loss scale must be divided out exactly once.
+    assert!(
+        (ratio - 1.0).abs() <= 1.0 - cos,
+        "{name} in {precision}: update {ratio} times as long as PyTorch's"
+    );
+}
+
+#[test]
+fn three_sgd_steps_in_float16_and_bfloat16_match_pytorch_float32() {
+    for name in ["vgg11_w16_sgd", "vgg11_bn_w16_sgd"] {
+        reproduce_mixed(name, &Device::flex(), Precision::F16, (1e-3, 0.99));
+        reproduce_mixed(name, &Device::flex(), Precision::Bf16, (2e-3, 0.97));
+    }
+}
+
+/// A loss scale too large for float16 overflows the gradients: the trainer's check sees it.
+#[test]
+fn an_overflowing_loss_scale_is_caught() {
+    let name = "vgg11_w16_sgd";
+    let config = config_of(&case(name));
+    let device = Device::flex().autodiff();
+    let model = Vgg::load(
+        &config,
+        &fixture(&format!("{name}_init.safetensors")),
+        &device,
+    )
+    .unwrap();
+    let io = io(name);
+    let [_, batch, c, h, w] = io["inputs"].shape[..] else {
+        panic!()
+    };
+    let per = batch * c * h * w;
+    let x = Tensor::<4>::from_data(
+        TensorData::new(io["inputs"].to_f32()[..per].to_vec(), [batch, c, h, w]),
+        &device,
+    );
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64; batch], [batch]), &device);
+    let mut sgd = Sgd::new(SgdSettings::default());
+    sgd.set_loss_scale(1e30); // past float16's 65,504
+    sgd.micro_batch(&model, Precision::F16.apply(x), y, 1.0, (0, 1));
+    let (grads, _) = sgd.take(&model);
+    let (_, finite) = unscale(&GradLayout::of(&model), grads, 1e-30);
+    assert!(!finite);
 }
 
 #[test]
