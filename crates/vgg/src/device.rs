@@ -138,8 +138,12 @@ impl DeviceSpec {
 }
 
 /// `f`, with a panic inside it returned as its message (and not printed: the caller reports
-/// it as one error line). Backends panic on some missing-driver paths instead of erring.
+/// it as one error line). Backends panic on some missing-driver paths instead of erring. The
+/// process-wide panic hook is swapped meanwhile, one caller at a time (a panic on another thread
+/// in that window goes unprinted; devices open and probes run before the work starts).
 pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SWAP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -149,7 +153,7 @@ pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the backend panicked while opening it".into())
+            .unwrap_or_else(|| "the backend panicked".into())
     })
 }
 

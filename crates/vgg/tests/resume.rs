@@ -142,6 +142,65 @@ fn two_epochs_in_float16_equal_one_plus_resume_plus_one() {
     );
 }
 
+/// The trainer divides float16's loss scale out exactly once: an epoch in float16 moves the
+/// weights as far as in float32, and nearly the same way (a scale divided twice would make the
+/// update 2^10 times shorter; one not divided, 2^10 times longer). The scale starts at 2^10,
+/// where the toy's first step does not overflow, so both runs take the same steps.
+#[test]
+fn float16_training_moves_the_weights_as_float32_does() {
+    let _serial = serial();
+    let device = Device::flex().autodiff();
+    let update = |precision: vgg::nn::Precision, tag: &str| -> Vec<f64> {
+        let mut config = toy_config();
+        config.precision = precision;
+        let mut trainer = Trainer::new(
+            config,
+            toy_dataset(40),
+            toy_dataset(12),
+            &dir(tag),
+            true,
+            &device,
+        )
+        .unwrap();
+        if let Some(scale) = trainer.state.loss_scale.as_mut() {
+            scale.scale = 1024.0;
+        }
+        let before = trainer.model.state_dict();
+        trainer.run_epochs(1, &mut Silent).unwrap();
+        assert!(
+            trainer
+                .state
+                .loss_scale
+                .is_none_or(|s| s.skipped_steps == 0)
+        );
+        let after = trainer.model.state_dict();
+        before
+            .iter()
+            .filter(|(k, _)| !k.contains("running_") && !k.ends_with("num_batches_tracked"))
+            .flat_map(|(k, t)| {
+                let a = after[k].to_f32();
+                t.to_f32()
+                    .into_iter()
+                    .zip(a)
+                    .map(|(b, a)| (a - b) as f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (full, half) = (
+        update(vgg::nn::Precision::F32, "update-f32"),
+        update(vgg::nn::Precision::F16, "update-f16"),
+    );
+    let dot: f64 = full.iter().zip(&half).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let (cosine, ratio) = (dot / (norm(&full) * norm(&half)), norm(&half) / norm(&full));
+    eprintln!("float16 against float32 over an epoch: cosine {cosine:.4}, length ratio {ratio:.4}");
+    assert!(
+        cosine > 0.98 && (ratio - 1.0).abs() < 0.02,
+        "cosine {cosine}, ratio {ratio}"
+    );
+}
+
 /// Trains `config` 2 epochs straight, and 1 + resume + 1 in another folder; asserts both end
 /// with the same bits, history and log. Returns both trainers.
 fn straight_equals_resumed(config: TrainConfig, tag: &str) -> (Trainer, Trainer) {

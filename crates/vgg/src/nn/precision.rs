@@ -2,15 +2,17 @@
 //! `torch.autocast` + `GradScaler`): the weights stay float32 (the master copy the optimiser
 //! updates), and a training forward computes in the dtype of its input. The convolutions and FC
 //! layers cast their float32 weights to that dtype (a cast whose backward casts the gradient back
-//! to float32), while BatchNorm, LRN and the class scores compute in float32, as autocast keeps
-//! them. float16's narrow range needs its loss scaled before the backward
-//! ([`crate::train::LossScale`]); bfloat16 has float32's range and needs no scaling.
+//! to float32); BatchNorm and LRN compute on a float32 copy of their input (autocast hands
+//! cuDNN's BatchNorm half inputs with float32 statistics: the same statistics, one more cast),
+//! and the class scores are cast to float32 for the loss. float16's narrow range needs its loss
+//! scaled before the backward ([`crate::train::LossScale`]); bfloat16 has float32's range and
+//! needs no scaling.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{conv2d, linear, max_pool2d};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -48,26 +50,44 @@ impl Precision {
     }
 
     /// Refuses a precision `device` cannot compute in (a GPU adapter without half-precision
-    /// shaders), by running one small convolution in it: one error line before a run, not a
-    /// panic in its first step.
+    /// shaders), by running a small convolution, max pool and FC layer in it, and their backward
+    /// on an autodiff device, against known values: one error line before a run, not a panic
+    /// or wrong numbers in its first step.
     pub fn check(self, device: &Device) -> Result<(), VggError> {
         if self == Self::F32 {
             return Ok(());
         }
         let probe = || {
-            // Ones through a 3x3 kernel of ones, padded: 4 corners of 4, 8 edges of 6, 4 of 9.
-            let x = Tensor::<4>::ones([1, 1, 4, 4], device);
             let w = Tensor::<4>::ones([1, 1, 3, 3], device);
+            let w = if device.is_autodiff() {
+                w.require_grad()
+            } else {
+                w
+            };
+            // Ones through a padded 3x3 kernel of ones: [[4,6,6,4],[6,9,9,6],...]; pooled, 9s.
+            let x = Tensor::<4>::ones([1, 1, 4, 4], device);
             let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-            let y = conv2d(self.apply(x), self.apply(w), None, options);
-            to_f32(y).sum().into_scalar::<f32>()
+            let y = conv2d(self.apply(x), self.apply(w.clone()), None, options); // [1, 1, 4, 4]
+            let y = max_pool2d(y, MaxPoolOptions::new([2, 2])); // [1, 1, 2, 2]
+            let fc = self.apply(Tensor::<2>::ones([4, 1], device));
+            let score = to_f32(linear(y.reshape([1, 4]), fc, None)).sum(); // 4 x 9
+            let value = score.clone().into_scalar::<f32>();
+            // Each pooled 9 is a full 3x3 window of ones: d/dw = 4 per weight, 36 in all.
+            let grad = device
+                .is_autodiff()
+                .then(|| {
+                    w.grad(&score.backward())
+                        .map(|g| g.sum().into_scalar::<f32>())
+                })
+                .flatten();
+            (value, grad)
         };
         match crate::device::quietly(probe) {
-            Ok(sum) if sum == 100.0 => Ok(()),
-            Ok(sum) => Err(VggError::bad_config(
+            Ok((36.0, None | Some(36.0))) => Ok(()),
+            Ok((value, grad)) => Err(VggError::bad_config(
                 "precision",
                 format!(
-                    "{self} computes wrongly on this device (a test convolution gave {sum}, not 100); use f32"
+                    "{self} computes wrongly on this device (a test network gave {value} and gradient {grad:?}, not 36 and Some(36.0)); use f32"
                 ),
             )),
             Err(why) => Err(VggError::bad_config(

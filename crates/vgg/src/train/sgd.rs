@@ -185,8 +185,13 @@ impl Sgd {
         model
     }
 
-    /// A whole step in one process: [`Sgd::take`] then [`Sgd::apply`].
+    /// A whole step in one process: [`Sgd::take`] then [`Sgd::apply`], without loss scaling
+    /// (a scaled step's gradients are unscaled between the two: [`super::scaler::unscale`]).
     pub fn step(&mut self, model: Vgg, lr: f64, count: usize) -> Vgg {
+        debug_assert_eq!(
+            self.loss_scale, 1.0,
+            "a scaled loss needs its gradients unscaled"
+        );
         let (grads, running) = self.take(&model);
         self.apply(model, lr, grads, &running, count)
     }

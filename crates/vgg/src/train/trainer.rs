@@ -92,6 +92,21 @@ fn freeze(model: Vgg, config: &TrainConfig) -> Result<Vgg, VggError> {
 }
 
 /// The run's SGD, the loaded layers of a fine-tuned run at their own learning rate.
+/// The outcome of a check each rank makes on its own device (mixed precision): an error on any
+/// rank stops every rank, where a rank leaving alone would leave the others waiting in the
+/// next collective.
+fn on_every_rank(comm: &dyn Collective, result: Result<(), VggError>) -> Result<(), VggError> {
+    let mut failed = [result.is_err() as u8 as f32];
+    comm.all_reduce_sum(&mut failed);
+    match result {
+        Ok(()) if failed[0] > 0.0 => Err(VggError::bad_config(
+            "precision",
+            "another rank's device cannot compute in it; use f32",
+        )),
+        result => result,
+    }
+}
+
 fn optimiser(config: &TrainConfig) -> Sgd {
     let sgd = Sgd::new(config.sgd);
     match &config.pretrained {
@@ -191,7 +206,7 @@ impl Trainer {
     ) -> Result<Self, VggError> {
         let mut config = config;
         config.validate()?;
-        config.precision.check(device)?;
+        on_every_rank(comm.as_ref(), config.precision.check(device))?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
         (config.train_images, config.val_images) = (train.len(), val.len());
@@ -271,7 +286,7 @@ impl Trainer {
     ) -> Result<Self, VggError> {
         let config = read_config(run_dir)?;
         let state = read_state(run_dir)?;
-        config.precision.check(device)?;
+        on_every_rank(comm.as_ref(), config.precision.check(device))?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
         check_size(&train, config.train_images, "training", run_dir)?;
@@ -538,16 +553,15 @@ impl Trainer {
                     let (grads, finite) = unscale(&self.layout, grads, 1.0 / scale.scale);
                     if let Err(at) = scale.update(finite) {
                         self.model = model;
-                        return Err(self.diverged(
-                            epoch,
-                            format!(
-                                "the float16 gradients at step {} (loss scale {at})",
-                                self.state.step
-                            ),
-                        ));
+                        return Err(self.stopped(format!(
+                            "the float16 gradients overflowed at loss scale {at} in epoch {}, step {}",
+                            epoch + 1,
+                            self.state.step
+                        )));
                     }
                     if !finite {
-                        // Skipped: no update, no BatchNorm statistics folded, momentum kept.
+                        // Skipped: no update, momentum kept, and (unlike PyTorch, whose forward
+                        // has already moved them) the step's BatchNorm statistics not folded.
                         overflowed += 1;
                         continue;
                     }
@@ -632,10 +646,14 @@ impl Trainer {
 
     /// The error of a run whose `what` turned NaN or infinite after `epoch`.
     fn diverged(&self, epoch: usize, what: String) -> VggError {
+        self.stopped(format!("{what} after epoch {}", epoch + 1))
+    }
+
+    /// The error of a run that cannot go on because `what` turned NaN or infinite.
+    fn stopped(&self, what: String) -> VggError {
         VggError::NonFiniteOutput {
             what: format!(
-                "{what} after epoch {}; training stopped{}",
-                epoch + 1,
+                "{what}; training stopped{}",
                 self.kept().map_or(String::new(), |e| format!(
                     ", the run folder keeps epoch {e}'s checkpoint"
                 ))
