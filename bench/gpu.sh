@@ -22,6 +22,9 @@ bench() { # BINARY DEVICE NAME
     "$1" bench --device "$2" --json --runs "$RUNS" >"$OUT/$3.json"
     "$1" bench --device "$2" --json --runs "$RUNS" --arch vgg16 --mode train --batch 64 \
         >"$OUT/$3-train64.json"
+    # Mixed precision (float16 with loss scaling), where the device computes in it.
+    "$1" bench --device "$2" --json --runs "$RUNS" --arch vgg16 --mode train --batch 64 \
+        --precision f16 >"$OUT/$3-train64-f16.json" || rm -f "$OUT/$3-train64-f16.json"
 }
 
 cargo build --release --features wgpu
@@ -48,12 +51,12 @@ import json, os, sys
 out = sys.argv[1]
 def rows(name):
     rows = []
-    for f in (f"{name}.json", f"{name}-train64.json"):
+    for f in (f"{name}.json", f"{name}-train64.json", f"{name}-train64-f16.json"):
         p = os.path.join(out, f)
         if os.path.exists(p):
             rows += json.load(open(p))
     return rows
-key = lambda r: (r["variant"], r["mode"], r["batch"], tuple(r["input"]), r["compact"])
+key = lambda r: (r["variant"], r["mode"], r["batch"], tuple(r["input"]), r["compact"], r.get("precision", "f32"))
 cols = {n: {key(r): r for r in rows(n)} for n in ("flex", "wgpu", "cuda")}
 torch = {}
 p = os.path.join(out, "pytorch-cuda.json")
@@ -64,8 +67,8 @@ print("| workload | vgg flex img/s | vgg wgpu img/s | vgg cuda img/s | PyTorch C
 print("|---|---:|---:|---:|---:|---:|")
 cell = lambda d, k: f"{d[k]['images_per_s']:.1f}" if k in d else "-"
 for k in cols["wgpu"]:
-    v, m, b, i, c = k
+    v, m, b, i, c, p = k
     ratio = f"{cols['wgpu'][k]['images_per_s'] / torch[k]['images_per_s']:.2f}x" if k in torch else "-"
-    print(f"| {v}{' compact' if c else ''} {m} b{b} {i[1]}x{i[2]} | {cell(cols['flex'], k)} | {cell(cols['wgpu'], k)} | "
+    print(f"| {v}{' compact' if c else ''} {m} b{b} {i[1]}x{i[2]}{'' if p == 'f32' else ' ' + p} | {cell(cols['flex'], k)} | {cell(cols['wgpu'], k)} | "
           f"{cell(cols['cuda'], k)} | {cell(torch, k)} | {ratio} |")
 PY

@@ -661,10 +661,11 @@ fn eval_a_run_on_its_data_as_a_table_and_json() {
     );
 }
 
-/// The bench's rows carry the documented fields (no timing is asserted).
+/// The bench's rows carry the documented fields (no timing is asserted), float32 unless
+/// `--precision` says otherwise.
 #[test]
 fn bench_json_rows_have_the_documented_fields() {
-    let out = vgg(&[
+    let args = [
         "bench",
         "--arch",
         "vgg11_bn",
@@ -680,7 +681,13 @@ fn bench_json_rows_have_the_documented_fields() {
         "--warmup",
         "0",
         "--json",
-    ]);
+    ];
+    let half = vgg(&[&args[..], &["--precision", "f16"]].concat());
+    assert!(half.status.success(), "{}", stderr(&half));
+    let rows: serde_json::Value = serde_json::from_slice(&half.stdout).unwrap();
+    assert_eq!(rows[0]["precision"], "f16");
+    assert!(rows[0]["images_per_s"].as_f64().unwrap() > 0.0);
+    let out = vgg(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let row = &rows[0];
@@ -693,6 +700,7 @@ fn bench_json_rows_have_the_documented_fields() {
         (Some("vgg11_bn"), Some("train"), Some(2))
     );
     assert_eq!(row["input"], serde_json::json!([3, 32, 32]));
+    assert_eq!(row["precision"], "f32");
     for field in [
         "images_per_s",
         "gflops",

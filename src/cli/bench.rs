@@ -8,8 +8,10 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
+use vgg::nn::Precision;
 use vgg::nn::summary::estimate;
-use vgg::train::{Sgd, SgdSettings};
+use vgg::train::scaler::unscale;
+use vgg::train::{GradLayout, Sgd, SgdSettings};
 use vgg::{InitScheme, Vgg, VggConfig};
 
 use super::arch_args::{parse_chw, positive};
@@ -57,6 +59,10 @@ pub struct Args {
     /// Internal: run one workload (JSON) in this process and print its row.
     #[arg(long, hide = true)]
     pub one: Option<String>,
+    /// The dtype the network computes in (mixed precision, as `train --precision`): f32, f16
+    /// (training steps scale the loss by 1024) or bf16.
+    #[arg(long, default_value = "f32", value_parser = |t: &str| t.parse::<Precision>())]
+    pub precision: Precision,
     #[command(flatten)]
     pub device: super::DeviceArg,
 }
@@ -90,11 +96,15 @@ pub struct Workload {
     pub warmup: usize,
     /// `flex`, `wgpu-cpu`, `cuda:0`, ... ([`vgg::device::DeviceSpec`]).
     pub device: String,
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub device: String,
+    #[serde(default)]
+    pub precision: Precision,
     pub variant: String,
     pub mode: Mode,
     pub batch: usize,
@@ -119,6 +129,7 @@ pub fn standard() -> Vec<Workload> {
         runs: 5,
         warmup: 1,
         device: "flex".into(),
+        precision: Precision::F32,
     };
     vec![
         w("vgg16", Mode::Inference, 1, [3, 224, 224], false),
@@ -191,6 +202,7 @@ fn build(w: &Workload) -> anyhow::Result<(VggConfig, bool, burn::tensor::Device,
     let spec: vgg::device::DeviceSpec = w.device.parse()?;
     let plain = spec.open()?;
     let device = if train { plain.autodiff() } else { plain };
+    w.precision.check(&device)?;
     let model = Vgg::new(&config, InitScheme::Kaiming, &device)?;
     let model = if train { model } else { model.valid() };
     Ok((config, train, device, model))
@@ -200,14 +212,28 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     let (config, train, device, mut model) = build(w)?;
     let [c, h, wd] = w.input;
     let x = Tensor::<4>::random([w.batch, c, h, wd], Distribution::Default, &device);
+    let x = w.precision.apply(x);
     let y = Tensor::<1, Int>::zeros([w.batch], &device);
     let mut sgd = Sgd::new(SgdSettings::default());
+    // float16's loss scaling, as the trainer's (a fixed scale: nothing here can overflow).
+    let scale = if w.precision.scales_loss() {
+        1024.0
+    } else {
+        1.0
+    };
+    sgd.set_loss_scale(scale);
+    let layout = GradLayout::of(&model);
     let mut times = Vec::new();
     for i in 0..w.warmup + w.runs {
         let start = Instant::now();
         if train {
             sgd.micro_batch(&model, x.clone(), y.clone(), 1.0, (0, 1));
-            model = sgd.step(model, 1e-3, 1);
+            let (grads, running) = sgd.take(&model);
+            let grads = match w.precision.scales_loss() {
+                true => unscale(&layout, grads, 1.0 / scale).0,
+                false => grads,
+            };
+            model = sgd.apply(model, 1e-3, grads, &running, 1);
             let _ = model.fc3.weight.val().into_data();
         } else {
             let _ = model.forward(x.clone()).into_data();
@@ -224,6 +250,7 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     let (peak, _) = peak_flops();
     Ok(Row {
         device: w.device.clone(),
+        precision: w.precision,
         variant: w.variant.clone(),
         mode: w.mode,
         batch: w.batch,
@@ -394,6 +421,7 @@ fn workloads(args: &Args) -> Vec<Workload> {
             runs: args.runs,
             warmup: args.warmup,
             device: String::new(),
+            precision: Precision::F32,
         }],
     };
     chosen
@@ -402,6 +430,7 @@ fn workloads(args: &Args) -> Vec<Workload> {
             runs: args.runs,
             warmup: args.warmup,
             device: args.device.device.to_string(),
+            precision: args.precision,
             ..w
         })
         .collect()
@@ -413,6 +442,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         unsafe { std::env::set_var("VGG_GENERIC_KERNELS", "1") };
     }
     if args.profile {
+        anyhow::ensure!(
+            args.precision == Precision::F32,
+            "bench --profile times float32 layers; drop --precision {}",
+            args.precision
+        );
         // The one workload asked for, or VGG-16 inference at batch 8.
         let all = workloads(&args);
         return profile(&all[if args.arch.is_none() { 1 } else { 0 }]);
