@@ -12,6 +12,31 @@ use vgg::train::{GradLayout, LossScale, Sgd, SgdSettings};
 
 use crate::common::*;
 
+/// The fixture's batches, one per SGD step: images `[batch, C, H, W]` and class indices.
+fn batches(name: &str, device: &Device) -> Vec<(Tensor<4>, Tensor<1, Int>)> {
+    let io = io(name);
+    let (inputs, labels) = (&io["inputs"], &io["labels"]);
+    let [steps, batch, c, h, w] = inputs.shape[..] else {
+        panic!("{name}: inputs are [steps, batch, C, H, W]")
+    };
+    let (images, targets) = (inputs.to_f32(), labels.to_f32());
+    let per = batch * c * h * w;
+    (0..steps)
+        .map(|step| {
+            let pixels = images[step * per..(step + 1) * per].to_vec();
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, c, h, w]), device);
+            let y: Vec<i64> = targets[step * batch..(step + 1) * batch]
+                .iter()
+                .map(|&t| t as i64)
+                .collect();
+            (
+                x,
+                Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), device),
+            )
+        })
+        .collect()
+}
+
 /// Three SGD steps of the fixture `name` on `device` (a plain device; autodiff added here).
 pub fn reproduce(name: &str, device: &Device) {
     let case = case(name);
@@ -23,29 +48,9 @@ pub fn reproduce(name: &str, device: &Device) {
         &device,
     )
     .unwrap();
-    let io = io(name);
-    let (inputs, labels) = (&io["inputs"], &io["labels"]);
-    let [steps, batch, c, h, w] = inputs.shape[..] else {
-        panic!()
-    };
-    let images = inputs.to_f32();
-    let targets = labels.to_f32();
-    let per = batch * c * h * w;
     let mut sgd = Sgd::new(SgdSettings::default());
     let want = case["losses"].as_array().unwrap();
-    for step in 0..steps {
-        let x = Tensor::<4>::from_data(
-            TensorData::new(
-                images[step * per..(step + 1) * per].to_vec(),
-                [batch, c, h, w],
-            ),
-            &device,
-        );
-        let y: Vec<i64> = targets[step * batch..(step + 1) * batch]
-            .iter()
-            .map(|&t| t as i64)
-            .collect();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
+    for (step, (x, y)) in batches(name, &device).into_iter().enumerate() {
         // The trainer's own step: one micro-batch making the whole batch.
         let (loss, _) = sgd.micro_batch(&model, x, y, 1.0, (0, 1));
         let expected = want[step].as_f64().unwrap() as f32;
@@ -84,29 +89,10 @@ pub fn reproduce_mixed(name: &str, device: &Device, precision: Precision, (rel, 
     let init = fixture(&format!("{name}_init.safetensors"));
     let mut model = Vgg::load(&config, &init, &device).unwrap();
     let layout = GradLayout::of(&model);
-    let io = io(name);
-    let (inputs, labels) = (&io["inputs"], &io["labels"]);
-    let [steps, batch, c, h, w] = inputs.shape[..] else {
-        panic!()
-    };
-    let (images, targets) = (inputs.to_f32(), labels.to_f32());
-    let per = batch * c * h * w;
     let mut sgd = Sgd::new(SgdSettings::default());
     let mut scale = LossScale::default();
     let want = case["losses"].as_array().unwrap();
-    for step in 0..steps {
-        let x = Tensor::<4>::from_data(
-            TensorData::new(
-                images[step * per..(step + 1) * per].to_vec(),
-                [batch, c, h, w],
-            ),
-            &device,
-        );
-        let y: Vec<i64> = targets[step * batch..(step + 1) * batch]
-            .iter()
-            .map(|&t| t as i64)
-            .collect();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), &device);
+    for (step, (x, y)) in batches(name, &device).into_iter().enumerate() {
         let factor = if precision.scales_loss() {
             scale.scale
         } else {
