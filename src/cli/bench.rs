@@ -3,6 +3,7 @@
 //! machine's FP32 peak, and peak memory. Each workload runs in a child process of its own, so
 //! its peak RSS is its own.
 
+use std::str::FromStr;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -10,7 +11,6 @@ use burn::tensor::{Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 use vgg::nn::Precision;
 use vgg::nn::summary::estimate;
-use vgg::train::scaler::unscale;
 use vgg::train::{GradLayout, Sgd, SgdSettings};
 use vgg::{InitScheme, Vgg, VggConfig};
 
@@ -61,7 +61,7 @@ pub struct Args {
     pub one: Option<String>,
     /// The dtype the network computes in (mixed precision, as `train --precision`): f32, f16
     /// (training steps scale the loss by 1024) or bf16.
-    #[arg(long, default_value = "f32", value_parser = |t: &str| t.parse::<Precision>())]
+    #[arg(long, default_value = "f32", value_parser = Precision::from_str)]
     pub precision: Precision,
     #[command(flatten)]
     pub device: super::DeviceArg,
@@ -229,10 +229,7 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
         if train {
             sgd.micro_batch(&model, x.clone(), y.clone(), 1.0, (0, 1));
             let (grads, running) = sgd.take(&model);
-            let grads = match w.precision.scales_loss() {
-                true => unscale(&layout, grads, 1.0 / scale).0,
-                false => grads,
-            };
+            let (grads, _) = sgd.unscale(&layout, grads);
             model = sgd.apply(model, 1e-3, grads, &running, 1);
             let _ = model.fc3.weight.val().into_data();
         } else {

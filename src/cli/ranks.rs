@@ -67,15 +67,11 @@ impl Ranks {
     /// This rank's device: with several ranks on this host, `wgpu` and `cuda` without an index
     /// take the GPU of the rank's index on the host, one GPU per rank.
     pub fn device(&self, spec: vgg::device::DeviceSpec) -> anyhow::Result<burn::tensor::Device> {
-        // Several ranks on this host: one GPU each.
-        let spec = if self.local > 1 {
-            spec.for_local_rank(self.local_rank)
-        } else {
-            spec
-        };
         if self.local <= 1 {
             return Ok(spec.open()?);
         }
+        // Several ranks on this host: one GPU each.
+        let spec = spec.for_local_rank(self.local_rank);
         spec.open().map_err(|e| {
             anyhow::anyhow!(
                 "{e} (under mpirun, each of this host's {} ranks takes the GPU of its local index: rank {} takes {spec}; name one device for all, e.g. --device wgpu-cpu)",

@@ -2,6 +2,7 @@
 //! plot and resumable checkpoints.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -108,7 +109,7 @@ pub struct Args {
     /// (f32, f16 or bf16). Weights, BatchNorm and the loss stay float32; f16 scales the loss
     /// (skipped steps are reported). It pays on GPUs with fast half-precision units; flex runs
     /// it on burn's generic operations, slower than its own f32 kernels. Validation is float32.
-    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    #[arg(long, default_value = "f32", value_parser = Precision::from_str)]
     pub precision: Precision,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -257,10 +258,6 @@ fn check_resume_flags(
         );
     }
     Ok(())
-}
-
-fn parse_precision(text: &str) -> Result<Precision, String> {
-    text.parse()
 }
 
 fn parse_scale(text: &str) -> anyhow::Result<(usize, usize)> {

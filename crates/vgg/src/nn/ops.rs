@@ -79,9 +79,6 @@ pub fn conv(x: Tensor<4>, conv: &Conv2d, relu_after: bool) -> Tensor<4> {
 /// An FC layer, `x W^T + b`, its float32 weights cast to `x`'s dtype in a mixed-precision
 /// forward. `[N, in] -> [N, out]`.
 pub fn linear(x: Tensor<2>, layer: &Linear) -> Tensor<2> {
-    if x.dtype() == layer.weight.val().dtype() {
-        return layer.forward(x);
-    }
     let w = like(layer.weight.val(), &x); // [in, out]
     let b = layer.bias.as_ref().map(|b| like(b.val(), &x));
     generic_linear(x, w, b)

@@ -4,6 +4,7 @@
 //! the step. A step whose gradients overflowed (inf or NaN) is skipped and the scale halved;
 //! after 2,000 steps in a row without overflow it doubles.
 
+use burn::module::ParamId;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -70,36 +71,31 @@ pub fn unscale(
     let mut grads = grads;
     let mut total: Option<Tensor<1>> = None;
     for (id, shape) in layout.params() {
-        let mut add = |t: Tensor<1>| {
-            total = Some(match total.take() {
-                Some(sum) => sum + t,
-                None => t,
-            })
-        };
-        match shape.len() {
-            1 => {
-                if let Some(g) = grads.remove::<1>(*id) {
-                    add(g.clone().abs().sum());
-                    grads.register(*id, g.mul_scalar(factor));
-                }
-            }
-            2 => {
-                if let Some(g) = grads.remove::<2>(*id) {
-                    add(g.clone().abs().sum());
-                    grads.register(*id, g.mul_scalar(factor));
-                }
-            }
-            4 => {
-                if let Some(g) = grads.remove::<4>(*id) {
-                    add(g.clone().abs().sum());
-                    grads.register(*id, g.mul_scalar(factor));
-                }
-            }
+        let size = match shape.len() {
+            1 => scale_one::<1>(&mut grads, *id, factor),
+            2 => scale_one::<2>(&mut grads, *id, factor),
+            4 => scale_one::<4>(&mut grads, *id, factor),
             d => unreachable!("VGG has no {d}-D parameter"),
-        }
+        };
+        total = match (total, size) {
+            (Some(sum), Some(t)) => Some(sum + t),
+            (sum, t) => sum.or(t),
+        };
     }
     let finite = total.is_none_or(|t| t.into_scalar::<f32>().is_finite());
     (grads, finite)
+}
+
+/// Multiplies the gradient of `id` (if it has one) by `factor`; returns its sum of magnitudes.
+fn scale_one<const D: usize>(
+    grads: &mut GradientsParams,
+    id: ParamId,
+    factor: f64,
+) -> Option<Tensor<1>> {
+    let g = grads.remove::<D>(id)?;
+    let size = g.clone().abs().sum();
+    grads.register(id, g.mul_scalar(factor));
+    Some(size)
 }
 
 #[cfg(test)]

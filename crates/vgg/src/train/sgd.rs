@@ -15,7 +15,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::collective::running_weight;
+use super::collective::{GradLayout, running_weight};
+use super::scaler::unscale;
 use crate::nn::{BN_MOMENTUM, Vgg};
 
 /// The optimiser's hyper-parameters; the defaults are the paper's.
@@ -88,6 +89,16 @@ impl Sgd {
     /// Multiplies each following micro-batch's loss by `scale` before its backward.
     pub fn set_loss_scale(&mut self, scale: f64) {
         self.loss_scale = scale;
+    }
+
+    /// The step's gradients (from [`Sgd::take`], all-reduced) divided by the loss scale, and
+    /// whether they are all finite ([`super::scaler::unscale`]); unchanged and unchecked when
+    /// the loss is not scaled.
+    pub fn unscale(&self, layout: &GradLayout, grads: GradientsParams) -> (GradientsParams, bool) {
+        if self.loss_scale == 1.0 {
+            return (grads, true);
+        }
+        unscale(layout, grads, 1.0 / self.loss_scale)
     }
 
     /// The learning rate of `modules` (burn's module paths, [`crate::checkpoint::strict::module_of`])

@@ -20,7 +20,7 @@ use super::collective::{Collective, GradLayout, Single, broadcast_model, owner};
 use super::config::TrainConfig;
 use super::folder::{self, CONFIG, STATE, checkpoint_names};
 use super::plateau::{Decision, Plateau};
-use super::scaler::{LossScale, unscale};
+use super::scaler::LossScale;
 use super::sgd::Sgd;
 use super::state::{
     EpochRecord, Observer, Progress, RunState, read_config, read_state, write_json, write_logs,
@@ -91,7 +91,6 @@ fn freeze(model: Vgg, config: &TrainConfig) -> Result<Vgg, VggError> {
     }
 }
 
-/// The run's SGD, the loaded layers of a fine-tuned run at their own learning rate.
 /// The outcome of a check each rank makes on its own device (mixed precision): an error on any
 /// rank stops every rank, where a rank leaving alone would leave the others waiting in the
 /// next collective.
@@ -107,6 +106,7 @@ fn on_every_rank(comm: &dyn Collective, result: Result<(), VggError>) -> Result<
     }
 }
 
+/// The run's SGD, the loaded layers of a fine-tuned run at their own learning rate.
 fn optimiser(config: &TrainConfig) -> Sgd {
     let sgd = Sgd::new(config.sgd);
     match &config.pretrained {
@@ -550,7 +550,7 @@ impl Trainer {
             self.state.step += 1;
             let grads = match self.state.loss_scale.as_mut() {
                 Some(scale) => {
-                    let (grads, finite) = unscale(&self.layout, grads, 1.0 / scale.scale);
+                    let (grads, finite) = self.sgd.unscale(&self.layout, grads);
                     if let Err(at) = scale.update(finite) {
                         self.model = model;
                         return Err(self.stopped(format!(

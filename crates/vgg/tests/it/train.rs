@@ -7,7 +7,6 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use vgg::Vgg;
 use vgg::nn::Precision;
-use vgg::train::scaler::unscale;
 use vgg::train::{GradLayout, LossScale, Sgd, SgdSettings};
 
 use crate::common::*;
@@ -106,7 +105,7 @@ pub fn reproduce_mixed(name: &str, device: &Device, precision: Precision, (rel, 
             "{name} in {precision}, step {step}: loss {loss}, PyTorch {expected}"
         );
         let (grads, running) = sgd.take(&model);
-        let (grads, finite) = unscale(&layout, grads, 1.0 / factor);
+        let (grads, finite) = sgd.unscale(&layout, grads);
         assert!(finite, "{name} in {precision}: step {step} overflowed");
         scale.update(finite).unwrap();
         model = sgd.apply(model, 0.01, grads, &running, 1);
@@ -173,7 +172,7 @@ fn an_overflowing_loss_scale_is_caught() {
     sgd.set_loss_scale(1e30); // past float16's 65,504
     sgd.micro_batch(&model, Precision::F16.apply(x), y, 1.0, (0, 1));
     let (grads, _) = sgd.take(&model);
-    let (_, finite) = unscale(&GradLayout::of(&model), grads, 1e-30);
+    let (_, finite) = sgd.unscale(&GradLayout::of(&model), grads);
     assert!(!finite);
 }
 
