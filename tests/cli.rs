@@ -661,6 +661,134 @@ fn eval_a_run_on_its_data_as_a_table_and_json() {
     );
 }
 
+/// An MNIST-style IDX folder: `train` and `t10k` images of two classes (bright top or
+/// bottom half, 28x28), half of each class.
+fn idx_folder(name: &str, train: usize, test: usize) -> PathBuf {
+    let root = tmp(name);
+    std::fs::create_dir_all(&root).unwrap();
+    for (prefix, n) in [("train", train), ("t10k", test)] {
+        let mut images = [0, 0, 8, 3].to_vec();
+        let mut labels = [0, 0, 8, 1].to_vec();
+        for header in [&mut images, &mut labels] {
+            header.extend((n as u32).to_be_bytes());
+        }
+        images.extend([28u32, 28].iter().flat_map(|v| v.to_be_bytes()));
+        for i in 0..n {
+            let top = i % 2;
+            labels.push(top as u8);
+            images.extend((0..28 * 28).map(|p| {
+                if (p / 28 < 14) == (top == 1) {
+                    200
+                } else {
+                    (i * 7 % 50) as u8
+                }
+            }));
+        }
+        std::fs::write(root.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(root.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+    root
+}
+
+/// `--no-test` leaves the test split alone; `vgg eval --split val` scores a run's checkpoint on
+/// the very images it validated on (its best validation accuracy, again), and refuses what has
+/// no such images.
+#[test]
+fn eval_on_a_runs_own_validation_split() {
+    let data = idx_folder("idx-val", 40, 10);
+    let out = tmp("run-val");
+    let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "2", true);
+    args.extend(["--val-fraction", "0.25", "--no-test"]);
+    let trained = vgg(&args);
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let text = stderr(&trained);
+    assert!(
+        text.contains("test set not scored (--no-test)") && !text.contains("test set (10 images)"),
+        "{text}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("state.json")).unwrap()).unwrap();
+    let best = state["best_val_accuracy"].as_f64().unwrap();
+
+    let run = out.to_str().unwrap();
+    let eval = vgg(&["eval", "-w", run, "--split", "val", "--json"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let rows: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    // 10 of the 40 training images (5 per class), the centre crop at the run's Q = 34: what
+    // the trainer's validation scored.
+    assert_eq!(rows[0]["images"], 10);
+    assert_eq!(rows[0]["scales"], serde_json::json!([34]));
+    assert!(
+        (rows[0]["top1_acc"].as_f64().unwrap() - best).abs() < 1e-9,
+        "{rows} vs {best}"
+    );
+    let table = vgg(&["eval", "-w", run, "-w", run, "--split", "val"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("(validation split) (10 images)"),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+
+    // Without --no-test, the run scores its test split once at the end.
+    let other = tmp("run-val-seed");
+    let mut args = tiny_train(data.to_str().unwrap(), other.to_str().unwrap(), "1", true);
+    args.extend(["--val-fraction", "0.25", "--seed", "7"]);
+    let trained = vgg(&args);
+    assert!(
+        stderr(&trained).contains("test set (10 images)"),
+        "{}",
+        stderr(&trained)
+    );
+
+    let weights = out.join("best.safetensors");
+    let copied = tmp("loose.safetensors");
+    std::fs::copy(&weights, &copied).unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "eval",
+                "-w",
+                run,
+                "--split",
+                "val",
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            "drop --data",
+        ),
+        (vec!["eval", "-w", run], "give --data"),
+        (
+            vec!["eval", "-w", copied.to_str().unwrap(), "--split", "val"],
+            "a weight file has no validation images",
+        ),
+        (
+            vec![
+                "eval",
+                "-w",
+                run,
+                "-w",
+                other.to_str().unwrap(),
+                "--split",
+                "val",
+            ],
+            "validated on different images",
+        ),
+    ] {
+        let refused = vgg(&args);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+        assert!(
+            stderr(&refused).contains(needle),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+    }
+}
+
 /// The bench's rows carry the documented fields (no timing is asserted), float32 unless
 /// `--precision` says otherwise.
 #[test]

@@ -1,7 +1,7 @@
 //! `vgg eval`: top-1 / top-5 error on a dataset by the paper's test protocols (Section 3.2),
 //! printed like its Tables 3-5.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -15,8 +15,15 @@ use super::weights::{WeightArgs, load_all};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Dataset (image folder, IDX, CIFAR-10; its test split where it has one), or `demo`.
+    /// Not with --split val, which takes the run's own images.
     #[arg(long, value_name = "PATH")]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
+    /// Which images: `test` (those of --data) or `val`, the validation images of the run that
+    /// -w names (its held-out share of the training data, drawn again from its config.json's data
+    /// and seed, or its --val set): choose the method and scales on these, then score the test
+    /// set once.
+    #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
+    pub split: EvalSplit,
     #[command(flatten)]
     pub weights: WeightArgs,
     /// Methods, comma-separated: center, dense, multicrop, dense+multicrop.
@@ -37,6 +44,13 @@ pub struct Args {
     pub json: bool,
 }
 
+/// `--split`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalSplit {
+    Test,
+    Val,
+}
+
 #[derive(Serialize)]
 struct Row {
     method: String,
@@ -51,14 +65,22 @@ struct Row {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let data = match (args.split, &args.data) {
+        (EvalSplit::Val, None) => run_validation(&args.weights.weights)?,
+        (EvalSplit::Val, Some(_)) => anyhow::bail!(
+            "--split val evaluates the validation images of the run that -w names; drop --data"
+        ),
+        (EvalSplit::Test, None) => anyhow::bail!(
+            "give --data (the dataset to evaluate), or --split val for the run's own validation images"
+        ),
+        (EvalSplit::Test, Some(d)) if d.as_os_str() == "demo" => {
+            vgg::data::demo::load(Split::Test)?
+        }
+        (EvalSplit::Test, Some(d)) => vgg::data::open(d, Split::Test)?,
+    };
     let models = load_all(&args.weights)?;
     let default_scale = models[0].preset.scale;
     let classes = models[0].preset.classes.clone();
-    let data = if args.data.as_os_str() == "demo" {
-        vgg::data::demo::load(Split::Test)?
-    } else {
-        vgg::data::open(&args.data, Split::Test)?
-    };
     data.check(classes.len())?;
     let scales: Vec<usize> = match &args.scales {
         Some(s) => s
@@ -198,4 +220,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     Ok(super::out(&text)?)
+}
+
+/// The validation images of the runs in `weights`, which must all be runs that validated on
+/// the same images (an ensemble of runs with different splits has no common held-out set).
+fn run_validation(weights: &[PathBuf]) -> anyhow::Result<vgg::data::Dataset> {
+    let run = |w: &Path| {
+        vgg::preset::open::run_of(w).map(|(dir, _)| dir).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: --split val needs a run folder or a run's checkpoint (a weight file has no validation images); give --data for a test set",
+                w.display()
+            )
+        })
+    };
+    let first = run(&weights[0])?;
+    let config = vgg::train::read_config(&first)?;
+    for w in &weights[1..] {
+        let other = vgg::train::read_config(&run(w)?)?;
+        anyhow::ensure!(
+            (&other.data, other.seed) == (&config.data, config.seed),
+            "{} and {} validated on different images (their data or seed differ): --split val cannot score them as one ensemble",
+            weights[0].display(),
+            w.display()
+        );
+    }
+    Ok(vgg::train::validation_set(&first)?)
 }

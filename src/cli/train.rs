@@ -134,6 +134,12 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Leave the test split unscored at the end (training scores it once, with the best
+    /// checkpoint's centre crop, by default). For choosing how to evaluate on the validation
+    /// split first (`vgg eval -w RUN --split val --method ...`) and then scoring the test set
+    /// once, with `vgg eval`, by the method chosen.
+    #[arg(long)]
+    pub no_test: bool,
     /// Compute threads. Default: this machine's cores, shared between the MPI ranks on it.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -582,29 +588,40 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         100.0 * best,
         trainer.run_dir().display()
     );
-    if let Some(test) = test {
-        let cfg = trainer.config.clone();
-        let model = vgg::checkpoint::burnpack::load(
-            &cfg.model,
-            &trainer.run_dir().join("best.bpk"),
-            &plain,
-        )?;
-        let result = evaluate(
-            &model,
-            &std::sync::Arc::new(test),
-            &cfg.transform,
-            256,
-            cfg.workers,
-            cfg.skip_bad,
-        )?;
-        eprintln!(
-            "test set ({} images), best checkpoint: top-1 accuracy {:.2}% (error {:.2}%), top-5 error {:.2}%",
-            result.images,
-            100.0 * result.top1,
-            100.0 * (1.0 - result.top1),
-            100.0 * (1.0 - result.top5)
-        );
+    match (test, args.no_test) {
+        (Some(_), true) => {
+            eprintln!("test set not scored (--no-test): score it once with `vgg eval`");
+            Ok(())
+        }
+        (Some(test), false) => score_test(&trainer, &plain, test),
+        (None, _) => Ok(()),
     }
+}
+
+/// The end of a run: the best checkpoint's centre-crop score on the test split.
+fn score_test(
+    trainer: &Trainer,
+    plain: &burn::tensor::Device,
+    test: Dataset,
+) -> anyhow::Result<()> {
+    let cfg = &trainer.config;
+    let model =
+        vgg::checkpoint::burnpack::load(&cfg.model, &trainer.run_dir().join("best.bpk"), plain)?;
+    let result = evaluate(
+        &model,
+        &std::sync::Arc::new(test),
+        &cfg.transform,
+        256,
+        cfg.workers,
+        cfg.skip_bad,
+    )?;
+    eprintln!(
+        "test set ({} images), best checkpoint: top-1 accuracy {:.2}% (error {:.2}%), top-5 error {:.2}%",
+        result.images,
+        100.0 * result.top1,
+        100.0 * (1.0 - result.top1),
+        100.0 * (1.0 - result.top5)
+    );
     Ok(())
 }
 

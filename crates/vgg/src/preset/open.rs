@@ -34,8 +34,8 @@ struct RunTransform {
 
 /// The run a weight path belongs to: a run folder (its `best.bpk`), or one of a run's own
 /// checkpoint files in its folder. Any other file is not a run's, even beside a `config.json`
-/// (a folder of someone else's with a config of its own).
-fn run_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
+/// (a folder of someone else's with a config of its own). Returns `(run folder, weight file)`.
+pub fn run_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
     if path.is_dir() {
         return Some((path.to_path_buf(), path.join("best.bpk")));
     }

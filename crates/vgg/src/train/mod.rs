@@ -28,6 +28,8 @@ pub use plateau::Plateau;
 pub use recipe::Recipe;
 pub use scaler::LossScale;
 pub use sgd::{Sgd, SgdSettings, cross_entropy};
-pub use state::{EpochRecord, Observer, Progress, RunState, read_config, read_state};
+pub use state::{
+    EpochRecord, Observer, Progress, RunState, read_config, read_state, validation_set,
+};
 pub use trainer::Trainer;
 pub use validate::{Evaluation, evaluate, evaluate_shard};

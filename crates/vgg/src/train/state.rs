@@ -115,6 +115,20 @@ pub fn read_config(dir: &Path) -> Result<TrainConfig, VggError> {
     Ok(config)
 }
 
+/// The images the run in `dir` validated on, for evaluating its checkpoints on them (choosing
+/// test scales or a method before the test set is touched): its held-out share of the training
+/// data, drawn again from its config's data and seed, or its separate validation set.
+pub fn validation_set(dir: &Path) -> Result<crate::data::Dataset, VggError> {
+    let config = read_config(dir)?;
+    let Some(spec) = &config.data else {
+        return Err(VggError::run_file(
+            dir.join(CONFIG),
+            "does not record its data (written by an older vgg), so its validation images cannot be drawn again",
+        ));
+    };
+    Ok(spec.open(config.seed)?.val)
+}
+
 /// The run's state, as written in `dir/state.json`, with checkpoint names checked to be this
 /// run's own (`epoch-N.bpk` for its epoch N).
 pub fn read_state(dir: &Path) -> Result<RunState, VggError> {
