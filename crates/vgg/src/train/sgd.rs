@@ -44,6 +44,30 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     picked.mean().neg()
 }
 
+/// What a micro-batch left on the device: its mean loss (unscaled) and its class scores.
+/// Reading either waits for the device to finish the micro-batch.
+pub struct MicroBatch {
+    loss: Tensor<1>,
+    logits: Tensor<2>,
+}
+
+impl MicroBatch {
+    /// The mean loss over the micro-batch, as if unscaled.
+    pub fn loss(&self) -> f32 {
+        self.loss.clone().into_scalar::<f32>()
+    }
+
+    /// The class scores `[n, K]`, row-major, as float32.
+    pub fn scores(&self) -> Vec<f32> {
+        self.logits
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
+    }
+}
+
 /// burn's SGD set up as PyTorch's, with gradient accumulation over the micro-batches of a step
 /// and BatchNorm's running statistics folded as PyTorch folds them, batch after batch. This is
 /// the step `vgg train` runs (and the PyTorch fixtures check): [`Sgd::micro_batch`] for each
@@ -52,8 +76,8 @@ pub struct Sgd {
     pub optim: ModuleOptimizer,
     accumulator: GradientsAccumulator<Vgg>,
     /// The step's BatchNorm statistics so far, laid out as [`Vgg::running_stats`] and weighted
-    /// by [`running_weight`].
-    running: Vec<f32>,
+    /// by [`running_weight`], summed on the device (read once, by [`Sgd::take`]).
+    running: Option<Tensor<1>>,
     /// Modules (burn's paths, e.g. `convs.3.conv`, `fc1`) whose learning rate is the step's
     /// times a factor: fine-tuning's pretrained layers.
     scaled: Option<(Vec<String>, f64)>,
@@ -80,7 +104,7 @@ impl Sgd {
         Self {
             optim: config.init(),
             accumulator: GradientsAccumulator::new(),
-            running: Vec::new(),
+            running: None,
             scaled: None,
             loss_scale: 1.0,
         }
@@ -130,8 +154,9 @@ impl Sgd {
     /// Forward and backward of micro-batch `k` of the `count` that make this step, whose loss
     /// weighs `share` of the batch's (micro / batch): its gradient accumulates, and so do its
     /// BatchNorm statistics. The forward computes in `images`' dtype (mixed precision,
-    /// [`crate::nn::precision`]). Returns the micro-batch's mean loss (unscaled) and its logits
-    /// (detached, float32).
+    /// [`crate::nn::precision`]). Nothing is read back: on a GPU the work is queued and this
+    /// returns at once, so the next micro-batch can be uploaded and queued while it runs; the
+    /// loss and scores are read from the returned [`MicroBatch`] when they are needed.
     pub fn micro_batch(
         &mut self,
         model: &Vgg,
@@ -139,33 +164,39 @@ impl Sgd {
         labels: Tensor<1, Int>,
         share: f64,
         (k, count): (usize, usize),
-    ) -> (f32, Tensor<2>) {
+    ) -> MicroBatch {
         let (logits, stats) = model.forward_train(images); // [n, K]
         let loss = cross_entropy(logits.clone(), labels);
-        let value = loss.clone().into_scalar::<f32>();
-        let grads = loss.mul_scalar(share * self.loss_scale).backward();
+        let grads = loss.clone().mul_scalar(share * self.loss_scale).backward();
         self.accumulator
             .accumulate(model, GradientsParams::from_grads(grads, model));
-        let weight = running_weight(BN_MOMENTUM, k, count);
-        let mut offset = 0;
-        for s in &stats {
-            for t in [&s.mean, &s.var] {
-                for v in t.to_data().convert::<f32>().iter::<f32>() {
-                    if self.running.len() <= offset {
-                        self.running.push(0.0);
-                    }
-                    self.running[offset] += (weight * v as f64) as f32;
-                    offset += 1;
-                }
-            }
+        if !stats.is_empty() {
+            // [mean_1, var_1, mean_2, ...]: the layout of Vgg::running_stats.
+            let flat = Tensor::cat(stats.into_iter().flat_map(|s| [s.mean, s.var]).collect(), 0)
+                .detach()
+                .mul_scalar(running_weight(BN_MOMENTUM, k, count));
+            self.running = Some(match self.running.take() {
+                Some(sum) => sum + flat,
+                None => flat,
+            });
         }
-        (value, logits.detach())
+        MicroBatch {
+            loss: loss.detach(),
+            logits: logits.detach(),
+        }
     }
 
     /// The step's gradient (empty if no micro-batch ran here) and BatchNorm statistics (zeros
     /// then), for all-reducing across ranks before [`Sgd::apply`].
     pub fn take(&mut self, model: &Vgg) -> (GradientsParams, Vec<f32>) {
-        let mut running = std::mem::take(&mut self.running);
+        let mut running = match self.running.take() {
+            Some(sum) => sum
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         running.resize(model.running_stats_len(), 0.0);
         (self.accumulator.grads(), running)
     }

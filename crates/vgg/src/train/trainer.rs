@@ -21,7 +21,7 @@ use super::config::TrainConfig;
 use super::folder::{self, CONFIG, STATE, checkpoint_names};
 use super::plateau::{Decision, Plateau};
 use super::scaler::LossScale;
-use super::sgd::Sgd;
+use super::sgd::{MicroBatch, Sgd};
 use super::state::{
     EpochRecord, Observer, Progress, RunState, read_config, read_state, write_json, write_logs,
 };
@@ -62,6 +62,22 @@ struct Tally {
 }
 
 impl Tally {
+    /// Reads a micro-batch back (waiting for the device) and adds it with its `labels`.
+    /// `Some(loss)` when the loss or a score is NaN or infinite: nothing is added then.
+    fn add(&mut self, run: MicroBatch, labels: &[usize]) -> Option<f32> {
+        let loss = run.loss();
+        let (top1, top5) = match topk_hits(&run.scores(), labels, "training") {
+            Ok(hits) if loss.is_finite() => hits,
+            _ => return Some(if loss.is_finite() { f32::NAN } else { loss }),
+        };
+        let n = labels.len() as f64;
+        self.images += n;
+        self.loss += loss as f64 * n;
+        self.top1 += top1 as f64;
+        self.top5 += top5 as f64;
+        None
+    }
+
     fn all_reduce(self, comm: &dyn Collective) -> Self {
         let mut sums = [self.images, self.loss, self.top1, self.top5, self.skipped];
         comm.all_reduce_sum_f64(&mut sums);
@@ -514,14 +530,22 @@ impl Trainer {
             }
             let last = (first + per_step).min(micro_batches);
             let batch_images = self.config.batch.min(total - first * mb);
-            let mut bad_loss = None;
+            // Each micro-batch is uploaded and queued before the previous ones are read back,
+            // so a GPU computes while the next batch crosses to it; on flex this is the same
+            // order of the same work.
+            let mut queued = Vec::new();
             for m in (first..last).filter(|m| owner(m - first, size) == rank) {
                 let batch = loader.next().expect("the loader yields each micro-batch")?;
                 tally.skipped += batch.skipped.len() as f64;
                 let share = batch.labels.len() as f64 / batch_images as f64;
-                if let Some(bad) =
-                    self.micro_batch(&model, batch, share, (m - first, last - first), &mut tally)
+                if let Some(run) = self.micro_batch(&model, batch, share, (m - first, last - first))
                 {
+                    queued.push(run);
+                }
+            }
+            let mut bad_loss = None;
+            for (run, labels) in queued {
+                if let Some(bad) = tally.add(run, &labels) {
                     bad_loss = Some(bad);
                 }
                 observer.on_progress(&Progress {
@@ -582,16 +606,15 @@ impl Trainer {
         Ok(tally)
     }
 
-    /// Forward and backward of one micro-batch (of index `k` of the step's `count`); adds to
-    /// the tally. `Some(loss)` when the loss or a score is NaN or infinite.
+    /// Uploads one micro-batch (of index `k` of the step's `count`) and queues its forward and
+    /// backward; `None` for an empty one (every image skipped).
     fn micro_batch(
         &mut self,
         model: &Vgg,
         batch: Batch,
         share: f64,
         position: (usize, usize),
-        tally: &mut Tally,
-    ) -> Option<f32> {
+    ) -> Option<(MicroBatch, Vec<usize>)> {
         let n = batch.labels.len();
         if n == 0 {
             return None;
@@ -600,21 +623,8 @@ impl Trainer {
         let x = self.config.precision.apply(x); // the forward computes in this dtype
         let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
-        let (loss, logits) = self.sgd.micro_batch(model, x, y, share, position);
-        let scores = logits
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
-        let (top1, top5) = match topk_hits(&scores, &batch.labels, "training") {
-            Ok(hits) if loss.is_finite() => hits,
-            _ => return Some(if loss.is_finite() { f32::NAN } else { loss }),
-        };
-        tally.images += n as f64;
-        tally.loss += loss as f64 * n as f64;
-        tally.top1 += top1 as f64;
-        tally.top5 += top5 as f64;
-        None
+        let run = self.sgd.micro_batch(model, x, y, share, position);
+        Some((run, batch.labels))
     }
 
     /// Sums the step's gradients, BatchNorm statistics and non-finite-loss flags over the ranks
