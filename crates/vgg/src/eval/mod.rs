@@ -98,6 +98,15 @@ impl Classifier {
             .expect("f32"))
     }
 
+    /// The softmax of each crop of a batch: `[n * K]`, row after row.
+    fn rows_probs(&self, x: Tensor<4>) -> Result<Vec<f32>, VggError> {
+        let p = softmax(self.model.try_forward(x)?, 1);
+        Ok(p.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32"))
+    }
+
     /// Class probabilities of one image at scale `q` (shorter side). An image already at the
     /// crop size is used as it is (no resize, no crop), so results compare exactly with PyTorch
     /// on the same pixels.
@@ -139,23 +148,36 @@ impl Classifier {
                     .expect("f32"))
             }
             Method::Multicrop => {
-                let mut crops = Vec::with_capacity(50);
+                // The 5x5 grid's positions; on an image little larger than the crop several
+                // coincide (all 25 at Q = crop), so each distinct crop runs once, weighted by
+                // how often the grid holds it: the same mean, fewer forwards.
+                let mut positions: Vec<((usize, usize), usize)> = Vec::with_capacity(25);
                 for i in 0..5 {
                     for j in 0..5 {
-                        let (top, left) = ((h - c) * i / 4, (w - c) * j / 4);
-                        for flip in [false, true] {
-                            crops.push(self.finish(crop(&x, top, left, c, c, flip)));
+                        let at = ((h - c) * i / 4, (w - c) * j / 4);
+                        match positions.iter_mut().find(|(p, _)| *p == at) {
+                            Some((_, n)) => *n += 1,
+                            None => positions.push((at, 1)),
                         }
                     }
                 }
-                // 50 crops in batches of 10 to bound memory at 224; at once on small crops.
+                let mut crops = Vec::with_capacity(2 * positions.len());
+                let mut weights = Vec::with_capacity(2 * positions.len());
+                for &((top, left), n) in &positions {
+                    for flip in [false, true] {
+                        crops.push(self.finish(crop(&x, top, left, c, c, flip)));
+                        weights.push(n as f32 / 50.0);
+                    }
+                }
+                // In batches of 10 to bound memory at 224; at once on small crops.
                 let chunk = if c <= 64 { 50 } else { 10 };
-                let mut sum = vec![0f32; self.model.config().num_classes];
-                for chunk in crops.chunks(chunk) {
-                    let p = self.mean_probs(self.batch(chunk.to_vec(), c, c))?;
-                    sum.iter_mut()
-                        .zip(p)
-                        .for_each(|(s, v)| *s += v * chunk.len() as f32 / 50.0);
+                let k = self.model.config().num_classes;
+                let mut sum = vec![0f32; k];
+                for (crops, weights) in crops.chunks(chunk).zip(weights.chunks(chunk)) {
+                    let p = self.rows_probs(self.batch(crops.to_vec(), c, c))?;
+                    for (row, w) in p.chunks(k).zip(weights) {
+                        sum.iter_mut().zip(row).for_each(|(s, v)| *s += v * w);
+                    }
                 }
                 Ok(sum)
             }

@@ -69,3 +69,60 @@ fn methods_together_equal_methods_alone() {
     assert_ne!(together[1], together[2]);
     assert_ne!(together[2], together[3]);
 }
+
+/// Multi-crop is the mean softmax of the 5x5 grid of crops and their flips (Section 3.2), also
+/// where grid positions coincide (an image little larger than the crop, computed once each):
+/// checked against the 50 crops one by one, at Q = crop (one position), crop + 2 (9) and
+/// crop + 7 (25).
+#[test]
+fn multicrop_is_the_mean_of_the_fifty_crops() {
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Tensor, TensorData};
+    use vgg::data::transform::{crop, rescale_shorter, to_channels};
+
+    let model = classifier();
+    let (h, w) = (19, 24);
+    let pixels = (0..h * w * 3)
+        .map(|i| ((i * 53 + i / 5) % 256) as u8)
+        .collect();
+    let img = Image {
+        channels: 3,
+        height: h,
+        width: w,
+        pixels,
+    };
+    let c = model.preset.crop;
+    for q in [c, c + 2, c + 7] {
+        let n = &model.preset.normalize;
+        let x = rescale_shorter(&to_channels(&img, 3, n.scale), q);
+        let mut mean = [0f64; 7];
+        for i in 0..5 {
+            for j in 0..5 {
+                let (top, left) = ((x.height - c) * i / 4, (x.width - c) * j / 4);
+                for flip in [false, true] {
+                    let one = n.apply(crop(&x, top, left, c, c, flip).data, 3);
+                    let t =
+                        Tensor::<4>::from_data(TensorData::new(one, [1, 3, c, c]), &Device::flex());
+                    let p = softmax(model.model.forward(t), 1)
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap();
+                    mean.iter_mut()
+                        .zip(p)
+                        .for_each(|(m, v)| *m += v as f64 / 50.0);
+                }
+            }
+        }
+        let got = average_probs(
+            std::slice::from_ref(&model),
+            &img,
+            std::path::Path::new("grid.png"),
+            Method::Multicrop,
+            &[q],
+        )
+        .unwrap();
+        for (g, m) in got.iter().zip(mean) {
+            assert!((*g as f64 - m).abs() < 1e-6, "Q = {q}: {got:?} vs {mean:?}");
+        }
+    }
+}
