@@ -7,13 +7,14 @@
 # 2. Choose how to evaluate on the run's own validation images (`vgg eval --split val`): centre
 #    crop, dense, multi-crop and dense+multi-crop (Section 3.2), at the training's test scale
 #    Q = 34 and averaged over Q in {32, 34, 36} (Table 4's rule for S in [32, 36]). The lowest
-#    validation top-1 error wins; a tie goes to the one listed first (the cheaper).
-# 3. Score the test set once, by that choice. Its result is kept in RUN/final/test.json and
-#    never computed again: a second call prints it.
+#    validation top-1 error wins; a tie goes to the one listed first (centre before dense
+#    before multi-crop, one scale before three).
+# 3. Score the test set of the run's own data once, by that choice. Its result is kept in
+#    RUN/final/test.json and never computed again: a second call prints it.
 #
 #   bench/fmnist.sh [RUN_DIR]            (default runs/fmnist-vgg16bn)
 #
-# Environment: DATA (default Debian's /usr/share/datasets/fashion-mnist), SEED (default 1),
+# Environment: DATA (a new run's data; default /usr/share/datasets/fashion-mnist), SEED (1),
 # RANKS (MPI ranks when built with --features mpi; default 2), VGG (default target/release/vgg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,24 +26,35 @@ RANKS="${RANKS:-2}"
 OUT="$RUN/final"
 
 launch() {
-    if [ "$RANKS" -gt 1 ] && ldd "$V" 2>/dev/null | grep -q libmpi; then
+    local libs
+    libs=$(ldd "$V" 2>/dev/null || true)
+    if [ "$RANKS" -gt 1 ] && [[ "$libs" == *libmpi* ]]; then
         mpirun --allow-run-as-root -np "$RANKS" --bind-to none "$V" "$@"
     else
         "$V" "$@"
     fi
 }
 
+# Ended by its schedule, or its epoch budget spent.
 finished() {
-    python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("finished") else 1)' \
-        "$RUN/state.json"
+    python3 - "$RUN" <<'EOF'
+import json, sys
+state = json.load(open(f"{sys.argv[1]}/state.json"))
+config = json.load(open(f"{sys.argv[1]}/config.json"))
+sys.exit(0 if state.get("finished") or state["epoch"] >= config["epochs"] else 1)
+EOF
 }
 
 start=$(date +%s)
 if [ ! -e "$RUN/state.json" ]; then
+    # A run folder with a config but no state was stopped in its first epoch: start it again
+    # (--force replaces only a run's own files).
+    force=()
+    [ -e "$RUN/config.json" ] && force=(--force)
     launch train --data "$DATA" --arch vgg16_bn --width 0.25 --val-fraction 0.05 --epochs 65 \
-        --patience 5 --seed "$SEED" --no-test --quiet --out "$RUN"
+        --patience 5 --seed "$SEED" --no-test --quiet --out "$RUN" "${force[@]}"
 elif ! finished; then
-    launch train --resume "$RUN" --quiet
+    launch train --resume "$RUN" --no-test --quiet
 fi
 echo "training: done ($(( ($(date +%s) - start) / 60 )) min in this call)"
 
@@ -76,8 +88,10 @@ json.dump(choice, open(f"{out}/choice.json.tmp", "w"), indent=2)
 EOF
 mv "$OUT/choice.json.tmp" "$OUT/choice.json"
 read -r method scales < <(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["method"], ",".join(map(str, c["scales"])))' "$OUT/choice.json")
-echo "chosen on validation: $method at Q = $scales"
-"$V" eval -w "$RUN" --data "$DATA" --method "$method" --scales "$scales" --json > "$OUT/test.json.tmp"
+# The test split beside the training data the run recorded (not $DATA, which may differ).
+test_data=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["train"]["path"])' "$RUN/config.json")
+echo "chosen on validation: $method at Q = $scales; scoring the test set of $test_data once"
+"$V" eval -w "$RUN" --data "$test_data" --method "$method" --scales "$scales" --json > "$OUT/test.json.tmp"
 mv "$OUT/test.json.tmp" "$OUT/test.json"
 cat "$OUT/test.json"
 echo "wall time: $(( ($(date +%s) - start) / 60 )) min"

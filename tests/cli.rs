@@ -717,6 +717,7 @@ fn eval_on_a_runs_own_validation_split() {
     // 10 of the 40 training images (5 per class), the centre crop at the run's Q = 34: what
     // the trainer's validation scored.
     assert_eq!(rows[0]["images"], 10);
+    assert_eq!(rows[0]["split"], "val");
     assert_eq!(rows[0]["scales"], serde_json::json!([34]));
     assert!(
         (rows[0]["top1_acc"].as_f64().unwrap() - best).abs() < 1e-9,
@@ -729,6 +730,15 @@ fn eval_on_a_runs_own_validation_split() {
         String::from_utf8_lossy(&table.stdout)
     );
 
+    // The run keeps --no-test: resumed without the flag, it still leaves the test split alone.
+    let resumed = vgg(&["train", "--resume", run, "--epochs", "3", "--quiet"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains("test set not scored (--no-test)"),
+        "{}",
+        stderr(&resumed)
+    );
+
     // Without --no-test, the run scores its test split once at the end.
     let other = tmp("run-val-seed");
     let mut args = tiny_train(data.to_str().unwrap(), other.to_str().unwrap(), "1", true);
@@ -738,6 +748,18 @@ fn eval_on_a_runs_own_validation_split() {
         stderr(&trained).contains("test set (10 images)"),
         "{}",
         stderr(&trained)
+    );
+
+    // Data that changed since the run: its split would be other images, so it is refused.
+    let grown = idx_folder("idx-val", 44, 10);
+    assert_eq!(grown, data);
+    let refused = vgg(&["eval", "-w", run, "--split", "val"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("the run's training set had 30 images")
+            && stderr(&refused).contains("the data is not the run's"),
+        "{}",
+        stderr(&refused)
     );
 
     let weights = out.join("best.safetensors");

@@ -53,6 +53,8 @@ pub enum EvalSplit {
 
 #[derive(Serialize)]
 struct Row {
+    /// `test` (the images of --data) or `val` (the run's validation images).
+    split: &'static str,
     method: String,
     scales: Vec<usize>,
     models: usize,
@@ -165,6 +167,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .zip(&hits)
         .map(|(method, &(t1, t5))| Row {
+            split: match args.split {
+                EvalSplit::Test => "test",
+                EvalSplit::Val => "val",
+            },
             method: method.name().into(),
             scales: scales.clone(),
             models: models.len(),
@@ -237,8 +243,14 @@ fn run_validation(weights: &[PathBuf]) -> anyhow::Result<vgg::data::Dataset> {
     let config = vgg::train::read_config(&first)?;
     for w in &weights[1..] {
         let other = vgg::train::read_config(&run(w)?)?;
+        // A held-out split is drawn with the seed; a separate --val set is the same whatever it.
+        let held_out = |c: &vgg::train::TrainConfig| {
+            c.data.as_ref().is_some_and(|d| {
+                matches!(d.validation, vgg::data::source::Validation::HeldOut { .. })
+            })
+        };
         anyhow::ensure!(
-            (&other.data, other.seed) == (&config.data, config.seed),
+            other.data == config.data && (!held_out(&config) || other.seed == config.seed),
             "{} and {} validated on different images (their data or seed differ): --split val cannot score them as one ensemble",
             weights[0].display(),
             w.display()

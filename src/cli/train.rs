@@ -134,10 +134,11 @@ pub struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     pub quiet: bool,
-    /// Leave the test split unscored at the end (training scores it once, with the best
-    /// checkpoint's centre crop, by default). For choosing how to evaluate on the validation
-    /// split first (`vgg eval -w RUN --split val --method ...`) and then scoring the test set
-    /// once, with `vgg eval`, by the method chosen.
+    /// Leave the test split unscored when training ends (by default the best checkpoint's
+    /// centre crop is scored then, at the end of every call, resumes included). For choosing how
+    /// to evaluate on the validation images first (`vgg eval -w RUN --split val --method ...`)
+    /// and then scoring the test set once, with `vgg eval`, by the method chosen. The run keeps
+    /// it: a resumed run does not score the test split either.
     #[arg(long)]
     pub no_test: bool,
     /// Compute threads. Default: this machine's cores, shared between the MPI ranks on it.
@@ -497,11 +498,12 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                 }
                 None => None,
             };
-            let config = recipe.config(spec, &train, &val, || {
+            let mut config = recipe.config(spec, &train, &val, || {
                 if leader {
                     eprintln!("measuring the training set's mean and colour covariance ...");
                 }
             })?;
+            config.no_test = args.no_test;
             let out = args.out.clone().unwrap_or_else(|| {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -588,7 +590,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         100.0 * best,
         trainer.run_dir().display()
     );
-    match (test, args.no_test) {
+    match (test, args.no_test || trainer.config.no_test) {
         (Some(_), true) => {
             eprintln!("test set not scored (--no-test): score it once with `vgg eval`");
             Ok(())

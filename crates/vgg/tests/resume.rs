@@ -102,6 +102,7 @@ pub fn toy_config() -> TrainConfig {
         val_images: 0,
         pretrained: None,
         precision: Default::default(),
+        no_test: false,
     }
 }
 

@@ -149,8 +149,8 @@ impl Classifier {
             }
             Method::Multicrop => {
                 // The 5x5 grid's positions; on an image little larger than the crop several
-                // coincide (all 25 at Q = crop), so each distinct crop runs once, weighted by
-                // how often the grid holds it: the same mean, fewer forwards.
+                // coincide (all 25 on a square image at Q = crop), so each distinct crop runs
+                // once, weighted by how often the grid holds it: the same mean, fewer forwards.
                 let mut positions: Vec<((usize, usize), usize)> = Vec::with_capacity(25);
                 for i in 0..5 {
                     for j in 0..5 {

@@ -58,6 +58,10 @@ pub struct TrainConfig {
     /// mixed precision existed are float32).
     #[serde(default)]
     pub precision: Precision,
+    /// Leave the test split unscored when training ends (`vgg train --no-test`), so that it is
+    /// scored once, by an evaluation chosen on the validation images; a resumed run keeps it.
+    #[serde(default)]
+    pub no_test: bool,
 }
 
 /// A fine-tuned run's start, as recorded in its config.

@@ -162,6 +162,7 @@ impl Recipe {
             workers: self.workers,
             skip_bad: self.skip_bad,
             precision: self.precision,
+            no_test: false,
             transform: Transform {
                 channels,
                 crop,

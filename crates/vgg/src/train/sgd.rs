@@ -64,7 +64,7 @@ impl MicroBatch {
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .unwrap_or_default()
+            .expect("f32 after convert")
     }
 }
 
@@ -194,7 +194,7 @@ impl Sgd {
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
-                .unwrap_or_default(),
+                .expect("f32 after convert"),
             None => Vec::new(),
         };
         running.resize(model.running_stats_len(), 0.0);

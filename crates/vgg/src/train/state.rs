@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::config::TrainConfig;
 use super::folder::{CONFIG, STATE, checkpoint_names};
 use super::plateau::Plateau;
+use crate::data::Dataset;
 use crate::error::VggError;
 use crate::fsio::write_atomic;
 
@@ -115,10 +116,32 @@ pub fn read_config(dir: &Path) -> Result<TrainConfig, VggError> {
     Ok(config)
 }
 
+/// Refuses a dataset of another size than the run recorded (0 = not recorded): the data is not
+/// the run's, or it changed since.
+pub(crate) fn check_size(
+    data: &Dataset,
+    recorded: usize,
+    what: &str,
+    dir: &Path,
+) -> Result<(), VggError> {
+    if recorded != 0 && data.len() != recorded {
+        return Err(VggError::run_file(
+            dir.join(CONFIG),
+            format!(
+                "the run's {what} set had {recorded} images; {} has {}: the data is not the run's (or it changed since)",
+                data.name,
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The images the run in `dir` validated on, for evaluating its checkpoints on them (choosing
 /// test scales or a method before the test set is touched): its held-out share of the training
 /// data, drawn again from its config's data and seed, or its separate validation set.
-pub fn validation_set(dir: &Path) -> Result<crate::data::Dataset, VggError> {
+/// Refuses data whose size differs from what the run recorded (its split would differ).
+pub fn validation_set(dir: &Path) -> Result<Dataset, VggError> {
     let config = read_config(dir)?;
     let Some(spec) = &config.data else {
         return Err(VggError::run_file(
@@ -126,7 +149,10 @@ pub fn validation_set(dir: &Path) -> Result<crate::data::Dataset, VggError> {
             "does not record its data (written by an older vgg), so its validation images cannot be drawn again",
         ));
     };
-    Ok(spec.open(config.seed)?.val)
+    let sets = spec.open(config.seed)?;
+    check_size(&sets.train, config.train_images, "training", dir)?;
+    check_size(&sets.val, config.val_images, "validation", dir)?;
+    Ok(sets.val)
 }
 
 /// The run's state, as written in `dir/state.json`, with checkpoint names checked to be this

@@ -23,7 +23,8 @@ use super::plateau::{Decision, Plateau};
 use super::scaler::LossScale;
 use super::sgd::{MicroBatch, Sgd};
 use super::state::{
-    EpochRecord, Observer, Progress, RunState, read_config, read_state, write_json, write_logs,
+    EpochRecord, Observer, Progress, RunState, check_size, read_config, read_state, write_json,
+    write_logs,
 };
 use super::validate::evaluate_shard;
 use crate::arch::names::freeze_point;
@@ -137,21 +138,6 @@ fn optimiser(config: &TrainConfig) -> Sgd {
         }
         None => sgd,
     }
-}
-
-/// Refuses a dataset of another size than the run recorded (0 = not recorded).
-fn check_size(data: &Dataset, recorded: usize, what: &str, dir: &Path) -> Result<(), VggError> {
-    if recorded != 0 && data.len() != recorded {
-        return Err(VggError::run_file(
-            dir.join(CONFIG),
-            format!(
-                "the run's {what} set had {recorded} images; {} has {}: resume with the run's own data",
-                data.name,
-                data.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 impl Trainer {

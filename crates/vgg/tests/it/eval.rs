@@ -72,8 +72,8 @@ fn methods_together_equal_methods_alone() {
 
 /// Multi-crop is the mean softmax of the 5x5 grid of crops and their flips (Section 3.2), also
 /// where grid positions coincide (an image little larger than the crop, computed once each):
-/// checked against the 50 crops one by one, at Q = crop (one position), crop + 2 (9) and
-/// crop + 7 (25).
+/// checked against the 50 crops one by one on a 19x24 image with crops of 16, at Q = crop (5
+/// distinct positions of 25), crop + 2 (15) and crop + 7 (25).
 #[test]
 fn multicrop_is_the_mean_of_the_fifty_crops() {
     use burn::tensor::activation::softmax;
