@@ -1135,6 +1135,20 @@ fn train_on_wgpu_cpu_then_predict_and_resume_on_flex() {
     for (a, b) in flex.iter().zip(&gpu) {
         assert!((a - b).abs() < 1e-4, "flex {flex:?} vs wgpu-cpu {gpu:?}");
     }
+    // The weights file is the same whichever device wrote it: the run's best.bpk read on flex
+    // and written again is the run's best.safetensors (written from the device), byte for byte.
+    let again = tmp("run-gpu-again.safetensors");
+    let convert = vgg(&[
+        "convert",
+        out.join("best.bpk").to_str().unwrap(),
+        again.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(convert.status.success(), "{}", stderr(&convert));
+    assert!(
+        std::fs::read(&again).unwrap() == std::fs::read(out.join("best.safetensors")).unwrap(),
+        "a checkpoint written on wgpu-cpu and rewritten on flex differs"
+    );
     let resumed = vgg(&[
         "train",
         "--resume",

@@ -12,7 +12,8 @@ use super::arch_args::ArchArgs;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Weights to read: .pth/.pt (torch.save of a state dict), .safetensors, .bpk, .caffemodel
-    /// (the authors' Caffe release), Keras' .h5/.weights.h5/.keras, or .onnx.
+    /// (the authors' Caffe release), Keras' .h5/.weights.h5/.keras, or .onnx; or a run folder
+    /// (its best.bpk) or a run's checkpoint, which carry their own network (no --arch needed).
     pub input: PathBuf,
     /// File to write: .safetensors (torchvision layout), .bpk (burn) or .onnx (a model that
     /// onnxruntime runs: opset 13, input `input` [N, C, H, W], output `logits`).
@@ -47,9 +48,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{}: --f16 writes .safetensors only; name the output NAME.safetensors",
         args.output.display()
     );
-    let config = args.net.config(&args.arch)?;
+    // A run's checkpoint is read as the network its config.json describes.
+    let (config, input) = match vgg::preset::open::run_of(&args.input) {
+        Some((dir, file)) => (vgg::train::read_config(&dir)?.model, file),
+        None => (args.net.config(&args.arch)?, args.input.clone()),
+    };
     let device = super::device();
-    let model = Vgg::load(&config, &args.input, &device)?;
+    let model = Vgg::load(&config, &input, &device)?;
     if args.f16 {
         vgg::checkpoint::safetensors::write_f16(&model.state_dict(), &args.output)
     } else {
@@ -58,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
         "{} -> {} ({}, {} parameters)",
-        args.input.display(),
+        input.display(),
         args.output.display(),
         config.name,
         super::summary::thousands(config.num_params() as u64)
