@@ -5,8 +5,11 @@
 #
 #   bench/gpu.sh [RUNS]          (RUNS timed runs per workload, median reported; default 5)
 #
-# Needs: cargo; a Vulkan/Metal/DX12 GPU driver for wgpu; python3 with torch + torchvision built
-# for CUDA for the PyTorch column (skipped, and said, when absent).
+# Needs: cargo, or a vgg built elsewhere with `--features wgpu` (VGG_WGPU=PATH; for a machine
+# with no network or no Rust: `cargo build --release --features wgpu && strip -o
+# .device/vgg-wgpu target/release/vgg` on a build machine, then copy .device/ over); a
+# Vulkan/Metal/DX12 GPU driver and the Vulkan loader (libvulkan1) for wgpu; python3 with torch +
+# torchvision built for CUDA for the PyTorch column (skipped, and said, when absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -27,16 +30,20 @@ bench() { # BINARY DEVICE NAME
         --precision f16 >"$OUT/$3-train64-f16.json" || rm -f "$OUT/$3-train64-f16.json"
 }
 
-cargo build --release --features wgpu
-cp target/release/vgg "$OUT/vgg-wgpu"
+if [ -n "${VGG_WGPU:-}" ]; then
+    cp "$VGG_WGPU" "$OUT/vgg-wgpu"
+else
+    cargo build --release --features wgpu
+    cp target/release/vgg "$OUT/vgg-wgpu"
+fi
 bench "$OUT/vgg-wgpu" wgpu wgpu || echo "vgg on wgpu failed: see above" >&2
 bench "$OUT/vgg-wgpu" flex flex || echo "vgg on flex failed: see above" >&2
 
-if cargo build --release --features cuda 2>"$OUT/cuda-build.log"; then
+if command -v cargo >/dev/null && cargo build --release --features cuda 2>"$OUT/cuda-build.log"; then
     cp target/release/vgg "$OUT/vgg-cuda"
     bench "$OUT/vgg-cuda" cuda cuda || echo "vgg on cuda failed: see above" >&2
 else
-    echo "the cuda feature did not build here (see $OUT/cuda-build.log); no cuda rows" >&2
+    echo "the cuda feature did not build here (no cargo, or see $OUT/cuda-build.log); no cuda rows" >&2
 fi
 
 if python3 -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/dev/null; then
