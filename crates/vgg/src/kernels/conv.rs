@@ -107,6 +107,9 @@ pub fn weight_grad(x: &FlexTensor, dy: &FlexTensor, weight: &FlexTensor) -> Flex
     let g = geometry(x, weight);
     if g.h * g.w <= SMALL_MAP {
         weight_grad_chunked(x, dy, g.k, COLS_FLOATS)
+    } else if winograd::applies_to_weight_grad(&g) {
+        let dw = winograd::weight_grad(&values(x), &values(dy), g);
+        tensor(dw, vec![g.co, g.ci, g.k, g.k])
     } else {
         let dw = tiled::weight_grad(&values(x), &values(dy), g);
         tensor(dw, vec![g.co, g.ci, g.k, g.k])
