@@ -105,6 +105,12 @@ pub fn bias_grad(dy: &FlexTensor) -> FlexTensor {
 /// The weight gradient `dW [C_out, C_in, k, k]` of `x [N, C_in, H, W]` and `dy [N, C_out, H, W]`.
 pub fn weight_grad(x: &FlexTensor, dy: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
     let g = geometry(x, weight);
+    if g.n == 0 {
+        return tensor(
+            vec![0.0; g.co * g.ci * g.k * g.k],
+            vec![g.co, g.ci, g.k, g.k],
+        );
+    }
     if g.h * g.w <= SMALL_MAP {
         weight_grad_chunked(x, dy, g.k, COLS_FLOATS)
     } else if winograd::applies_to_weight_grad(&g) {

@@ -7,7 +7,7 @@
 //! - [`conv`]: VGG's convolutions (stride 1, same padding): forward, input and weight gradients
 //!   by im2col + GEMM, over many samples at once on small maps, tile by tile ([`tiled`]) on
 //!   larger ones; 3x3 layers on maps of 8x8 and more by Winograd's F(4x4, 3x3) ([`winograd`]),
-//!   forward and input gradient.
+//!   forward and input gradient, and the weight gradient on maps up to 112x112.
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward.
 
 pub mod batch_norm;

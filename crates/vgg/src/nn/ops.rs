@@ -42,8 +42,10 @@ pub fn conv_algorithm(device: &Device, [ci, co, h, w, k]: [usize; 5]) -> &'stati
         "burn generic"
     } else if h * w <= kernels::conv::SMALL_MAP {
         "GEMM, all samples"
-    } else if kernels::winograd::applies(&g) {
+    } else if kernels::winograd::applies_to_weight_grad(&g) {
         "Winograd F(4x4,3x3)"
+    } else if kernels::winograd::applies(&g) {
+        "Winograd, dW direct"
     } else {
         "im2col+GEMM tiles"
     }
