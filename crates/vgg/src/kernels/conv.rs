@@ -335,6 +335,20 @@ mod tests {
         (0..len).map(|i| (i as f32 * f).sin()).collect()
     }
 
+    /// An empty batch has a zero weight gradient, on every path (small maps, Winograd, tiles),
+    /// where two of them used to panic.
+    #[test]
+    fn empty_batch_has_a_zero_weight_gradient() {
+        for [ci, co, side] in [[3, 4, 2], [16, 16, 8], [3, 4, 9]] {
+            let x = tensor(Vec::new(), vec![0, ci, side, side]);
+            let dy = tensor(Vec::new(), vec![0, co, side, side]);
+            let weight = tensor(wave(co * ci * 9, 0.3), vec![co, ci, 3, 3]);
+            let dw = weight_grad(&x, &dy, &weight);
+            let dw = values(&dw);
+            assert!(dw.len() == co * ci * 9 && dw.iter().all(|&v| v == 0.0));
+        }
+    }
+
     /// Our im2col + GEMM forward against flex's convolution: odd sizes, 1x1 and 5x5 kernels,
     /// one channel, a 1x1 map.
     #[test]
