@@ -15,7 +15,8 @@
 #   bench/fmnist.sh [RUN_DIR]            (default runs/fmnist-vgg16bn)
 #
 # Environment: DATA (a new run's data; default /usr/share/datasets/fashion-mnist), SEED (1),
-# RANKS (MPI ranks when built with --features mpi; default 2), VGG (default target/release/vgg).
+# RANKS (MPI ranks when built with --features mpi; default 2), VGG (default target/release/vgg),
+# NO_TRAIN=1 (score the run as it is: one stopped by hand, e.g. at a time budget).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${1:-runs/fmnist-vgg16bn}"
@@ -46,7 +47,9 @@ EOF
 }
 
 start=$(date +%s)
-if [ ! -e "$RUN/state.json" ]; then
+if [ -n "${NO_TRAIN:-}" ]; then
+    [ -e "$RUN/state.json" ] || { echo "$RUN has no trained epoch to score" >&2; exit 2; }
+elif [ ! -e "$RUN/state.json" ]; then
     # A run folder with a config but no state was stopped in its first epoch: start it again
     # (--force replaces only a run's own files).
     force=()

@@ -716,6 +716,40 @@ mod tests {
         (0..len).map(|i| (i as f32 * f).sin()).collect()
     }
 
+    /// `[n, C_in, C_out, h, w]`: odd sizes (blocks cut by the map's edge), one channel, batch
+    /// 1 and 3, a map 1 high.
+    const ODD: [[usize; 5]; 6] = [
+        [1, 1, 1, 4, 4],
+        [2, 3, 5, 7, 9],
+        [1, 16, 16, 8, 8],
+        [3, 4, 2, 13, 5],
+        [1, 2, 3, 1, 6],
+        [2, 8, 4, 33, 35],
+    ];
+
+    /// Every 3x3 layer shape of VGG-16 and VGG-19 at 224: (name, C_in, C_out, map side).
+    const VGG_LAYERS: [(&str, usize, usize, usize); 8] = [
+        ("conv1_2", 64, 64, 224),
+        ("conv2_1", 64, 128, 112),
+        ("conv2_2", 128, 128, 112),
+        ("conv3_1", 128, 256, 56),
+        ("conv3_2", 256, 256, 56),
+        ("conv4_1", 256, 512, 28),
+        ("conv4_2", 512, 512, 28),
+        ("conv5_1", 512, 512, 14),
+    ];
+
+    fn geometry([n, ci, co, h, w]: [usize; 5]) -> Geometry {
+        Geometry {
+            n,
+            ci,
+            co,
+            h,
+            w,
+            k: 3,
+        }
+    }
+
     /// `B^T`: the input transform, `V = B^T d B`.
     const BT: [[f32; T]; T] = [
         [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
@@ -801,25 +835,13 @@ mod tests {
     /// the portable and detected transforms give the same bits.
     #[test]
     fn weight_grad_matches_the_definition() {
-        for [n, ci, co, h, w] in [
-            [1, 1, 1, 4, 4],
-            [2, 3, 5, 7, 9],
-            [1, 16, 16, 8, 8],
-            [3, 4, 2, 13, 5],
-            [1, 2, 3, 1, 6],
-            [2, 8, 4, 33, 35],
-            [4, 1, 1, 64, 64],
-            // 4,352 blocks: four full chunks of 1,024 and a partial one.
-            [17, 1, 1, 64, 64],
-        ] {
-            let g = Geometry {
-                n,
-                ci,
-                co,
-                h,
-                w,
-                k: 3,
-            };
+        // 4,352 blocks in the last: four full chunks of 1,024 and a partial one.
+        for shape in ODD
+            .into_iter()
+            .chain([[4, 1, 1, 64, 64], [17, 1, 1, 64, 64]])
+        {
+            let [n, ci, co, h, w] = shape;
+            let g = geometry(shape);
             let x = wave(n * ci * h * w, 0.37);
             let dy = wave(n * co * h * w, 0.29);
             let want = direct_weight_grad(&x, &dy, g);
@@ -845,28 +867,13 @@ mod tests {
     /// map keeps the direct method.
     #[test]
     fn winograd_weight_grad_matches_direct_on_vgg_layers() {
-        for (name, ci, co, side, n) in [
-            ("conv1_2", 64, 64, 224, 1),
-            ("conv2_1", 64, 128, 112, 1),
-            ("conv2_1", 64, 128, 112, 4),
-            ("conv2_2", 128, 128, 112, 1),
-            ("conv2_2", 128, 128, 112, 4),
-            ("conv3_1", 128, 256, 56, 1),
-            ("conv3_1", 128, 256, 56, 4),
-            ("conv3_2", 256, 256, 56, 1),
-            ("conv4_1", 256, 512, 28, 1),
-            ("conv4_2", 512, 512, 28, 1),
-            ("conv4_2", 512, 512, 28, 4),
-            ("conv5_1", 512, 512, 14, 1),
-        ] {
-            let g = Geometry {
-                n,
-                ci,
-                co,
-                h: side,
-                w: side,
-                k: 3,
-            };
+        // Batch 1 on every layer, 4 on two 112 maps, a 56 and a 28 (conv1_2 stays direct).
+        let batches = VGG_LAYERS
+            .iter()
+            .map(|&l| (l, 1))
+            .chain([1, 2, 3, 6].map(|i| (VGG_LAYERS[i], 4)));
+        for ((name, ci, co, side), n) in batches {
+            let g = geometry([n, ci, co, side, side]);
             // ReLU-like inputs (half zeros) and a small output gradient, as in training.
             let x: Vec<f32> = wave(n * ci * side * side, 0.37)
                 .iter()
@@ -977,22 +984,9 @@ mod tests {
     /// ReLU, one chunk and many: within 1e-5 of the output scale of the exact result.
     #[test]
     fn matches_the_definition() {
-        for [n, ci, co, h, w] in [
-            [1, 1, 1, 4, 4],
-            [2, 3, 5, 7, 9],
-            [1, 16, 16, 8, 8],
-            [3, 4, 2, 13, 5],
-            [1, 2, 3, 1, 6],
-            [2, 8, 4, 33, 35],
-        ] {
-            let g = Geometry {
-                n,
-                ci,
-                co,
-                h,
-                w,
-                k: 3,
-            };
+        for shape in ODD {
+            let [n, ci, co, h, w] = shape;
+            let g = geometry(shape);
             let x = wave(n * ci * h * w, 0.37);
             let wt = wave(co * ci * 9, 0.23);
             let b = wave(co, 1.1);
@@ -1016,24 +1010,8 @@ mod tests {
     /// scale, printed per layer (`cargo test -p vgg --lib winograd -- --nocapture`), under 1e-4.
     #[test]
     fn winograd_matches_direct_on_vgg_layers() {
-        for (name, ci, co, side) in [
-            ("conv1_2", 64, 64, 224),
-            ("conv2_1", 64, 128, 112),
-            ("conv2_2", 128, 128, 112),
-            ("conv3_1", 128, 256, 56),
-            ("conv3_2", 256, 256, 56),
-            ("conv4_1", 256, 512, 28),
-            ("conv4_2", 512, 512, 28),
-            ("conv5_1", 512, 512, 14),
-        ] {
-            let g = Geometry {
-                n: 1,
-                ci,
-                co,
-                h: side,
-                w: side,
-                k: 3,
-            };
+        for (name, ci, co, side) in VGG_LAYERS {
+            let g = geometry([1, ci, co, side, side]);
             assert!(applies(&g), "{name}");
             let x = wave(ci * side * side, 0.37);
             // Glorot-scaled weights, as a trained layer's.
