@@ -105,7 +105,7 @@ fn multicrop_is_the_mean_of_the_fifty_crops() {
                         Tensor::<4>::from_data(TensorData::new(one, [1, 3, c, c]), &Device::flex());
                     let p = softmax(model.model.forward(t), 1)
                         .into_data()
-                        .to_vec::<f32>()
+                        .try_into_vec::<f32>()
                         .unwrap();
                     mean.iter_mut()
                         .zip(p)
