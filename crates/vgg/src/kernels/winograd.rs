@@ -383,6 +383,45 @@ fn a(y: [Lanes; M]) -> [Lanes; T] {
     o
 }
 
+/// A 2-D transform `F d F^T` of an `I x I` block of lane vectors, `f` being the 1-D `F x`:
+/// columns first, then rows.
+#[inline(always)]
+fn two_d<const I: usize, const O: usize>(
+    d: [[Lanes; I]; I],
+    f: impl Fn([Lanes; I]) -> [Lanes; O],
+) -> [[Lanes; O]; O] {
+    let mut t = [[[0f32; L]; I]; O];
+    for s in 0..I {
+        for (a, vals) in f(std::array::from_fn(|r| d[r][s])).into_iter().enumerate() {
+            t[a][s] = vals;
+        }
+    }
+    t.map(&f)
+}
+
+/// Writes a block group's 36 transformed values of channel `ch` (the first `lanes` lanes) to
+/// `buf [36, C, count]` (`plane = C x count`), at blocks `j0 ..`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store(
+    points: [[Lanes; T]; T],
+    buf: Shared,
+    plane: usize,
+    ch: usize,
+    count: usize,
+    j0: usize,
+    lanes: usize,
+) {
+    for (a, row) in points.iter().enumerate() {
+        for (b, vals) in row.iter().enumerate() {
+            let idx = (a * T + b) * plane + ch * count + j0;
+            // SAFETY: (point, channel ch, blocks j0..j0 + lanes) is written by the task of
+            // channel ch alone, inside the 36 x C x count buffer (the callers' contract).
+            unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), buf.at(idx), lanes) };
+        }
+    }
+}
+
 /// The `t`-th of `parts` near-equal ranges of `0..n`.
 fn part(n: usize, parts: usize, t: usize) -> std::ops::Range<usize> {
     n * t / parts..n * (t + 1) / parts
@@ -562,24 +601,7 @@ fn input_transform_body(
                     }
                 }
             }
-            // Columns first (B^T d), then rows ((B^T d) B).
-            let mut t = [[[0f32; L]; T]; T];
-            for s in 0..T {
-                let col = bt(std::array::from_fn(|r| d[r][s]));
-                for (a, vals) in col.into_iter().enumerate() {
-                    t[a][s] = vals;
-                }
-            }
-            for (a, row) in t.into_iter().enumerate() {
-                for (b, vals) in bt(row).into_iter().enumerate() {
-                    let idx = (a * T + b) * plane + c * count + j0;
-                    // SAFETY: (point, channel c, blocks j0..j0 + lanes) is written by the
-                    // task of channel c alone, inside the 36 x C_in x count buffer.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(vals.as_ptr(), v.at(idx), lanes);
-                    }
-                }
-            }
+            store(two_d(d, bt), v, plane, c, count, j0, lanes); // B^T d B
         }
     }
 }
@@ -611,24 +633,7 @@ fn grad_transform_body(
                     }
                 }
             }
-            // Columns first (A d: 6 x 4), then rows ((A d) A^T: 6 x 6).
-            let mut t = [[[0f32; L]; M]; T];
-            for s in 0..M {
-                let col = a(std::array::from_fn(|r| d[r][s]));
-                for (p, vals) in col.into_iter().enumerate() {
-                    t[p][s] = vals;
-                }
-            }
-            for (p, row) in t.into_iter().enumerate() {
-                for (q, vals) in a(row).into_iter().enumerate() {
-                    let idx = (p * T + q) * plane + k * count + j0;
-                    // SAFETY: (point, channel k, blocks j0..j0 + lanes) is written by the task
-                    // of channel k alone, inside the 36 x C_out x count buffer.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(vals.as_ptr(), z.at(idx), lanes);
-                    }
-                }
-            }
+            store(two_d(d, a), z, plane, k, count, j0, lanes); // A dY A^T
         }
     }
 }
@@ -657,23 +662,10 @@ fn output_transform_body(
                 let idx = p * plane + k * count + j0;
                 e[..lanes].copy_from_slice(&m[idx..idx + lanes]);
             }
-            // Columns first (A^T t: 4 x 6), then rows (4 x 4).
-            let mut u = [[[0f32; L]; T]; M];
-            for s in 0..T {
-                let col = at(std::array::from_fn(|r| t[r][s]));
-                for (a, vals) in col.into_iter().enumerate() {
-                    u[a][s] = vals;
-                }
+            let mut y = two_d(t, at); // A^T M A
+            for v in y.iter_mut().flatten().flatten() {
+                *v = if relu { (*v + b).max(0.0) } else { *v + b };
             }
-            let y: [[Lanes; M]; M] = u.map(|row| {
-                let mut o = at(row);
-                for vals in o.iter_mut() {
-                    for v in vals.iter_mut() {
-                        *v = if relu { (*v + b).max(0.0) } else { *v + b };
-                    }
-                }
-                o
-            });
             for (l, &(i, y0, x0)) in pos.iter().enumerate().take(lanes) {
                 let base = (i * g.co + k) * hw;
                 for (a, row) in y.iter().enumerate() {

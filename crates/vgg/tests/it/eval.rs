@@ -30,20 +30,22 @@ fn classifier() -> Classifier {
     }
 }
 
-#[test]
-fn methods_together_equal_methods_alone() {
-    let models = [classifier(), classifier()];
-    // A 23x31 image with a gradient and some texture.
-    let (h, w) = (23, 31);
-    let pixels = (0..h * w * 3)
-        .map(|i| ((i * 37 + i / 7) % 256) as u8)
-        .collect();
-    let img = Image {
+/// An RGB `h x w` image with a gradient and some texture (`mul`, `div` vary it).
+fn textured(h: usize, w: usize, mul: usize, div: usize) -> Image {
+    Image {
         channels: 3,
         height: h,
         width: w,
-        pixels,
-    };
+        pixels: (0..h * w * 3)
+            .map(|i| ((i * mul + i / div) % 256) as u8)
+            .collect(),
+    }
+}
+
+#[test]
+fn methods_together_equal_methods_alone() {
+    let models = [classifier(), classifier()];
+    let img = textured(23, 31, 37, 7);
     let path = std::path::Path::new("gradient.png");
     let methods = [
         Method::DenseMulticrop,
@@ -81,16 +83,7 @@ fn multicrop_is_the_mean_of_the_fifty_crops() {
     use vgg::data::transform::{crop, rescale_shorter, to_channels};
 
     let model = classifier();
-    let (h, w) = (19, 24);
-    let pixels = (0..h * w * 3)
-        .map(|i| ((i * 53 + i / 5) % 256) as u8)
-        .collect();
-    let img = Image {
-        channels: 3,
-        height: h,
-        width: w,
-        pixels,
-    };
+    let img = textured(19, 24, 53, 5);
     let c = model.preset.crop;
     for q in [c, c + 2, c + 7] {
         let n = &model.preset.normalize;
