@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     // burn puts what has no device of its own (an optimizer's state read back on --resume) on
     // its default device, which a GPU build makes the GPU; flex, unless the user says otherwise.
     // Such state moves to the parameters' device at the first step.
@@ -26,3 +27,26 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// A training step allocates and frees tens of large buffers (each layer's activations and
+/// gradients, im2col and Winograd matrices: megabytes to hundreds of megabytes). glibc maps
+/// each buffer over 128 KiB fresh from the kernel and unmaps it when freed, so every step
+/// zero-fills every page again on first touch (measured: 540,000 page faults and 17% of the
+/// CPU time in the kernel for 6 steps of VGG-16-BN at batch 64 on 32x32 images). Here freed
+/// memory stays in the process's heap and is reused: 4.5x fewer faults, the step 8% faster,
+/// the peak RSS 3% higher. Nothing is returned to the system before the process ends, which
+/// suits a tool that runs one job.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    if std::env::var_os("VGG_MALLOC_DEFAULTS").is_some_and(|v| v != "0") {
+        return; // glibc's own settings (GLIBC_TUNABLES applies), to compare
+    }
+    // SAFETY: mallopt only sets the allocator's parameters; called first thing in main.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}

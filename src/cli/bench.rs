@@ -367,7 +367,7 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
                 } else {
                     3
                 };
-                vgg::nn::ops::conv_algorithm(&device, [x.dims()[1], co, h, wd, k])
+                vgg::nn::ops::conv_algorithm(&device, [x.dims()[0], x.dims()[1], co, h, wd, k])
             }
             _ => "",
         };

@@ -1,7 +1,8 @@
 //! Convolutions of VGG's shape (odd square kernel, stride 1, "same" zero padding, one group)
-//! on flex, forward and backward, all ours: on maps of at most 16 pixels (VGG's 2x2 and 4x4
-//! layers) one im2col + GEMM over many samples at once; on larger maps tile by tile
-//! ([`super::tiled`]). The input gradient is the forward convolution of the output gradient with
+//! on flex, forward and backward, all ours: maps inside the kernel's reach (2x2, 1x1) as one
+//! dense matrix ([`super::whole`]); 3x3 layers by Winograd where it applies
+//! ([`super::winograd`]); otherwise on maps of at most 16 pixels one im2col + GEMM over many
+//! samples at once, on larger maps tile by tile ([`super::tiled`]). The input gradient is the forward convolution of the output gradient with
 //! the rotated, transposed kernel. burn's generic weight gradient runs a convolution of the input
 //! by the output gradient, a GEMM whose output is only `k x k` wide per channel pair (10-40
 //! GFLOP/s here); ours is one GEMM `dW [C_out, C_in k k] += dY [C_out, M] x cols^T [M, C_in k k]`
@@ -18,8 +19,8 @@ use burn::backend::{Autodiff, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
 use super::tiled::{self, Geometry, sgemm};
-use super::winograd;
 use super::{tensor, values};
+use super::{whole, winograd};
 
 /// Floats of im2col matrix built at once (64 MiB).
 const COLS_FLOATS: usize = 1 << 24;
@@ -64,12 +65,15 @@ pub fn forward(
     cache: bool,
 ) -> FlexTensor {
     let g = geometry(&x, &weight);
-    if g.h * g.w <= SMALL_MAP {
-        forward_gemm(&x, &weight, &bias, relu)
+    if whole::applies(&g) {
+        let y = whole::forward(&values(&x), &values(&weight), &values(&bias), g, relu);
+        tensor(y, vec![g.n, g.co, g.h, g.w])
     } else if winograd::applies(&g) {
         let (xv, wv, bv) = (values(&x), values(&weight), values(&bias));
         let y = winograd::forward(&xv, &wv, &bv, g, relu, cache);
         tensor(y, vec![g.n, g.co, g.h, g.w])
+    } else if g.h * g.w <= SMALL_MAP {
+        forward_gemm(&x, &weight, &bias, relu)
     } else {
         let y = tiled::forward(&values(&x), &values(&weight), &values(&bias), g, relu);
         tensor(y, vec![g.n, g.co, g.h, g.w])
@@ -111,11 +115,14 @@ pub fn weight_grad(x: &FlexTensor, dy: &FlexTensor, weight: &FlexTensor) -> Flex
             vec![g.co, g.ci, g.k, g.k],
         );
     }
-    if g.h * g.w <= SMALL_MAP {
-        weight_grad_chunked(x, dy, g.k, COLS_FLOATS)
+    if whole::applies(&g) {
+        let dw = whole::weight_grad(&values(x), &values(dy), g);
+        tensor(dw, vec![g.co, g.ci, g.k, g.k])
     } else if winograd::applies_to_weight_grad(&g) {
         let dw = winograd::weight_grad(&values(x), &values(dy), g);
         tensor(dw, vec![g.co, g.ci, g.k, g.k])
+    } else if g.h * g.w <= SMALL_MAP {
+        weight_grad_chunked(x, dy, g.k, COLS_FLOATS)
     } else {
         let dw = tiled::weight_grad(&values(x), &values(dy), g);
         tensor(dw, vec![g.co, g.ci, g.k, g.k])

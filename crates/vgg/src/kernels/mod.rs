@@ -6,14 +6,17 @@
 //!   normalise, scale and shift; the backward in two passes (PyTorch's formula).
 //! - [`conv`]: VGG's convolutions (stride 1, same padding): forward, input and weight gradients
 //!   by im2col + GEMM, over many samples at once on small maps, tile by tile ([`tiled`]) on
-//!   larger ones; 3x3 layers on maps of 8x8 and more by Winograd's F(4x4, 3x3) ([`winograd`]),
-//!   forward and input gradient, and the weight gradient on maps up to 112x112.
+//!   larger ones; 3x3 layers on maps of 8x8 and more (4x4 and more at batch 16 and more) by
+//!   Winograd's F(4x4, 3x3) ([`winograd`]), forward and input gradient, and the weight gradient
+//!   on maps up to 112x112; maps inside the kernel's reach (2x2, 1x1) as one dense matrix
+//!   ([`whole`]).
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward.
 
 pub mod batch_norm;
 pub mod conv;
 pub mod pool;
 pub mod tiled;
+pub mod whole;
 pub mod winograd;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

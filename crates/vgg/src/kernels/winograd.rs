@@ -40,15 +40,19 @@ const G: [[f32; 3]; T] = [
 /// Floats of one chunk's transformed inputs (8 MiB).
 const CHUNK_FLOATS: usize = 1 << 21;
 
-/// Whether F(4x4, 3x3) is used for this convolution: 3x3 kernels on maps of at least 8x8 with
-/// enough channels for the GEMMs to dominate the transforms (VGG's first layer, with 3 input
-/// channels, stays direct). `VGG_NO_WINOGRAD=1` turns it off (to compare).
+/// Whether F(4x4, 3x3) is used for this convolution: 3x3 kernels with enough channels for the
+/// GEMMs to dominate the transforms (VGG's first layer, with 3 input channels, stays direct),
+/// on maps of at least 8x8, or of 4x4 to 7x7 when the batch gives the GEMMs at least 16 blocks
+/// (a 4x4 map is one block: at batch 1 its 36 GEMMs would be matrix-vector products reading
+/// 4 times the weights of im2col's one). `VGG_NO_WINOGRAD=1` turns it off (to compare).
 pub fn applies(g: &Geometry) -> bool {
     static OFF: OnceLock<bool> = OnceLock::new();
+    let blocks = g.n * g.h.div_ceil(M) * g.w.div_ceil(M);
     !switched_off(&OFF, "VGG_NO_WINOGRAD")
         && g.k == 3
-        && g.h >= 8
-        && g.w >= 8
+        && g.h >= M
+        && g.w >= M
+        && (g.h >= 2 * M && g.w >= 2 * M || blocks >= 16)
         && g.ci >= 16
         && g.co >= 16
 }
@@ -68,44 +72,99 @@ fn switched_off(cell: &OnceLock<bool>, name: &str) -> bool {
     *cell.get_or_init(|| std::env::var_os(name).is_some_and(|v| v != "0"))
 }
 
-/// `U [36, C_out, C_in]`: every 3x3 kernel of `weight [C_out, C_in, 3, 3]` transformed.
+/// Kernels per step of the kernel transforms, held as `[value][kernel]` arrays: the inner
+/// loops run over kernels, 8 or 16 at a time in the SIMD lanes, and a step's data stays in the
+/// L1 cache (a loop per kernel ran at a few percent of the machine's peak: 43 ms for VGG's
+/// 512 x 512 layers, as long as the GEMMs of a 4x4 map at batch 64). The arrays are a task's
+/// scratch, made once per task, not per step: zeroing them per step cost more than the
+/// arithmetic. Lanes past a last, partial step hold stale values that are never written out.
+const KB: usize = 64;
+
+/// `U [36, C_out, C_in]`: every 3x3 kernel of `weight [C_out, C_in, 3, 3]` transformed,
+/// `U = G g G^T`.
 pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
     assert!(
         ci > 0 && weight.len() == 9 * co * ci,
         "3x3 kernels of {co} x {ci} channels"
     );
-    let mut u = vec![0f32; P * co * ci];
     let plane = co * ci;
+    // Not zeroed first: every point of every kernel is written below.
+    let mut u = Vec::with_capacity(P * plane);
     let dst = Shared(u.as_mut_ptr());
-    // One output channel per task: its 36 rows of C_in values built locally, then copied.
-    weight.par_chunks_exact(9 * ci).enumerate().for_each_init(
-        || vec![0f32; P * ci],
-        |rows, (k, kernels)| {
-            for (c, g) in kernels.chunks_exact(9).enumerate() {
-                // tmp = G g (6 x 3), then U = tmp G^T (6 x 6).
-                let mut tmp = [[0f32; 3]; T];
-                for (i, row) in G.iter().enumerate() {
-                    for j in 0..3 {
-                        tmp[i][j] = row[0] * g[j] + row[1] * g[3 + j] + row[2] * g[6 + j];
-                    }
+    type Scratch = ([[f32; KB]; 9], [[[f32; KB]; 3]; T]);
+    let scratch = || Box::new(([[0f32; KB]; 9], [[[0f32; KB]; 3]; T]));
+    weight.par_chunks(9 * KB).enumerate().for_each_init(
+        scratch,
+        |s: &mut Box<Scratch>, (b, kernels)| {
+            let (g, tmp) = &mut **s;
+            let len = kernels.len() / 9;
+            for (k, kernel) in kernels.chunks_exact(9).enumerate() {
+                for (t, &v) in kernel.iter().enumerate() {
+                    g[t][k] = v;
                 }
-                for i in 0..T {
-                    for (j, gj) in G.iter().enumerate() {
-                        rows[(i * T + j) * ci + c] =
-                            tmp[i][0] * gj[0] + tmp[i][1] * gj[1] + tmp[i][2] * gj[2];
+            }
+            // tmp = G g (6 x 3), then U = tmp G^T (6 x 6).
+            for (row, gi) in tmp.iter_mut().zip(&G) {
+                for (c, out) in row.iter_mut().enumerate() {
+                    for k in 0..KB {
+                        out[k] = gi[0] * g[c][k] + gi[1] * g[3 + c][k] + gi[2] * g[6 + c][k];
                     }
                 }
             }
-            for (p, row) in rows.chunks_exact(ci).enumerate() {
-                // SAFETY: row (point p, channel k) is written by the task of k alone,
-                // inside the 36 x co x ci buffer.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst.at(p * plane + k * ci), ci)
-                };
+            for (i, t) in tmp.iter().enumerate() {
+                for (j, gj) in G.iter().enumerate() {
+                    // SAFETY: point (i, j) of this step's kernels, inside the 36 x plane
+                    // buffer, written by this task alone.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(dst.at((i * T + j) * plane + b * KB), len)
+                    };
+                    for (k, o) in out.iter_mut().enumerate() {
+                        *o = t[0][k] * gj[0] + t[1][k] * gj[1] + t[2][k] * gj[2];
+                    }
+                }
             }
         },
     );
+    // SAFETY: the tasks wrote the 36 points of every kernel.
+    unsafe { u.set_len(P * plane) };
     u
+}
+
+/// `dg = G^T M G` for every kernel, in float64: `m(i)` is element `i` of `M [36, C_out C_in]`;
+/// returns `dW [C_out, C_in, 3, 3]`.
+fn untransform_grad(m: impl Fn(usize) -> f64 + Sync, plane: usize) -> Vec<f32> {
+    let mut dw = vec![0f32; 9 * plane];
+    type Scratch = ([[f64; KB]; P], [[[f64; KB]; 3]; T]);
+    let scratch = || Box::new(([[0f64; KB]; P], [[[0f64; KB]; 3]; T]));
+    dw.par_chunks_mut(9 * KB).enumerate().for_each_init(
+        scratch,
+        |s: &mut Box<Scratch>, (b, out)| {
+            let (mm, tmp) = &mut **s;
+            let len = out.len() / 9;
+            for (p, row) in mm.iter_mut().enumerate() {
+                for (k, v) in row[..len].iter_mut().enumerate() {
+                    *v = m(p * plane + b * KB + k);
+                }
+            }
+            // tmp = M G (6 x 3), then dg = G^T tmp (3 x 3).
+            for (i, row) in tmp.iter_mut().enumerate() {
+                let mi: &[[f64; KB]; T] = mm[i * T..(i + 1) * T].try_into().expect("6 rows");
+                for (c, out) in row.iter_mut().enumerate() {
+                    let gc: [f64; T] = std::array::from_fn(|j| G[j][c] as f64);
+                    for k in 0..KB {
+                        out[k] = (0..T).map(|j| mi[j][k] * gc[j]).sum();
+                    }
+                }
+            }
+            for (k, kernel) in out.chunks_exact_mut(9).enumerate() {
+                for (t, v) in kernel.iter_mut().enumerate() {
+                    let sum: f64 = (0..T).map(|i| G[i][t / 3] as f64 * tmp[i][t % 3][k]).sum();
+                    *v = sum as f32;
+                }
+            }
+        },
+    );
+    dw
 }
 
 /// `x [N, C_in, H, W]` * `weight [C_out, C_in, 3, 3]` (padding 1) + `bias`, then ReLU when `relu`.
@@ -209,7 +268,8 @@ pub(crate) fn forward_transformed(
         .step_by(len)
         .map(|b| (b, len.min(blocks - b)))
         .collect();
-    let mut out = vec![0f32; g.n * g.co * g.h * g.w];
+    // Not zeroed first: the output transforms write every value.
+    let mut out = Vec::with_capacity(g.n * g.co * g.h * g.w);
     let dst = Shared(out.as_mut_ptr());
     // One chunk: its input transform, 36 GEMMs, its output transform. With few chunks (small
     // maps, small batches) each stage is split among the threads instead (by input channel,
@@ -259,7 +319,8 @@ pub(crate) fn forward_transformed(
             output_transform(isa, m, bias, g, first, count, 0..g.co, relu, dst);
         }
     };
-    let buffers = || (vec![0f32; P * g.ci * len], vec![0f32; P * g.co * len]);
+    let most = len.min(blocks);
+    let buffers = || (vec![0f32; P * g.ci * most], vec![0f32; P * g.co * most]);
     if chunks.len() >= 2 * rayon::current_num_threads() {
         chunks
             .par_iter()
@@ -268,6 +329,8 @@ pub(crate) fn forward_transformed(
         let mut buf = buffers();
         chunks.iter().for_each(|c| one(&mut buf, c, true));
     }
+    // SAFETY: every block's outputs, of every channel, were written by the output transforms.
+    unsafe { out.set_len(g.n * g.co * g.h * g.w) };
     out
 }
 
@@ -298,9 +361,11 @@ pub(crate) fn weight_grad_on(isa: Isa, x: &[f32], dy: &[f32], g: Geometry) -> Ve
     // transforms scale values by up to 8 before dg's combination cancels them, so a float32
     // running sum over a whole batch's blocks would lose what the direct method keeps.
     // (With one chunk its sums are used as they are.)
-    let mut part_m = vec![0f32; P * g.co * g.ci];
+    let plane = g.co * g.ci;
+    // Not zeroed first: each chunk's GEMMs write all of it.
+    let mut part_m = Vec::with_capacity(P * plane);
     let chunks = blocks.div_ceil(len);
-    let mut m = vec![0f64; if chunks > 1 { P * g.co * g.ci } else { 0 }];
+    let mut m = vec![0f64; if chunks > 1 { P * plane } else { 0 }];
     let (vs, zs, ms) = (
         Shared(v.as_mut_ptr()),
         Shared(z.as_mut_ptr()),
@@ -320,7 +385,7 @@ pub(crate) fn weight_grad_on(isa: Isa, x: &[f32], dy: &[f32], g: Geometry) -> Ve
             unsafe {
                 sgemm(
                     [g.co, g.ci, count],
-                    ms.at(p * g.co * g.ci),
+                    ms.at(p * plane),
                     g.ci,
                     false,
                     (zs.at(p * g.co * count), count, 1),
@@ -329,6 +394,8 @@ pub(crate) fn weight_grad_on(isa: Isa, x: &[f32], dy: &[f32], g: Geometry) -> Ve
                 );
             }
         });
+        // SAFETY: the 36 GEMMs wrote M's 36 x C_out x C_in values.
+        unsafe { part_m.set_len(P * plane) };
         if chunks > 1 {
             m.par_chunks_mut(1 << 14)
                 .zip(part_m.par_chunks(1 << 14))
@@ -337,38 +404,16 @@ pub(crate) fn weight_grad_on(isa: Isa, x: &[f32], dy: &[f32], g: Geometry) -> Ve
                 });
         }
     }
-    // dg = G^T M G for each channel pair.
-    let (m, part_m, plane) = (&m, &part_m, g.co * g.ci);
-    let mut dw = vec![0f32; 9 * plane];
-    dw.par_chunks_mut(9 * g.ci)
-        .enumerate()
-        .for_each(|(k, out)| {
-            for (c, dg) in out.chunks_exact_mut(9).enumerate() {
-                let at = |p: usize| {
-                    let i = p * plane + k * g.ci + c;
-                    if chunks > 1 { m[i] } else { part_m[i] as f64 }
-                };
-                // tmp = G^T M (3 x 6), then dg = tmp G (3 x 3), in float64.
-                let mut tmp = [[0f64; T]; 3];
-                for (i, row) in tmp.iter_mut().enumerate() {
-                    for (b, e) in row.iter_mut().enumerate() {
-                        *e = (0..T).map(|a| G[a][i] as f64 * at(a * T + b)).sum();
-                    }
-                }
-                for i in 0..3 {
-                    for j in 0..3 {
-                        let sum: f64 = (0..T).map(|b| tmp[i][b] * G[b][j] as f64).sum();
-                        dg[i * 3 + j] = sum as f32;
-                    }
-                }
-            }
-        });
-    dw
+    if chunks > 1 {
+        untransform_grad(|i| m[i], plane)
+    } else {
+        untransform_grad(|i| part_m[i] as f64, plane)
+    }
 }
 
 /// The 1-D transform `A y` of four lane vectors into six (the transpose of [`at`]).
 #[inline(always)]
-fn a(y: [Lanes; M]) -> [Lanes; T] {
+fn a(y: &[Lanes; M]) -> [Lanes; T] {
     let mut o = [[0f32; L]; T];
     for l in 0..L {
         let [y0, y1, y2, y3] = [y[0][l], y[1][l], y[2][l], y[3][l]];
@@ -383,20 +428,30 @@ fn a(y: [Lanes; M]) -> [Lanes; T] {
     o
 }
 
-/// A 2-D transform `F d F^T` of an `I x I` block of lane vectors, `f` being the 1-D `F x`:
-/// columns first, then rows.
+/// A 2-D transform `F d F^T` of an `I x I` block of lane vectors into `out`, `f` being the
+/// 1-D `F x`: columns first (into the scratch `t`), then rows. Loops, and arrays the caller
+/// made once, rather than `array::map` / `from_fn` and local arrays, which the compiler left as
+/// memcpy and memset calls on these kilobyte arrays, per block group and channel.
 #[inline(always)]
 fn two_d<const I: usize, const O: usize>(
-    d: [[Lanes; I]; I],
-    f: impl Fn([Lanes; I]) -> [Lanes; O],
-) -> [[Lanes; O]; O] {
-    let mut t = [[[0f32; L]; I]; O];
+    d: &[[Lanes; I]; I],
+    f: impl Fn(&[Lanes; I]) -> [Lanes; O],
+    t: &mut [[Lanes; I]; O],
+    out: &mut [[Lanes; O]; O],
+) {
+    let mut col = [[0f32; L]; I];
     for s in 0..I {
-        for (a, vals) in f(std::array::from_fn(|r| d[r][s])).into_iter().enumerate() {
-            t[a][s] = vals;
+        for r in 0..I {
+            col[r] = d[r][s];
+        }
+        let c = f(&col);
+        for a in 0..O {
+            t[a][s] = c[a];
         }
     }
-    t.map(&f)
+    for a in 0..O {
+        out[a] = f(&t[a]);
+    }
 }
 
 /// Writes a block group's 36 transformed values of channel `ch` (the first `lanes` lanes) to
@@ -404,7 +459,7 @@ fn two_d<const I: usize, const O: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn store(
-    points: [[Lanes; T]; T],
+    points: &[[Lanes; T]; T],
     buf: Shared,
     plane: usize,
     ch: usize,
@@ -416,8 +471,19 @@ fn store(
         for (b, vals) in row.iter().enumerate() {
             let idx = (a * T + b) * plane + ch * count + j0;
             // SAFETY: (point, channel ch, blocks j0..j0 + lanes) is written by the task of
-            // channel ch alone, inside the 36 x C x count buffer (the callers' contract).
-            unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), buf.at(idx), lanes) };
+            // channel ch alone, inside the 36 x C x count buffer (the callers' contract). A
+            // whole group is one vector store; the last, partial one is written lane by lane
+            // through volatile writes, which the compiler cannot merge with the whole groups'
+            // store into one memcpy call of variable length (it did: a call per 32 bytes).
+            unsafe {
+                if lanes == L {
+                    std::ptr::write_unaligned(buf.at(idx).cast::<Lanes>(), *vals);
+                } else {
+                    for (l, &v) in vals[..lanes].iter().enumerate() {
+                        std::ptr::write_volatile(buf.at(idx + l), v);
+                    }
+                }
+            }
         }
     }
 }
@@ -439,7 +505,7 @@ type Lanes = [f32; L];
 
 /// The 1-D input transform `B^T d` of six lane vectors (B^T's rows written out).
 #[inline(always)]
-fn bt(d: [Lanes; T]) -> [Lanes; T] {
+fn bt(d: &[Lanes; T]) -> [Lanes; T] {
     let mut o = [[0f32; L]; T];
     for l in 0..L {
         let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
@@ -455,7 +521,7 @@ fn bt(d: [Lanes; T]) -> [Lanes; T] {
 
 /// The 1-D output transform `A^T m` of six lane vectors.
 #[inline(always)]
-fn at(m: [Lanes; T]) -> [Lanes; M] {
+fn at(m: &[Lanes; T]) -> [Lanes; M] {
     let mut o = [[0f32; L]; M];
     for l in 0..L {
         let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
@@ -569,6 +635,11 @@ fn input_transform_body(
 ) {
     let hw = g.h * g.w;
     let plane = g.ci * count;
+    let (mut d, mut t, mut out) = (
+        [[[0f32; L]; T]; T],
+        [[[0f32; L]; T]; T],
+        [[[0f32; L]; T]; T],
+    );
     for (j0, lanes, pos) in lane_groups(g, first, count) {
         // Blocks whose 6x6 input lies inside the map are copied without checks.
         let inside = pos
@@ -576,7 +647,6 @@ fn input_transform_body(
             .all(|&(_, y0, x0)| y0 >= 1 && x0 >= 1 && y0 + T - 1 <= g.h && x0 + T - 1 <= g.w);
         for c in channels.clone() {
             // d[r][s][lane]: rows y0-1 .. y0+5, columns x0-1 .. x0+5 of each lane's block.
-            let mut d = [[[0f32; L]; T]; T];
             for (l, &(i, y0, x0)) in pos.iter().enumerate() {
                 let src = &x[(i * g.ci + c) * hw..(i * g.ci + c + 1) * hw];
                 if inside {
@@ -588,20 +658,21 @@ fn input_transform_body(
                     }
                     continue;
                 }
+                // Every element written, zeros outside the map (no separate zeroing pass).
                 for (r, row) in d.iter_mut().enumerate() {
                     let y = (y0 + r).wrapping_sub(1);
-                    if y >= g.h {
-                        continue;
-                    }
                     for (s, e) in row.iter_mut().enumerate() {
                         let xx = (x0 + s).wrapping_sub(1);
-                        if xx < g.w {
-                            e[l] = src[y * g.w + xx];
-                        }
+                        e[l] = if y < g.h && xx < g.w {
+                            src[y * g.w + xx]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
-            store(two_d(d, bt), v, plane, c, count, j0, lanes); // B^T d B
+            two_d(&d, bt, &mut t, &mut out);
+            store(&out, v, plane, c, count, j0, lanes); // B^T d B
         }
     }
 }
@@ -620,20 +691,33 @@ fn grad_transform_body(
 ) {
     let hw = g.h * g.w;
     let plane = g.co * count;
+    let (mut d, mut t, mut out) = (
+        [[[0f32; L]; M]; M],
+        [[[0f32; L]; M]; T],
+        [[[0f32; L]; T]; T],
+    );
     for (j0, lanes, pos) in lane_groups(g, first, count) {
+        // Blocks inside the map are copied without checks; those cut by its edge get zeros
+        // outside it, written in the same pass.
+        let whole = pos
+            .iter()
+            .all(|&(_, y0, x0)| y0 + M <= g.h && x0 + M <= g.w);
         for k in channels.clone() {
-            let mut d = [[[0f32; L]; M]; M];
             for (l, &(i, y0, x0)) in pos.iter().enumerate() {
                 let src = &dy[(i * g.co + k) * hw..(i * g.co + k + 1) * hw];
-                for (r, row) in d.iter_mut().enumerate().take(g.h.saturating_sub(y0)) {
-                    let cols = M.min(g.w - x0);
-                    let idx = (y0 + r) * g.w + x0;
-                    for (s, &val) in src[idx..idx + cols].iter().enumerate() {
-                        row[s][l] = val;
+                for (r, row) in d.iter_mut().enumerate() {
+                    for (s, e) in row.iter_mut().enumerate() {
+                        let (y, x) = (y0 + r, x0 + s);
+                        e[l] = if whole || (y < g.h && x < g.w) {
+                            src[y * g.w + x]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
-            store(two_d(d, a), z, plane, k, count, j0, lanes); // A dY A^T
+            two_d(&d, a, &mut t, &mut out);
+            store(&out, z, plane, k, count, j0, lanes); // A dY A^T
         }
     }
 }
@@ -654,15 +738,29 @@ fn output_transform_body(
 ) {
     let hw = g.h * g.w;
     let plane = g.co * count;
+    let (mut m6, mut t, mut y) = (
+        [[[0f32; L]; T]; T],
+        [[[0f32; L]; T]; M],
+        [[[0f32; L]; M]; M],
+    );
     for (j0, lanes, pos) in lane_groups(g, first, count) {
         for k in channels.clone() {
             let b = bias[k];
-            let mut t = [[[0f32; L]; T]; T];
-            for (p, e) in t.iter_mut().flatten().enumerate() {
+            for (p, e) in m6.iter_mut().flatten().enumerate() {
                 let idx = p * plane + k * count + j0;
-                e[..lanes].copy_from_slice(&m[idx..idx + lanes]);
+                let src = &m[idx..idx + lanes];
+                match src.try_into() {
+                    Ok(whole) => *e = whole,
+                    // Volatile reads: see `store`.
+                    Err(_) => {
+                        for (e, v) in e.iter_mut().zip(src) {
+                            // SAFETY: a reference to a float of `m`.
+                            *e = unsafe { std::ptr::read_volatile(v) };
+                        }
+                    }
+                }
             }
-            let mut y = two_d(t, at); // A^T M A
+            two_d(&m6, at, &mut t, &mut y); // A^T M A
             for v in y.iter_mut().flatten().flatten() {
                 *v = if relu { (*v + b).max(0.0) } else { *v + b };
             }
@@ -731,6 +829,17 @@ mod tests {
         ("conv5_1", 512, 512, 14),
     ];
 
+    /// VGG-16's conv4 layers fed 32x32 images: 4x4 maps, Winograd from batch 16.
+    const COMPACT_4X4: (&str, usize, usize, usize) = ("conv4_2 at 32", 512, 512, 4);
+
+    #[test]
+    fn small_maps_need_a_batch() {
+        let [one, sixteen] = [1, 16].map(|n| applies(&geometry([n, 512, 512, 4, 4])));
+        assert!(!one && sixteen);
+        assert!(applies(&geometry([1, 512, 512, 8, 8])));
+        assert!(!applies(&geometry([64, 512, 512, 3, 3])));
+    }
+
     fn geometry([n, ci, co, h, w]: [usize; 5]) -> Geometry {
         Geometry {
             n,
@@ -763,14 +872,14 @@ mod tests {
     fn written_out_transforms_are_the_matrices() {
         let d: [Lanes; T] =
             std::array::from_fn(|r| std::array::from_fn(|l| wave(64, 0.7)[r * L + l]));
-        let got = bt(d);
+        let got = bt(&d);
         for (a, row) in BT.iter().enumerate() {
             for l in 0..L {
                 let want: f32 = (0..T).map(|r| row[r] * d[r][l]).sum();
                 assert!((got[a][l] - want).abs() < 1e-5, "B^T row {a}");
             }
         }
-        let got = at(d);
+        let got = at(&d);
         for (a, row) in AT.iter().enumerate() {
             for l in 0..L {
                 let want: f32 = (0..T).map(|r| row[r] * d[r][l]).sum();
@@ -784,7 +893,7 @@ mod tests {
     fn written_out_gradient_transform_is_a() {
         let y: [Lanes; M] =
             std::array::from_fn(|r| std::array::from_fn(|l| wave(64, 0.7)[r * L + l]));
-        let got = a(y);
+        let got = a(&y);
         for p in 0..T {
             for l in 0..L {
                 let want: f32 = (0..M).map(|r| AT[r][p] * y[r][l]).sum();
@@ -859,11 +968,13 @@ mod tests {
     /// map keeps the direct method.
     #[test]
     fn winograd_weight_grad_matches_direct_on_vgg_layers() {
-        // Batch 1 on every layer, 4 on two 112 maps, a 56 and a 28 (conv1_2 stays direct).
+        // Batch 1 on every layer, 4 on two 112 maps, a 56 and a 28 (conv1_2 stays direct), 16
+        // and 64 on the 4x4 maps of a network fed 32x32 images.
         let batches = VGG_LAYERS
             .iter()
             .map(|&l| (l, 1))
-            .chain([1, 2, 3, 6].map(|i| (VGG_LAYERS[i], 4)));
+            .chain([1, 2, 3, 6].map(|i| (VGG_LAYERS[i], 4)))
+            .chain([(COMPACT_4X4, 16), (COMPACT_4X4, 64)]);
         for ((name, ci, co, side), n) in batches {
             let g = geometry([n, ci, co, side, side]);
             // ReLU-like inputs (half zeros) and a small output gradient, as in training.
@@ -1002,10 +1113,14 @@ mod tests {
     /// scale, printed per layer (`cargo test -p vgg --lib winograd -- --nocapture`), under 1e-4.
     #[test]
     fn winograd_matches_direct_on_vgg_layers() {
-        for (name, ci, co, side) in VGG_LAYERS {
-            let g = geometry([1, ci, co, side, side]);
+        let batches = VGG_LAYERS
+            .iter()
+            .map(|&l| (l, 1))
+            .chain([(COMPACT_4X4, 16)]);
+        for ((name, ci, co, side), n) in batches {
+            let g = geometry([n, ci, co, side, side]);
             assert!(applies(&g), "{name}");
-            let x = wave(ci * side * side, 0.37);
+            let x = wave(n * ci * side * side, 0.37);
             // Glorot-scaled weights, as a trained layer's.
             let scale = (6.0 / (9.0 * (ci + co) as f32)).sqrt();
             let wt: Vec<f32> = wave(co * ci * 9, 0.23).iter().map(|v| v * scale).collect();

@@ -26,26 +26,22 @@ fn ours_for<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && ours(&x.device())
 }
 
-/// Which algorithm [`conv`] runs for `[C_in, C_out, H, W]` maps and a `k x k` kernel on
-/// `device` (for profiles): Winograd's F(4x4, 3x3), im2col + GEMM (one GEMM over all samples on
-/// maps of at most 4x4, tile by tile otherwise), or burn's generic convolution.
-pub fn conv_algorithm(device: &Device, [ci, co, h, w, k]: [usize; 5]) -> &'static str {
-    let g = kernels::tiled::Geometry {
-        n: 1,
-        ci,
-        co,
-        h,
-        w,
-        k,
-    };
+/// Which algorithm [`conv`] runs for a batch of `n` `[C_in, C_out, H, W]` maps and a `k x k`
+/// kernel on `device` (for profiles): the whole map as one matrix (maps inside the kernel's
+/// reach), Winograd's F(4x4, 3x3), im2col + GEMM (one GEMM over all samples on maps of at most
+/// 4x4, tile by tile otherwise), or burn's generic convolution.
+pub fn conv_algorithm(device: &Device, [n, ci, co, h, w, k]: [usize; 6]) -> &'static str {
+    let g = kernels::tiled::Geometry { n, ci, co, h, w, k };
     if !ours(device) {
         "burn generic"
-    } else if h * w <= kernels::conv::SMALL_MAP {
-        "GEMM, all samples"
+    } else if kernels::whole::applies(&g) {
+        "whole map, one GEMM"
     } else if kernels::winograd::applies_to_weight_grad(&g) {
         "Winograd F(4x4,3x3)"
     } else if kernels::winograd::applies(&g) {
         "Winograd, dW direct"
+    } else if h * w <= kernels::conv::SMALL_MAP {
+        "GEMM, all samples"
     } else {
         "im2col+GEMM tiles"
     }
