@@ -1,6 +1,9 @@
 //! BatchNorm in training (Ioffe & Szegedy 2015; PyTorch's `batch_norm` with `training=True`)
 //! on flex tensors: the statistics over N, H, W per channel, the normalisation, and the
 //! backward `dx = gamma * inv_std / M * (M dy - sum dy - x_hat * sum(dy x_hat))`, M = N*H*W.
+//! The ReLU that follows it in VGG can be fused: applied in the normalising pass, its backward
+//! (the gradient passes where the output is positive) in the backward's passes, saving a pass
+//! over the activations each way and the tensors between.
 //! Channels (statistics) and (sample, channel) planes (element-wise passes) run in parallel.
 
 use burn::backend::autodiff::NodeId;
@@ -44,13 +47,14 @@ pub fn stats(x: &FlexTensor) -> FlexTensor {
     tensor([means, vars].concat(), vec![2, c])
 }
 
-/// `gamma * (x - mean) * inv_std + beta`.
+/// `gamma * (x - mean) * inv_std + beta`, then `max(0, .)` when `relu`.
 pub fn forward(
     x: &FlexTensor,
     stats: &FlexTensor,
     gamma: &FlexTensor,
     beta: &FlexTensor,
     eps: f32,
+    relu: bool,
 ) -> FlexTensor {
     let [n, c, h, w] = dims(x);
     let hw = h * w;
@@ -61,23 +65,44 @@ pub fn forward(
         let inv = 1.0 / (st[c + ch] + eps).sqrt();
         let (scale, shift) = (g[ch] * inv, b[ch] - g[ch] * inv * st[ch]);
         for (o, &v) in o.iter_mut().zip(&xs[plane * hw..(plane + 1) * hw]) {
-            *o = v * scale + shift;
+            let y = v * scale + shift;
+            *o = if relu { y.max(0.0) } else { y };
         }
     });
     tensor(out, vec![n, c, h, w])
 }
 
-/// Gradients of `x`, `gamma` and `beta` from the output's gradient `dy`.
+/// Gradients of `x`, `gamma` and `beta` from the output's gradient `dy`; with `relu_out` (the
+/// output of a fused ReLU) `dy` first goes through the ReLU's backward: zero where the output is
+/// not positive.
 pub fn backward(
     x: &FlexTensor,
     stats: &FlexTensor,
     gamma: &FlexTensor,
     dy: &FlexTensor,
     eps: f32,
+    relu_out: Option<&FlexTensor>,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let [n, c, h, w] = dims(x);
     let hw = h * w;
-    let (xs, st, g, dys) = (values(x), values(stats), values(gamma), values(dy));
+    let (xs, st, g) = (values(x), values(stats), values(gamma));
+    let dys = match relu_out {
+        Some(out) => {
+            let mut d = values(dy).into_owned();
+            let o = values(out);
+            d.par_chunks_mut(1 << 14)
+                .zip(o.par_chunks(1 << 14))
+                .for_each(|(d, o)| {
+                    for (d, &o) in d.iter_mut().zip(o) {
+                        if o <= 0.0 {
+                            *d = 0.0;
+                        }
+                    }
+                });
+            std::borrow::Cow::Owned(d)
+        }
+        None => values(dy),
+    };
     let inv: Vec<f32> = (0..c).map(|ch| 1.0 / (st[c + ch] + eps).sqrt()).collect();
     // Per channel: sum dy (beta's gradient) and sum dy * x_hat (gamma's).
     let sums: Vec<(f32, f32)> = (0..c)
@@ -125,17 +150,17 @@ pub fn stats_autodiff<C: CheckpointStrategy>(
 struct BatchNormBackward;
 
 impl Backward<Flex, 4> for BatchNormBackward {
-    /// x, stats and gamma as checkpointed nodes, and eps.
-    type State = (NodeId, NodeId, NodeId, f32);
+    /// x, stats and gamma as checkpointed nodes, eps, and the output when a ReLU was fused.
+    type State = (NodeId, NodeId, NodeId, f32, Option<FlexTensor>);
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
         let [node_x, _stats, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, stats, gamma, eps) = ops.state;
+        let (x, stats, gamma, eps, out) = ops.state;
         let x: FlexTensor = ckpt.retrieve_node_output(x);
         let stats: FlexTensor = ckpt.retrieve_node_output(stats);
         let gamma: FlexTensor = ckpt.retrieve_node_output(gamma);
-        let (dx, dgamma, dbeta) = backward(&x, &stats, &gamma, &dy, eps);
+        let (dx, dgamma, dbeta) = backward(&x, &stats, &gamma, &dy, eps, out.as_ref());
         for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
             if let Some(node) = node {
                 grads.register::<Flex>(node.id, grad);
@@ -151,6 +176,7 @@ pub fn train_autodiff<C: CheckpointStrategy>(
     gamma: FloatTensor<Autodiff<Flex, C>>,
     beta: FloatTensor<Autodiff<Flex, C>>,
     eps: f32,
+    relu: bool,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let out = forward(
         x.primitive(),
@@ -158,6 +184,7 @@ pub fn train_autodiff<C: CheckpointStrategy>(
         gamma.primitive(),
         beta.primitive(),
         eps,
+        relu,
     );
     let nodes = [x.node(), stats.node(), gamma.node(), beta.node()];
     match BatchNormBackward
@@ -171,6 +198,7 @@ pub fn train_autodiff<C: CheckpointStrategy>(
                 prep.checkpoint(&stats),
                 prep.checkpoint(&gamma),
                 eps,
+                relu.then(|| out.clone()),
             );
             prep.finish(state, out)
         }

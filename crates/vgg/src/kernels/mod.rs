@@ -31,14 +31,15 @@ pub trait VggKernels: Backend {
     /// Per-channel mean and biased variance of `x` `[N, C, H, W]`, as `[2, C]`; no gradient.
     fn bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `gamma * (x - mean) / sqrt(var + eps) + beta` with `stats` = [`VggKernels::bn_stats`]
-    /// of `x`; differentiable in `x`, `gamma` and `beta` (the statistics' own dependence on `x`
-    /// included, as BatchNorm's backward).
+    /// of `x`, then ReLU when `relu`; differentiable in `x`, `gamma` and `beta` (the statistics'
+    /// own dependence on `x` included, as BatchNorm's backward).
     fn bn_train(
         x: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f32,
+        relu: bool,
     ) -> FloatTensor<Self>;
     /// `x [N, C_in, H, W]` convolved with `weight [C_out, C_in, k, k]` (k odd, stride 1,
     /// padding k/2), plus `bias [C_out]`.
@@ -68,8 +69,9 @@ impl VggKernels for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f32,
+        relu: bool,
     ) -> FloatTensor<Self> {
-        batch_norm::forward(&x, &stats, &gamma, &beta, eps)
+        batch_norm::forward(&x, &stats, &gamma, &beta, eps, relu)
     }
 
     fn conv_same(
@@ -104,8 +106,9 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f32,
+        relu: bool,
     ) -> FloatTensor<Self> {
-        batch_norm::train_autodiff::<C>(x, stats, gamma, beta, eps)
+        batch_norm::train_autodiff::<C>(x, stats, gamma, beta, eps, relu)
     }
 
     fn conv_same(
@@ -172,6 +175,7 @@ pub fn batch_norm_train(
     gamma: Tensor<1>,
     beta: Tensor<1>,
     eps: f64,
+    relu: bool,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as VggKernels>::bn_train(
         x.into_dispatch(),
@@ -179,6 +183,7 @@ pub fn batch_norm_train(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         eps as f32,
+        relu,
     ))
 }
 

@@ -437,14 +437,17 @@ impl Vgg {
                 let y = ops::conv(x, &block.conv, false); // [N, C_out, H, W]
                 pass.tap(Point::Features(stage), Seen::Map(&y));
                 let y = match &block.bn {
-                    Some(bn) => {
-                        let y = self.batch_norm(bn, y, self.frozen(stage), pass);
-                        pass.tap(Point::Features(stage + 1), Seen::Map(&y));
-                        y
+                    // BatchNorm and ReLU fused, unless the BatchNorm's output is asked for
+                    Some(bn) if !pass.wants(Point::Features(stage + 1)) => {
+                        self.batch_norm(bn, y, self.frozen(stage), pass, true)
                     }
-                    None => y,
+                    Some(bn) => {
+                        let y = self.batch_norm(bn, y, self.frozen(stage), pass, false);
+                        pass.tap(Point::Features(stage + 1), Seen::Map(&y));
+                        relu(y)
+                    }
+                    None => relu(y),
                 };
-                let y = relu(y);
                 pass.tap(relu_point, Seen::Map(&y));
                 y
             }
@@ -462,9 +465,17 @@ impl Vgg {
     }
 
     /// BatchNorm: batch statistics in training (handed to the pass, or folded now), running
-    /// statistics otherwise and in a frozen layer; in float32 under mixed precision.
-    fn batch_norm(&self, bn: &BatchNorm, x: Tensor<4>, frozen: bool, pass: &mut Pass) -> Tensor<4> {
-        in_f32(x, |x| self.batch_norm_f32(bn, x, frozen, pass))
+    /// statistics otherwise and in a frozen layer; in float32 under mixed precision. Then ReLU
+    /// when `relu_after` (fused in training on flex).
+    fn batch_norm(
+        &self,
+        bn: &BatchNorm,
+        x: Tensor<4>,
+        frozen: bool,
+        pass: &mut Pass,
+        relu_after: bool,
+    ) -> Tensor<4> {
+        in_f32(x, |x| self.batch_norm_f32(bn, x, frozen, pass, relu_after))
     }
 
     fn batch_norm_f32(
@@ -473,14 +484,16 @@ impl Vgg {
         x: Tensor<4>,
         frozen: bool,
         pass: &mut Pass,
+        relu_after: bool,
     ) -> Tensor<4> {
+        let then_relu = |y: Tensor<4>| if relu_after { relu(y) } else { y };
         if frozen {
-            return ops::batch_norm_inference(bn, x);
+            return then_relu(ops::batch_norm_inference(bn, x));
         }
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
-            return bn.forward(x);
+            return then_relu(bn.forward(x));
         }
-        let (out, batch) = ops::batch_norm_train(bn, x);
+        let (out, batch) = ops::batch_norm_train(bn, x, relu_after);
         match pass.stats.as_mut() {
             Some(sink) => sink.push(batch),
             None => fold_running(bn, &batch, bn.momentum, 1.0 - bn.momentum),

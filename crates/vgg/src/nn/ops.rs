@@ -99,8 +99,9 @@ pub struct BatchStats {
 
 /// BatchNorm in training, as PyTorch's: normalise with the batch's biased variance, and return
 /// the statistics with the unbiased one, for the running statistics. burn's own layer uses the
-/// biased variance for both, which drifts from torchvision's running statistics.
-pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats) {
+/// biased variance for both, which drifts from torchvision's running statistics. Then ReLU
+/// when `relu_after`: fused into the normalising pass on flex.
+pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, relu_after: bool) -> (Tensor<4>, BatchStats) {
     let [n, _, h, w] = x.dims();
     let count = (n * h * w) as f64;
     let unbiased = if count > 1.0 {
@@ -114,7 +115,8 @@ pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats)
         let [_, c] = stats.dims();
         let mean = stats.clone().slice([0..1, 0..c]).reshape([c]);
         let var = stats.clone().slice([1..2, 0..c]).reshape([c]);
-        let out = kernels::batch_norm_train(x, stats, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+        let out = kernels::batch_norm_train(x, stats, gamma, beta, bn.epsilon, relu_after);
         let var = var.mul_scalar(unbiased);
         return (out, BatchStats { mean, var });
     }
@@ -123,7 +125,8 @@ pub fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>) -> (Tensor<4>, BatchStats)
         mean: result.mean.detach(),
         var: result.variance.detach().mul_scalar(unbiased),
     };
-    (result.output, stats)
+    let out = result.output;
+    (if relu_after { relu(out) } else { out }, stats)
 }
 
 /// BatchNorm with its running statistics (inference, and frozen layers in training): no batch

@@ -24,18 +24,21 @@ fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.5, 2.0), device)
 }
 
+/// BatchNorm in training, alone and with the ReLU fused, against burn's BatchNorm (then its
+/// ReLU): outputs, statistics and the three gradients.
 #[test]
 fn batch_norm_kernel_matches_the_generic_path() {
+    use burn::tensor::activation::relu;
     let device = Device::flex().autodiff();
-    assert!(kernels::supported(&device));
     let mut worst = 0f32;
-    for [n, c, h, w] in [
+    let shapes = [
         [1, 1, 3, 3],
         [2, 3, 5, 7],
         [1, 16, 1, 2],
         [4, 5, 1, 1],
         [3, 8, 9, 11],
-    ] {
+    ];
+    for ([n, c, h, w], fused) in shapes.iter().flat_map(|&s| [(s, false), (s, true)]) {
         let x = random([n, c, h, w], &device).require_grad();
         let gamma = random([c], &device).require_grad();
         let beta = random([c], &device).require_grad();
@@ -43,14 +46,18 @@ fn batch_norm_kernel_matches_the_generic_path() {
         let eps = 1e-5;
 
         let generic = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), eps);
-        let g_grads = (generic.output.clone() * dy.clone()).sum().backward();
+        let g_out = match fused {
+            true => relu(generic.output.clone()),
+            false => generic.output.clone(),
+        };
+        let g_grads = (g_out.clone() * dy.clone()).sum().backward();
         let stats = kernels::batch_norm_stats(x.clone());
-        let ours =
-            kernels::batch_norm_train(x.clone(), stats.clone(), gamma.clone(), beta.clone(), eps);
+        let (g, b) = (gamma.clone(), beta.clone());
+        let ours = kernels::batch_norm_train(x.clone(), stats.clone(), g, b, eps, fused);
         let o_grads = (ours.clone() * dy).sum().backward();
 
         let errs = [
-            max_err(ours, generic.output),
+            max_err(ours, g_out),
             max_err(stats.clone().slice([0..1, 0..c]).reshape([c]), generic.mean),
             max_err(stats.slice([1..2, 0..c]).reshape([c]), generic.variance),
             max_err(x.grad(&o_grads).unwrap(), x.grad(&g_grads).unwrap()),
@@ -63,7 +70,7 @@ fn batch_norm_kernel_matches_the_generic_path() {
         {
             assert!(
                 e < 1e-4,
-                "{what} of [{n}, {c}, {h}, {w}]: relative error {e}"
+                "{what} of [{n}, {c}, {h}, {w}], ReLU fused {fused}: relative error {e}"
             );
             worst = worst.max(e);
         }
