@@ -15,7 +15,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
-use super::{tensor, values};
+use super::{relu_backward, tensor, values};
 
 fn dims(x: &FlexTensor) -> [usize; 4] {
     let s = x.layout().shape();
@@ -66,7 +66,7 @@ pub fn forward(
         let (scale, shift) = (g[ch] * inv, b[ch] - g[ch] * inv * st[ch]);
         for (o, &v) in o.iter_mut().zip(&xs[plane * hw..(plane + 1) * hw]) {
             let y = v * scale + shift;
-            *o = if relu { y.max(0.0) } else { y };
+            *o = if relu { super::relu(y) } else { y };
         }
     });
     tensor(out, vec![n, c, h, w])
@@ -87,20 +87,7 @@ pub fn backward(
     let hw = h * w;
     let (xs, st, g) = (values(x), values(stats), values(gamma));
     let dys = match relu_out {
-        Some(out) => {
-            let mut d = values(dy).into_owned();
-            let o = values(out);
-            d.par_chunks_mut(1 << 14)
-                .zip(o.par_chunks(1 << 14))
-                .for_each(|(d, o)| {
-                    for (d, &o) in d.iter_mut().zip(o) {
-                        if o <= 0.0 {
-                            *d = 0.0;
-                        }
-                    }
-                });
-            std::borrow::Cow::Owned(d)
-        }
+        Some(out) => std::borrow::Cow::Owned(relu_backward(dy, out)),
         None => values(dy),
     };
     let inv: Vec<f32> = (0..c).map(|ch| 1.0 / (st[c + ch] + eps).sqrt()).collect();

@@ -3,13 +3,14 @@
 //! generic operations ([`supported`] says which path a device takes).
 //!
 //! - [`batch_norm`]: BatchNorm in training, fused: one pass for the batch statistics, one to
-//!   normalise, scale and shift; the backward in two passes (PyTorch's formula).
+//!   normalise, scale and shift (and apply the ReLU that follows it); the backward in two passes
+//!   (PyTorch's formula, the ReLU's mask first).
 //! - [`conv`]: VGG's convolutions (stride 1, same padding): forward, input and weight gradients
 //!   by im2col + GEMM, over many samples at once on small maps, tile by tile ([`tiled`]) on
-//!   larger ones; 3x3 layers on maps of 8x8 and more (4x4 and more at batch 16 and more) by
-//!   Winograd's F(4x4, 3x3) ([`winograd`]), forward and input gradient, and the weight gradient
-//!   on maps up to 112x112; maps inside the kernel's reach (2x2, 1x1) as one dense matrix
-//!   ([`whole`]).
+//!   larger ones; 3x3 layers on maps of 8x8 and more (of 4x4 to 7x7 when the batch gives at
+//!   least 16 blocks of 4x4) by Winograd's F(4x4, 3x3) ([`winograd`]), forward and input
+//!   gradient, and the weight gradient on maps up to 112x112; maps inside the kernel's reach
+//!   (2x2 from batch 4, 1x1) as one dense matrix ([`whole`]).
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward.
 
 pub mod batch_norm;
@@ -24,6 +25,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 /// The operations this crate implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -130,6 +132,29 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         pool::forward_autodiff::<C>(x)
     }
+}
+
+/// ReLU as PyTorch's: `max(v, 0)`, a NaN kept (so that a broken value surfaces as a NaN loss
+/// instead of vanishing here).
+#[inline(always)]
+pub(crate) fn relu(v: f32) -> f32 {
+    if v > 0.0 || v.is_nan() { v } else { 0.0 }
+}
+
+/// ReLU's backward for a fused ReLU: `dy` where its `output` is positive (or NaN), 0 elsewhere.
+pub(crate) fn relu_backward(dy: &FlexTensor, output: &FlexTensor) -> Vec<f32> {
+    let mut d = values(dy).into_owned();
+    let o = values(output);
+    d.par_chunks_mut(1 << 14)
+        .zip(o.par_chunks(1 << 14))
+        .for_each(|(d, o)| {
+            for (d, &o) in d.iter_mut().zip(o) {
+                if o <= 0.0 {
+                    *d = 0.0;
+                }
+            }
+        });
+    d
 }
 
 /// The tensor's values, row-major.

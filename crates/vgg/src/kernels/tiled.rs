@@ -152,7 +152,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, relu: bool)
             for (c, &b) in bias.iter().enumerate() {
                 let row = std::slice::from_raw_parts_mut(base.add(c * hw), len);
                 if relu {
-                    row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+                    row.iter_mut().for_each(|v| *v = super::relu(*v + b));
                 } else {
                     row.iter_mut().for_each(|v| *v += b);
                 }

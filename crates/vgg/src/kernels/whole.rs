@@ -12,10 +12,18 @@ use rayon::prelude::*;
 
 use super::tiled::{Geometry, sgemm};
 
-/// Whether every output pixel's window covers the whole map (`h, w <= k/2 + 1`).
+/// Whether every output pixel's window covers the whole map (`h, w <= k/2 + 1`), on a 1x1 map
+/// or a batch of at least 4: `K` holds `hw^2 / k^2` times the weights' values (16/9 on a 2x2
+/// map), so at batch 1 its build and matrix-vector product read more than im2col's.
 pub fn applies(g: &Geometry) -> bool {
     let reach = g.k / 2 + 1;
-    g.h <= reach && g.w <= reach
+    g.h <= reach && g.w <= reach && (g.h * g.w == 1 || g.n >= 4)
+}
+
+/// The shapes [`forward`] and [`weight_grad`] take (whatever the batch).
+fn within_reach(g: &Geometry) -> bool {
+    let reach = g.k / 2 + 1;
+    g.h <= reach && g.w <= reach && g.h * g.w > 0 && g.ci > 0 && g.co > 0
 }
 
 /// `taps[p hw + q]`: the kernel tap linking output position `p` to input position `q`.
@@ -52,7 +60,10 @@ fn matrix(weight: &[f32], g: &Geometry) -> Vec<f32> {
 /// `x [N, C_in, h, w]` * `weight [C_out, C_in, k, k]` (padding k/2) + `bias`, then ReLU when
 /// `relu`: `Y [N, C_out hw] = X [N, C_in hw] x K^T`.
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, relu: bool) -> Vec<f32> {
-    assert!(applies(&g), "a map within the kernel's reach");
+    assert!(
+        within_reach(&g),
+        "a map within the kernel's reach, channels"
+    );
     let hw = g.h * g.w;
     let (rows, cols, depth) = (g.n, g.co * hw, g.ci * hw);
     assert_eq!(x.len(), rows * depth, "input of the geometry");
@@ -73,10 +84,12 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, relu: bool)
             );
         }
     }
-    y.par_chunks_mut(hw).enumerate().for_each(|(plane, out)| {
-        let b = bias[plane % g.co];
-        for v in out {
-            *v = if relu { (*v + b).max(0.0) } else { *v + b };
+    // One sample per task: its C_out planes of hw values.
+    y.par_chunks_mut(cols).for_each(|sample| {
+        for (out, &b) in sample.chunks_exact_mut(hw).zip(bias) {
+            for v in out {
+                *v = if relu { super::relu(*v + b) } else { *v + b };
+            }
         }
     });
     y
@@ -85,7 +98,10 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: Geometry, relu: bool)
 /// The weight gradient `dW [C_out, C_in, k, k]` of `x [N, C_in, h, w]` and `dy [N, C_out, h,
 /// w]`: `dK [C_out hw, C_in hw] = dY^T x X`, each entry then added to the tap it came from.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: Geometry) -> Vec<f32> {
-    assert!(applies(&g), "a map within the kernel's reach");
+    assert!(
+        within_reach(&g),
+        "a map within the kernel's reach, channels"
+    );
     let hw = g.h * g.w;
     let (rows, cols, depth) = (g.co * hw, g.ci * hw, g.n);
     assert_eq!(x.len(), depth * cols, "input of the geometry");
@@ -158,9 +174,12 @@ mod tests {
 
     #[test]
     fn applies_to_maps_within_reach() {
-        let at = |h, w, k| applies(&geometry([1, 1, 1, h, w, k]));
+        let at = |h, w, k| applies(&geometry([4, 1, 1, h, w, k]));
         assert!(at(2, 2, 3) && at(1, 1, 3) && at(3, 3, 5) && at(1, 1, 1));
         assert!(!at(3, 3, 3) && !at(2, 1, 1) && !at(4, 4, 5));
+        // At batch 1 only on a 1x1 map.
+        let one = |h, w| applies(&geometry([1, 1, 1, h, w, 3]));
+        assert!(one(1, 1) && !one(2, 2));
     }
 
     /// Against the tile-by-tile im2col + GEMM (itself tested against flex's convolution).
