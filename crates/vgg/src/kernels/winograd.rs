@@ -114,8 +114,9 @@ pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
             for (i, t) in tmp.iter().enumerate() {
                 for (j, gj) in G.iter().enumerate() {
                     let out = dst.at((i * T + j) * plane + b * KB);
-                    for k in 0..len {
-                        let v = t[0][k] * gj[0] + t[1][k] * gj[1] + t[2][k] * gj[2];
+                    let rows = t[0].iter().zip(&t[1]).zip(&t[2]).take(len);
+                    for (k, ((t0, t1), t2)) in rows.enumerate() {
+                        let v = t0 * gj[0] + t1 * gj[1] + t2 * gj[2];
                         // SAFETY: point (i, j) of this step's kernels, inside the 36 x plane
                         // buffer (not yet initialised: written, never read), by this task alone.
                         unsafe { out.add(k).write(v) };
