@@ -86,19 +86,28 @@ for cell in "${CELLS[@]}"; do
     done
 done
 
-# The two cells with the best validation error (first seed).
+# The two configurations with the best validation error (first seed).
 read -r best1 best2 < <(python3 bench/reproduce_table.py "$W" --best-two)
-# The ensemble and each member alone, by dense evaluation over the same test scales, on every
-# test image (Table 6 combines dense outputs too; multi-crop would cost 150 forwards an image).
-if [ ! -f "$W/ensemble.json" ]; then
-    for m in "$best1" "$best2"; do
-        "$V" eval --data "$DATA" -w "$W/$m" --method dense --scales 32,40,48 --json \
-            >"$W/ensemble-$m.json"
-    done
-    "$V" eval --data "$DATA" -w "$W/$best1" -w "$W/$best2" --method dense --scales 32,40,48 \
-        --json >"$W/ensemble.json.tmp"
-    mv "$W/ensemble.json.tmp" "$W/ensemble.json"
+# A work folder of an earlier version of this script names seed 1's ensemble ensemble.json.
+if [ -f "$W/ensemble.json" ] && [ ! -f "$W/ensemble-s1.json" ]; then
+    mv "$W/ensemble.json" "$W/ensemble-s1.json"
 fi
+# For each seed whose two members finished: the ensemble and each member alone, by dense
+# evaluation over the same test scales, on every test image (Table 6 combines dense outputs
+# too; multi-crop would cost 150 forwards an image).
+for seed in $SEEDS; do
+    out="$W/ensemble-s$seed.json"
+    [ -f "$out" ] && continue
+    [ -f "$W/$best1-s$seed/eval.json" ] && [ -f "$W/$best2-s$seed/eval.json" ] || continue
+    for m in "$best1" "$best2"; do
+        "$V" eval --data "$DATA" -w "$W/$m-s$seed" --method dense --scales 32,40,48 --json \
+            >"$W/ensemble-$m-s$seed.json.tmp"
+        mv "$W/ensemble-$m-s$seed.json.tmp" "$W/ensemble-$m-s$seed.json"
+    done
+    "$V" eval --data "$DATA" -w "$W/$best1-s$seed" -w "$W/$best2-s$seed" --method dense \
+        --scales 32,40,48 --json >"$out.tmp"
+    mv "$out.tmp" "$out"
+done
 python3 bench/reproduce_table.py "$W" --svg docs/reproduction-val.svg >docs/REPRODUCTION-table.md
 echo "table: docs/REPRODUCTION-table.md; curves: docs/reproduction-val.svg;" \
     "this invocation took $(($(date +%s) - start)) s"

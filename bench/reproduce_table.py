@@ -1,15 +1,19 @@
 """The table and the verdicts of bench/reproduce.sh, from its work folder.
 
     python3 bench/reproduce_table.py WORK_DIR [--svg OUT.svg]   markdown table on stdout
-    python3 bench/reproduce_table.py WORK_DIR --best-two         the two best cells (validation)
+    python3 bench/reproduce_table.py WORK_DIR --best-two         the two best configurations
 
-A cell is WORK_DIR/<config>-s<seed> with the run's state.json, center.json (`vgg eval --json`,
-centre crop on every test image), eval.json (the four methods on the first LIMIT test images) and
-times.json. Errors are top-1 error on the test images, in %; with several seeds each cell shows
+A cell is WORK_DIR/<config>-s<seed> with the run's state.json (its history gives the training
+time: the epochs' seconds), center.json (`vgg eval --json`, centre crop on every test image) and
+eval.json (the four methods on the first LIMIT test images). Errors are top-1 error on the test images, in %; with several seeds each cell shows
 the mean and, in brackets, every seed, so that the noise is visible. Orderings of configurations
 are judged by the centre crop on every test image, methods against each other on the same
 LIMIT images; each verdict names the difference and the standard error of one error rate
-(sqrt(p(1-p)/n)), and calls a difference under two standard errors a tie.
+(sqrt(p(1-p)/n)), and calls a difference under two standard errors a tie. With several seeds
+the means are compared, and a difference whose sign is not the same for every seed (seed 1
+against seed 1, seed 2 against seed 2, ...) is a tie too: the seeds disagree. The ensemble
+(WORK_DIR/ensemble-s<seed>.json, its members' WORK_DIR/ensemble-<config>-s<seed>.json) is
+judged the same way, seed by seed.
 """
 import json, math, os, re, sys
 
@@ -27,7 +31,6 @@ def cells(work):
         state = json.load(open(os.path.join(path, "state.json")))
         rows = {r["method"]: r for r in json.load(open(os.path.join(path, "eval.json")))}
         center = json.load(open(os.path.join(path, "center.json")))[0]
-        times = json.load(open(os.path.join(path, "times.json")))
         found.setdefault(m.group(1), []).append({
             "dir": name,
             "seed": int(m.group(2)),
@@ -39,7 +42,9 @@ def cells(work):
             "center_images": center["images"],
             "images": next(iter(rows.values()))["images"],
             "scales": next(iter(rows.values()))["scales"],
-            "train_s": times["train_s"],
+            # The epochs' own time, from the run's history: a run resumed (by hand, or by a
+            # second invocation) spent more than times.json's last training call.
+            "train_s": sum(h["seconds"] for h in state["history"]),
         })
     return found
 
@@ -77,11 +82,8 @@ def verdicts(found, ensemble):
         a, b = err(found, worse), err(found, good)
         if a is None or b is None:
             return None, ""
-        margin = 2 * se((a + b) / 2, n)
-        detail = f"{a:.2f} vs {b:.2f} (2 s.e. = {margin:.2f})"
-        if abs(a - b) < margin:
-            return ("holds (tie)" if tie_holds else "tie"), detail
-        return ("holds" if b < a else "does not hold"), detail
+        pairs = paired(found.get(worse), found.get(good), lambda r: r["center_all"])
+        return judge(a, b, 2 * se((a + b) / 2, n), pairs, tie_holds)
 
     def claim(text, result):
         verdict, detail = result
@@ -102,14 +104,36 @@ def verdicts(found, ensemble):
           ("holds" if comp and all(comp) else "does not hold",
            f"in {sum(comp)} of {len(comp)} configurations"))
     if ensemble:
-        best = min(ensemble["members_err"])
-        margin = 2 * se(best, ensemble["images"])
-        verdict = ("tie" if abs(ensemble["err"] - best) < margin
-                   else "holds" if ensemble["err"] < best else "does not hold")
+        # Per seed: the ensemble against its better member.
+        pairs = [(min(s["members_err"]), s["err"]) for s in ensemble["seeds"]]
+        a, b = mean([p[0] for p in pairs]), mean([p[1] for p in pairs])
         claim(f"combining nets helps: the ensemble of {' + '.join(ensemble['members'])} beats its "
               f"best member (dense, Q = 32, 40, 48, every test image)",
-              (verdict, f"{ensemble['err']:.2f} vs {best:.2f} (2 s.e. = {margin:.2f})"))
+              judge(a, b, 2 * se(a, ensemble["images"]), pairs if len(pairs) > 1 else []))
     return out
+
+
+def paired(worse_runs, good_runs, get):
+    """(worse, good) per seed that both sides ran, when there are several."""
+    if not worse_runs or not good_runs:
+        return []
+    good = {r["seed"]: get(r) for r in good_runs}
+    pairs = [(get(r), good[r["seed"]]) for r in worse_runs if r["seed"] in good]
+    return pairs if len(pairs) > 1 else []
+
+
+def judge(a, b, margin, pairs, tie_holds=False):
+    """The verdict on "b (mean error) is lower than a" and its detail; `pairs` the per-seed
+    (a, b) when there are several seeds."""
+    detail = f"{a:.2f} vs {b:.2f} (2 s.e. = {margin:.2f})"
+    if pairs:
+        detail += "; per seed " + ", ".join(f"{x:.2f} vs {y:.2f}" for x, y in pairs)
+    tie = "holds (tie)" if tie_holds else "tie"
+    if abs(a - b) < margin:
+        return tie, detail
+    if pairs and len({x > y for x, y in pairs if x != y}) > 1:
+        return tie + " (the seeds disagree)", detail
+    return ("holds" if b < a else "does not hold"), detail
 
 
 def svg(found, path):
@@ -152,23 +176,27 @@ def svg(found, path):
 def main():
     work = sys.argv[1]
     found = cells(work)
+    # The two best configurations by their first seed's validation error.
+    ranked = sorted(found, key=lambda c: found[c][0]["val_err"])[:2]
     if "--best-two" in sys.argv:
-        ranked = sorted(found, key=lambda c: found[c][0]["val_err"])
         if len(ranked) < 2:
             sys.exit("fewer than two finished cells")
-        print(found[ranked[0]][0]["dir"], found[ranked[1]][0]["dir"])
+        print(*ranked)
         return
     if "--svg" in sys.argv:
         svg(found, sys.argv[sys.argv.index("--svg") + 1])
     ensemble = None
-    ens_path = os.path.join(work, "ensemble.json")
-    if os.path.isfile(ens_path):
-        ranked = sorted(found, key=lambda c: found[c][0]["val_err"])[:2]
-        one = lambda path: 100 * json.load(open(path))[0]["top1_err"]
-        ensemble = {"members": ranked, "err": one(ens_path),
-                    "images": json.load(open(ens_path))[0]["images"],
-                    "members_err": [one(os.path.join(work, f"ensemble-{found[c][0]['dir']}.json"))
-                                    for c in ranked]}
+    one = lambda path: 100 * json.load(open(path))[0]["top1_err"]
+    seeds = []
+    for seed in sorted({r["seed"] for runs in found.values() for r in runs}):
+        path = os.path.join(work, f"ensemble-s{seed}.json")
+        if os.path.isfile(path):
+            seeds.append({"seed": seed, "err": one(path),
+                          "images": json.load(open(path))[0]["images"],
+                          "members_err": [one(os.path.join(work, f"ensemble-{c}-s{seed}.json"))
+                                          for c in ranked]})
+    if seeds:
+        ensemble = {"members": ranked, "seeds": seeds, "images": seeds[0]["images"]}
     any_run = next(iter(found.values()))[0] if found else None
     if any_run:
         print(f"Top-1 error (%). Centre crop at Q = S (or (Smin + Smax) / 2 when S is jittered, "
@@ -190,10 +218,13 @@ def main():
         row.append(f"{mean([r['train_s'] for r in runs]) / 60:.0f} min")
         print("| " + " | ".join(row) + " |")
     if ensemble:
-        print(f"\nEnsemble of the two best by validation error, {' + '.join(ensemble['members'])}, "
-              f"by dense evaluation at Q = 32, 40, 48 on all {ensemble['images']} test images: "
-              f"{ensemble['err']:.2f}% top-1 error; the members alone "
-              f"{' and '.join(f'{e:.2f}%' for e in ensemble['members_err'])}.")
+        per = "; ".join(f"seed {s['seed']}: {s['err']:.2f}%, the members alone "
+                        f"{' and '.join(f'{e:.2f}%' for e in s['members_err'])}"
+                        for s in ensemble["seeds"])
+        print(f"\nEnsemble of the two best by validation error (first seed), "
+              f"{' + '.join(ensemble['members'])}, the same seed for both members, by dense "
+              f"evaluation at Q = 32, 40, 48 on all {ensemble['images']} test images, top-1 "
+              f"error: {per}.")
     print("\n| the paper's finding | here | errors (%) |\n|---|---|---|")
     print("\n".join(verdicts(found, ensemble)))
 
