@@ -16,8 +16,7 @@ use super::tiled::{Geometry, sgemm};
 /// or a batch of at least 4: `K` holds `hw^2 / k^2` times the weights' values (16/9 on a 2x2
 /// map), so at batch 1 its build and matrix-vector product read more than im2col's.
 pub fn applies(g: &Geometry) -> bool {
-    let reach = g.k / 2 + 1;
-    g.h <= reach && g.w <= reach && (g.h * g.w == 1 || g.n >= 4)
+    within_reach(g) && (g.h * g.w == 1 || g.n >= 4)
 }
 
 /// The shapes [`forward`] and [`weight_grad`] take (whatever the batch).

@@ -148,7 +148,7 @@ fn untransform_grad(m: impl Fn(usize) -> f64 + Sync, plane: usize) -> Vec<f32> {
             }
             // tmp = M G (6 x 3), then dg = G^T tmp (3 x 3).
             for (i, row) in tmp.iter_mut().enumerate() {
-                let mi: &[[f64; KB]; T] = mm[i * T..(i + 1) * T].try_into().expect("6 rows");
+                let mi = &mm[i * T..(i + 1) * T]; // M's row i: 6 points
                 for (c, out) in row.iter_mut().enumerate() {
                     let gc: [f64; T] = std::array::from_fn(|j| G[j][c] as f64);
                     for k in 0..KB {
