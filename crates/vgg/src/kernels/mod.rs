@@ -15,6 +15,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+mod isa;
 pub mod pool;
 pub mod tiled;
 pub mod whole;

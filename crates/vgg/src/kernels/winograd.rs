@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::isa::{Isa, on_isa};
 use super::tiled::{Geometry, sgemm};
 
 /// Output block side (m) and input block side (m + r - 1) of F(4x4, 3x3).
@@ -83,6 +84,14 @@ const KB: usize = 64;
 /// `U [36, C_out, C_in]`: every 3x3 kernel of `weight [C_out, C_in, 3, 3]` transformed,
 /// `U = G g G^T`.
 pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
+    transform_weights_on(Isa::detected(), weight, co, ci)
+}
+
+/// A task's scratch for the kernel transform: `KB` kernels' 9 values, then `G g` (6 x 3).
+type KernelScratch = ([[f32; KB]; 9], [[[f32; KB]; 3]; T]);
+
+/// [`transform_weights`] with the arithmetic on `isa`.
+pub(crate) fn transform_weights_on(isa: Isa, weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
     assert!(
         ci > 0 && weight.len() == 9 * co * ci,
         "3x3 kernels of {co} x {ci} channels"
@@ -91,38 +100,11 @@ pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
     // Not zeroed first: every point of every kernel is written below.
     let mut u = Vec::with_capacity(P * plane);
     let dst = Shared(u.as_mut_ptr());
-    type Scratch = ([[f32; KB]; 9], [[[f32; KB]; 3]; T]);
     let scratch = || Box::new(([[0f32; KB]; 9], [[[0f32; KB]; 3]; T]));
     weight.par_chunks(9 * KB).enumerate().for_each_init(
         scratch,
-        |s: &mut Box<Scratch>, (b, kernels)| {
-            let (g, tmp) = &mut **s;
-            let len = kernels.len() / 9;
-            for (k, kernel) in kernels.chunks_exact(9).enumerate() {
-                for (t, &v) in kernel.iter().enumerate() {
-                    g[t][k] = v;
-                }
-            }
-            // tmp = G g (6 x 3), then U = tmp G^T (6 x 6).
-            for (row, gi) in tmp.iter_mut().zip(&G) {
-                for (c, out) in row.iter_mut().enumerate() {
-                    for k in 0..KB {
-                        out[k] = gi[0] * g[c][k] + gi[1] * g[3 + c][k] + gi[2] * g[6 + c][k];
-                    }
-                }
-            }
-            for (i, t) in tmp.iter().enumerate() {
-                for (j, gj) in G.iter().enumerate() {
-                    let out = dst.at((i * T + j) * plane + b * KB);
-                    let rows = t[0].iter().zip(&t[1]).zip(&t[2]).take(len);
-                    for (k, ((t0, t1), t2)) in rows.enumerate() {
-                        let v = t0 * gj[0] + t1 * gj[1] + t2 * gj[2];
-                        // SAFETY: point (i, j) of this step's kernels, inside the 36 x plane
-                        // buffer (not yet initialised: written, never read), by this task alone.
-                        unsafe { out.add(k).write(v) };
-                    }
-                }
-            }
+        |s: &mut Box<KernelScratch>, (b, kernels)| {
+            transform_kernels(isa, kernels, b * KB, plane, s, dst)
         },
     );
     // SAFETY: the tasks wrote the 36 points of every kernel.
@@ -130,41 +112,112 @@ pub fn transform_weights(weight: &[f32], co: usize, ci: usize) -> Vec<f32> {
     u
 }
 
+on_isa!(
+    /// [`transform_kernels_body`] on an instruction set.
+    fn transform_kernels, transform_kernels_avx2 => transform_kernels_body(
+        kernels: &[f32], first: usize, plane: usize, s: &mut KernelScratch, dst: Shared
+    )
+);
+
+/// `U = G g G^T` of the (up to `KB`) kernels `kernels` (9 values each), the kernels `first..`
+/// of `U`'s planes of `plane` values.
+#[inline(always)]
+fn transform_kernels_body(
+    kernels: &[f32],
+    first: usize,
+    plane: usize,
+    s: &mut KernelScratch,
+    dst: Shared,
+) {
+    let (g, tmp) = s;
+    let len = kernels.len() / 9;
+    for (k, kernel) in kernels.chunks_exact(9).enumerate() {
+        for (t, &v) in kernel.iter().enumerate() {
+            g[t][k] = v;
+        }
+    }
+    // tmp = G g (6 x 3), then U = tmp G^T (6 x 6).
+    for (row, gi) in tmp.iter_mut().zip(&G) {
+        for (c, out) in row.iter_mut().enumerate() {
+            for k in 0..KB {
+                out[k] = gi[0] * g[c][k] + gi[1] * g[3 + c][k] + gi[2] * g[6 + c][k];
+            }
+        }
+    }
+    for (i, t) in tmp.iter().enumerate() {
+        for (j, gj) in G.iter().enumerate() {
+            let out = dst.at((i * T + j) * plane + first);
+            let v = |k: usize| t[0][k] * gj[0] + t[1][k] * gj[1] + t[2][k] * gj[2];
+            // SAFETY: point (i, j) of this step's kernels, inside the 36 x plane buffer (not yet
+            // initialised: written, never read), by this task alone.
+            // (A full step's constant count lets the compiler store 8 lanes at a time: with
+            // `len` it stored one float at a time, most of the transform's time.)
+            if len == KB {
+                (0..KB).for_each(|k| unsafe { out.add(k).write(v(k)) });
+            } else {
+                (0..len).for_each(|k| unsafe { out.add(k).write(v(k)) });
+            }
+        }
+    }
+}
+
+/// A task's scratch for the gradient's untransform: `KB` kernels' 36 points, then `M G` (6 x 3).
+type GradScratch = ([[f64; KB]; P], [[[f64; KB]; 3]; T]);
+
 /// `dg = G^T M G` for every kernel, in float64: `m(i)` is element `i` of `M [36, C_out C_in]`;
 /// returns `dW [C_out, C_in, 3, 3]`.
-fn untransform_grad(m: impl Fn(usize) -> f64 + Sync, plane: usize) -> Vec<f32> {
+fn untransform_grad(isa: Isa, m: impl Fn(usize) -> f64 + Sync, plane: usize) -> Vec<f32> {
     let mut dw = vec![0f32; 9 * plane];
-    type Scratch = ([[f64; KB]; P], [[[f64; KB]; 3]; T]);
     let scratch = || Box::new(([[0f64; KB]; P], [[[0f64; KB]; 3]; T]));
     dw.par_chunks_mut(9 * KB).enumerate().for_each_init(
         scratch,
-        |s: &mut Box<Scratch>, (b, out)| {
-            let (mm, tmp) = &mut **s;
+        |s: &mut Box<GradScratch>, (b, out)| {
             let len = out.len() / 9;
-            for (p, row) in mm.iter_mut().enumerate() {
+            for (p, row) in s.0.iter_mut().enumerate() {
                 for (k, v) in row[..len].iter_mut().enumerate() {
                     *v = m(p * plane + b * KB + k);
                 }
             }
-            // tmp = M G (6 x 3), then dg = G^T tmp (3 x 3).
-            for (i, row) in tmp.iter_mut().enumerate() {
-                let mi = &mm[i * T..(i + 1) * T]; // M's row i: 6 points
-                for (c, out) in row.iter_mut().enumerate() {
-                    let gc: [f64; T] = std::array::from_fn(|j| G[j][c] as f64);
-                    for k in 0..KB {
-                        out[k] = (0..T).map(|j| mi[j][k] * gc[j]).sum();
-                    }
-                }
-            }
-            for (k, kernel) in out.chunks_exact_mut(9).enumerate() {
-                for (t, v) in kernel.iter_mut().enumerate() {
-                    let sum: f64 = (0..T).map(|i| G[i][t / 3] as f64 * tmp[i][t % 3][k]).sum();
-                    *v = sum as f32;
-                }
-            }
+            untransform_kernels(isa, s, out)
         },
     );
     dw
+}
+
+on_isa!(
+    /// [`untransform_kernels_body`] on an instruction set.
+    fn untransform_kernels, untransform_kernels_avx2 => untransform_kernels_body(
+        s: &mut GradScratch, out: &mut [f32]
+    )
+);
+
+/// `dg = G^T M G` of the kernels whose 36 points `s.0` holds, into `out` (9 values each).
+#[inline(always)]
+fn untransform_kernels_body(s: &mut GradScratch, out: &mut [f32]) {
+    let (mm, tmp) = s;
+    // tmp = M G (6 x 3), then dg = G^T tmp (3 x 3).
+    for (i, row) in tmp.iter_mut().enumerate() {
+        let mi = &mm[i * T..(i + 1) * T]; // M's row i: 6 points
+        for (c, out) in row.iter_mut().enumerate() {
+            let gc: [f64; T] = std::array::from_fn(|j| G[j][c] as f64);
+            for k in 0..KB {
+                out[k] = (0..T).map(|j| mi[j][k] * gc[j]).sum();
+            }
+        }
+    }
+    // dg's 9 values per kernel, over the kernels (into M's first rows, no longer needed), then
+    // written out kernel by kernel.
+    for (t, row) in mm.iter_mut().take(9).enumerate() {
+        let gi: [f64; T] = std::array::from_fn(|i| G[i][t / 3] as f64);
+        for k in 0..KB {
+            row[k] = (0..T).map(|i| gi[i] * tmp[i][t % 3][k]).sum();
+        }
+    }
+    for (k, kernel) in out.chunks_exact_mut(9).enumerate() {
+        for (t, v) in kernel.iter_mut().enumerate() {
+            *v = mm[t][k] as f32;
+        }
+    }
 }
 
 /// `x [N, C_in, H, W]` * `weight [C_out, C_in, 3, 3]` (padding 1) + `bias`, then ReLU when `relu`.
@@ -408,9 +461,9 @@ pub(crate) fn weight_grad_on(isa: Isa, x: &[f32], dy: &[f32], g: Geometry) -> Ve
         }
     }
     if chunks > 1 {
-        untransform_grad(|i| m[i], plane)
+        untransform_grad(isa, |i| m[i], plane)
     } else {
-        untransform_grad(|i| part_m[i] as f64, plane)
+        untransform_grad(isa, |i| part_m[i] as f64, plane)
     }
 }
 
@@ -535,55 +588,6 @@ fn at(m: &[Lanes; T]) -> [Lanes; M] {
         o[3][l] = n12 + 8.0 * n34 + m5;
     }
     o
-}
-
-/// The instruction sets the transforms run on, chosen at run time: the binary is built for the
-/// baseline of its target (SSE2 on x86-64, NEON on aarch64), and on x86-64 CPUs with AVX2 the
-/// transforms run compiled for AVX2 (8 lanes, one block per lane). The arithmetic is the same
-/// (no fused multiply-adds), so both give the same bits (`isa_paths_agree_exactly`). The GEMMs
-/// choose their own (the `gemm` crate dispatches on AVX-512, AVX2 + FMA or scalar).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
-
-impl Isa {
-    /// The best this CPU runs (detected once).
-    pub(crate) fn detected() -> Self {
-        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *ISA.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
-            }
-            Isa::Portable
-        })
-    }
-}
-
-/// `fn NAME(isa, args)`: runs `BODY(args)` compiled for `isa` (the body is `inline(always)`, so
-/// each copy is compiled with its instruction set).
-macro_rules! on_isa {
-    ($(#[$m:meta])* fn $name:ident, $avx2:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
-        $(#[$m])*
-        fn $name(isa: Isa, $($arg: $ty),*) {
-            match isa {
-                Isa::Portable => $body($($arg),*),
-                // SAFETY: Avx2 is only detected on CPUs with AVX2.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { $avx2($($arg),*) },
-            }
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        $(#[$m])*
-        unsafe fn $avx2($($arg: $ty),*) {
-            $body($($arg),*)
-        }
-    };
 }
 
 on_isa!(
@@ -1056,6 +1060,9 @@ mod tests {
         };
         let x = wave(g.n * g.ci * g.h * g.w, 0.37);
         let u = transform_weights(&wave(g.co * g.ci * 9, 0.23), g.co, g.ci);
+        // 24 x 17 kernels: 6 full steps of the kernel transform and a partial one.
+        let w = wave(24 * 17 * 9, 0.41);
+        assert!(transform_weights_on(Isa::Portable, &w, 24, 17) == transform_weights(&w, 24, 17));
         let b = wave(g.co, 1.1);
         for relu in [false, true] {
             let portable = forward_transformed(Isa::Portable, &x, &u, &b, g, relu);
