@@ -59,16 +59,23 @@ pub fn forward(
     let [n, c, h, w] = dims(x);
     let hw = h * w;
     let (xs, st, g, b) = (values(x), values(stats), values(gamma), values(beta));
-    let mut out = vec![0f32; n * c * hw];
-    out.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
-        let ch = plane % c;
-        let inv = 1.0 / (st[c + ch] + eps).sqrt();
-        let (scale, shift) = (g[ch] * inv, b[ch] - g[ch] * inv * st[ch]);
-        for (o, &v) in o.iter_mut().zip(&xs[plane * hw..(plane + 1) * hw]) {
-            let y = v * scale + shift;
-            *o = if relu { super::relu(y) } else { y };
-        }
-    });
+    let size = n * c * hw;
+    // Not zeroed first: every element is written below.
+    let mut out = Vec::with_capacity(size);
+    out.spare_capacity_mut()[..size]
+        .par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(plane, o)| {
+            let ch = plane % c;
+            let inv = 1.0 / (st[c + ch] + eps).sqrt();
+            let (scale, shift) = (g[ch] * inv, b[ch] - g[ch] * inv * st[ch]);
+            for (o, &v) in o.iter_mut().zip(&xs[plane * hw..(plane + 1) * hw]) {
+                let y = v * scale + shift;
+                o.write(if relu { super::relu(y) } else { y });
+            }
+        });
+    // SAFETY: every plane was written above.
+    unsafe { out.set_len(size) };
     tensor(out, vec![n, c, h, w])
 }
 
@@ -107,17 +114,24 @@ pub fn backward(
         })
         .collect();
     let m = (n * hw) as f32;
-    let mut dx = vec![0f32; n * c * hw];
-    dx.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
-        let ch = plane % c;
-        let (sdy, sdyx) = sums[ch];
-        let k = g[ch] * inv[ch] / m;
-        let r = plane * hw..(plane + 1) * hw;
-        for ((o, &d), &v) in o.iter_mut().zip(&dys[r.clone()]).zip(&xs[r]) {
-            let x_hat = (v - st[ch]) * inv[ch];
-            *o = k * (m * d - sdy - x_hat * sdyx);
-        }
-    });
+    let size = n * c * hw;
+    // Not zeroed first: every element is written below.
+    let mut dx = Vec::with_capacity(size);
+    dx.spare_capacity_mut()[..size]
+        .par_chunks_mut(hw.max(1))
+        .enumerate()
+        .for_each(|(plane, o)| {
+            let ch = plane % c;
+            let (sdy, sdyx) = sums[ch];
+            let k = g[ch] * inv[ch] / m;
+            let r = plane * hw..(plane + 1) * hw;
+            for ((o, &d), &v) in o.iter_mut().zip(&dys[r.clone()]).zip(&xs[r]) {
+                let x_hat = (v - st[ch]) * inv[ch];
+                o.write(k * (m * d - sdy - x_hat * sdyx));
+            }
+        });
+    // SAFETY: every plane was written above.
+    unsafe { dx.set_len(size) };
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     (
         tensor(dx, vec![n, c, h, w]),

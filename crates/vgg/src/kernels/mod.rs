@@ -94,7 +94,7 @@ impl VggKernels for Flex {
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        pool::forward(&x).0
+        pool::forward(&x, false).0
     }
 }
 
@@ -144,18 +144,22 @@ pub(crate) fn relu(v: f32) -> f32 {
 
 /// ReLU's backward for a fused ReLU: `dy` where its `output` is positive (or NaN), 0 elsewhere.
 pub(crate) fn relu_backward(dy: &FlexTensor, output: &FlexTensor) -> Vec<f32> {
-    let mut d = values(dy).into_owned();
-    let o = values(output);
-    d.par_chunks_mut(1 << 14)
-        .zip(o.par_chunks(1 << 14))
-        .for_each(|(d, o)| {
-            for (d, &o) in d.iter_mut().zip(o) {
-                if o <= 0.0 {
-                    *d = 0.0;
-                }
+    let (d, o) = (values(dy), values(output));
+    assert_eq!(d.len(), o.len(), "a gradient per output");
+    // One pass, into memory not zeroed first, a select the compiler vectorises (a copy then
+    // a conditional store had taken 5% of a training step).
+    let mut out = Vec::with_capacity(d.len());
+    out.spare_capacity_mut()[..d.len()]
+        .par_chunks_mut(1 << 14)
+        .zip(d.par_chunks(1 << 14).zip(o.par_chunks(1 << 14)))
+        .for_each(|(out, (d, o))| {
+            for ((out, &d), &o) in out.iter_mut().zip(d).zip(o) {
+                out.write(if o <= 0.0 { 0.0 } else { d });
             }
         });
-    d
+    // SAFETY: every element was written above.
+    unsafe { out.set_len(d.len()) };
+    out
 }
 
 /// The tensor's values, row-major.

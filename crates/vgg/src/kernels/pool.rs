@@ -13,10 +13,12 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
+use super::isa::Isa;
 use super::{tensor, values};
 
-/// The pooled map `[N, C, H/2, W/2]` and, per output, the winner's offset `dy * 2 + dx`.
-pub fn forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
+/// The pooled map `[N, C, H/2, W/2]` and, when `winners`, per output the winner's offset
+/// `dy * 2 + dx` (inference does not keep them).
+pub fn forward(x: &FlexTensor, winners: bool) -> (FlexTensor, Vec<u8>) {
     let s = x.layout().shape();
     let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
     let (ho, wo) = (h / 2, w / 2);
@@ -24,50 +26,163 @@ pub fn forward(x: &FlexTensor) -> (FlexTensor, Vec<u8>) {
         return (tensor(Vec::new(), vec![n, c, ho, wo]), Vec::new());
     }
     let xv = values(x);
-    let mut out = vec![0f32; n * c * ho * wo];
-    let mut arg = vec![0u8; n * c * ho * wo];
-    out.par_chunks_mut(ho * wo.max(1))
-        .zip(arg.par_chunks_mut(ho * wo.max(1)))
-        .enumerate()
-        .for_each(|(plane, (o, a))| {
-            let src = &xv[plane * h * w..(plane + 1) * h * w];
-            for y in 0..ho {
-                let (r0, r1) = (&src[2 * y * w..], &src[(2 * y + 1) * w..]);
-                for xo in 0..wo {
-                    let cand = [r0[2 * xo], r0[2 * xo + 1], r1[2 * xo], r1[2 * xo + 1]];
-                    let mut best = 0;
-                    for (i, &v) in cand.iter().enumerate().skip(1) {
-                        // NaN wins, as in PyTorch: a broken input must not vanish here.
-                        if v > cand[best] || v.is_nan() {
-                            best = i;
-                        }
-                    }
-                    o[y * wo + xo] = cand[best];
-                    a[y * wo + xo] = best as u8;
-                }
+    let isa = Isa::detected();
+    let size = n * c * ho * wo;
+    // Not zeroed first: every output (and winner) is written below, a row at a time.
+    let mut out = Vec::with_capacity(size);
+    let mut arg = Vec::with_capacity(if winners { size } else { 0 });
+    let (o, a) = (Shared::new(out.as_mut_ptr()), Shared::new(arg.as_mut_ptr()));
+    // Rows of outputs, in tasks of at least 16 Ki outputs.
+    let rows = n * c * ho;
+    let per_task = (1usize << 14).div_ceil(wo).max(1);
+    (0..rows.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            for r in task * per_task..rows.min((task + 1) * per_task) {
+                let (plane, y) = (r / ho, r % ho);
+                let r0 = &xv[plane * h * w + 2 * y * w..][..2 * wo];
+                let r1 = &xv[plane * h * w + (2 * y + 1) * w..][..2 * wo];
+                // SAFETY: output row r (wo values, and wo winners when kept), inside the buffers'
+                // capacity, written by this task alone.
+                let (o, a) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(o.at::<f32>(r * wo), wo),
+                        winners.then(|| std::slice::from_raw_parts_mut(a.at::<u8>(r * wo), wo)),
+                    )
+                };
+                pool_row(isa, r0, r1, o, a);
             }
         });
+    // SAFETY: every row of outputs (and of winners when kept) was written.
+    unsafe {
+        out.set_len(size);
+        arg.set_len(if winners { size } else { 0 });
+    }
     (tensor(out, vec![n, c, ho, wo]), arg)
 }
 
-/// The input gradient `[N, C, H, W]`: each output's gradient goes to its winner.
+/// A raw pointer the tasks write their own rows through.
+#[derive(Clone, Copy)]
+struct Shared(*mut u8);
+
+impl Shared {
+    fn new<E>(p: *mut E) -> Self {
+        Self(p.cast())
+    }
+    /// Element `i` of type `E` (a method, so that closures capture the whole `Shared`).
+    fn at<E>(self, i: usize) -> *mut E {
+        self.0.cast::<E>().wrapping_add(i)
+    }
+}
+// SAFETY: every task writes its own rows only (see `forward`).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// One row of outputs from the two input rows `r0`, `r1` (`2 * o.len()` values each), and the
+/// winners into `a` when given: on AVX2 eight outputs at a time, the rest portably.
+fn pool_row(isa: Isa, r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut [u8]>) {
+    let done = match isa {
+        Isa::Portable => 0,
+        // SAFETY: Avx2 is only detected on CPUs with AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { pool_row_avx2(r0, r1, o, a.as_deref_mut()) },
+    };
+    pool_row_portable(r0, r1, o, a, done);
+}
+
+/// [`pool_row`] from output `x0` on, one output at a time: each output the largest of its four
+/// inputs, scanned row-major, a later one winning only when larger or NaN (PyTorch's rule, so
+/// that a broken input surfaces instead of vanishing here), and its offset into `a`.
+fn pool_row_portable(r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut [u8]>, x0: usize) {
+    for xo in x0..o.len() {
+        let j = 2 * xo;
+        let cand = [r0[j], r0[j + 1], r1[j], r1[j + 1]];
+        let mut best = 0;
+        for (i, &v) in cand.iter().enumerate().skip(1) {
+            if v > cand[best] || v.is_nan() {
+                best = i;
+            }
+        }
+        o[xo] = cand[best];
+        if let Some(a) = a.as_deref_mut() {
+            a[xo] = best as u8;
+        }
+    }
+}
+
+/// [`pool_row_portable`]'s rule on eight outputs at a time (the even and odd columns of 16
+/// inputs split apart by a shuffle); returns how many outputs it wrote (a multiple of 8).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn pool_row_avx2(r0: &[f32], r1: &[f32], o: &mut [f32], a: Option<&mut [u8]>) -> usize {
+    use std::arch::x86_64::*;
+    let wo = o.len();
+    assert!(r0.len() >= 2 * wo && r1.len() >= 2 * wo);
+    let full = wo / 8 * 8;
+    // [e0 o0 e1 o1 e2 o2 e3 o3 | e4 ...] x 2 -> (even, odd) columns, each in order.
+    let split = |p: *const f32| {
+        // SAFETY: 16 floats from p, inside the row (checked above).
+        let (lo, hi) = unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) };
+        let order = |v: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        };
+        (
+            order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi)),
+            order(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi)),
+        )
+    };
+    let mut a = a;
+    for x0 in (0..full).step_by(8) {
+        let (c0, c1) = split(r0[2 * x0..].as_ptr());
+        let (c2, c3) = split(r1[2 * x0..].as_ptr());
+        let mut best = c0;
+        let mut at = _mm256_setzero_si256();
+        for (i, c) in [(1, c1), (2, c2), (3, c3)] {
+            let take = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(c, best),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(c, c),
+            );
+            best = _mm256_blendv_ps(best, c, take);
+            at = _mm256_blendv_epi8(at, _mm256_set1_epi32(i), _mm256_castps_si256(take));
+        }
+        // SAFETY: outputs x0..x0 + 8 < wo.
+        unsafe { _mm256_storeu_ps(o[x0..].as_mut_ptr(), best) };
+        if let Some(a) = a.as_deref_mut() {
+            // Eight 32-bit offsets (0..3) narrowed to bytes: each 128-bit lane packs its four.
+            let words = _mm256_packs_epi32(at, at);
+            let bytes = _mm256_packus_epi16(words, words);
+            let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
+            let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes)) as u32;
+            a[x0..x0 + 8].copy_from_slice(&(lo as u64 | (hi as u64) << 32).to_le_bytes());
+        }
+    }
+    full
+}
+
+/// The input gradient `[N, C, H, W]`: each output's gradient goes to its winner, the other
+/// three inputs (and a dropped odd last row or column) get 0.
 pub fn backward(dy: &FlexTensor, arg: &[u8], [n, c, h, w]: [usize; 4]) -> FlexTensor {
     let (ho, wo) = (h / 2, w / 2);
-    let mut dx = vec![0f32; n * c * h * w];
     if n * c * ho * wo == 0 {
-        return tensor(dx, vec![n, c, h, w]);
+        return tensor(vec![0f32; n * c * h * w], vec![n, c, h, w]);
     }
     let dv = values(dy);
+    let mut dx = vec![0f32; n * c * h * w];
     dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
         let (g, a) = (
             &dv[plane * ho * wo..(plane + 1) * ho * wo],
             &arg[plane * ho * wo..(plane + 1) * ho * wo],
         );
         for y in 0..ho {
+            let (g, a) = (&g[y * wo..][..wo], &a[y * wo..][..wo]);
+            let (d0, d1) = d[2 * y * w..(2 * y + 2) * w].split_at_mut(w);
             for xo in 0..wo {
-                let i = y * wo + xo;
-                let (dy_, dx_) = ((a[i] / 2) as usize, (a[i] % 2) as usize);
-                d[(2 * y + dy_) * w + 2 * xo + dx_] = g[i];
+                let (g, a) = (g[xo], a[xo]);
+                let pick = |i: u8| if a == i { g } else { 0.0 };
+                d0[2 * xo] = pick(0);
+                d0[2 * xo + 1] = pick(1);
+                d1[2 * xo] = pick(2);
+                d1[2 * xo + 1] = pick(3);
             }
         }
     });
@@ -97,13 +212,56 @@ pub fn forward_autodiff<C: CheckpointStrategy>(
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let s = x.primitive().layout().shape();
     let shape = [s[0], s[1], s[2], s[3]];
-    let (out, arg) = forward(x.primitive());
     match MaxPoolBackward
         .prepare::<C>([x.node()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((Arc::new(arg), shape), out),
-        OpsKind::UnTracked(prep) => prep.finish(out),
+        OpsKind::Tracked(prep) => {
+            let (out, arg) = forward(x.primitive(), true);
+            prep.finish((Arc::new(arg), shape), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), false).0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The detected path (AVX2 on such CPUs) and the portable one pick the same values and
+    /// winners, ties and NaNs included, on rows of 1 to 19 outputs.
+    #[test]
+    fn isa_paths_agree() {
+        // Few distinct values: many ties among the four inputs; a NaN every 7th.
+        let value = |i: usize| match i % 7 {
+            3 => f32::NAN,
+            _ => ((i * 5) % 4) as f32 - 1.0,
+        };
+        for wo in 1..20 {
+            let r0: Vec<f32> = (0..2 * wo).map(value).collect();
+            let r1: Vec<f32> = (0..2 * wo).map(|i| value(i + 11)).collect();
+            let run = |isa| {
+                let (mut o, mut a) = (vec![0f32; wo], vec![9u8; wo]);
+                pool_row(isa, &r0, &r1, &mut o, Some(&mut a));
+                (o.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), a)
+            };
+            let portable = run(Isa::Portable);
+            assert_eq!(portable, run(Isa::detected()), "{wo} outputs");
+            // And the portable rule itself: a tie goes to the first, a NaN wins.
+            let (o, a) = portable;
+            for x in 0..wo {
+                let cand = [r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]];
+                let want = match cand.iter().rposition(|v| v.is_nan()) {
+                    Some(i) => i,
+                    None => {
+                        let max = cand.iter().copied().fold(f32::MIN, f32::max);
+                        cand.iter().position(|&v| v == max).unwrap_or(0)
+                    }
+                };
+                assert_eq!(a[x] as usize, want, "output {x} of {wo}: {cand:?}");
+                assert_eq!(o[x], cand[want].to_bits(), "output {x} of {wo}");
+            }
+        }
     }
 }

@@ -154,8 +154,10 @@ fn max_pool_kernel_matches_the_generic_path() {
         .with_strides([2, 2])
         .init();
     let device = Device::flex().autodiff();
-    // Odd sizes drop the last row/column; a 2x3 map pools to 1x1; one channel, batch 1.
-    for [n, c, h, w] in [[1, 1, 2, 2], [2, 3, 5, 7], [1, 4, 2, 3], [3, 2, 8, 6]] {
+    // Odd sizes drop the last row/column; a 2x3 map pools to 1x1; one channel, batch 1; rows
+    // of 16 and 17 outputs (the vector path's groups of 8 and a remainder).
+    let shapes = [[1, 1, 2, 2], [2, 3, 5, 7], [1, 4, 2, 3], [3, 2, 8, 6]];
+    for [n, c, h, w] in shapes.into_iter().chain([[1, 2, 32, 32], [2, 3, 9, 35]]) {
         let x = random([n, c, h, w], &device).require_grad();
         let dy = random([n, c, h / 2, w / 2], &device);
         let generic = pool.forward(x.clone());
