@@ -11,19 +11,24 @@
 //!   least 16 blocks of 4x4) by Winograd's F(4x4, 3x3) ([`winograd`]), forward and input
 //!   gradient, and the weight gradient on maps up to 112x112; maps inside the kernel's reach
 //!   (2x2 from batch 4, 1x1) as one dense matrix ([`whole`]).
-//! - [`pool`]: 2x2 max pooling that keeps its winners for the backward.
+//! - [`pool`]: 2x2 max pooling that keeps its winners for the backward (on AVX2 where the CPU
+//!   has it, [`isa`]).
+//! - [`sgd`]: SGD's update (weight decay, momentum) in two passes over the parameters.
 
 pub mod batch_norm;
 pub mod conv;
 mod isa;
 pub mod pool;
+pub mod sgd;
 pub mod tiled;
 pub mod whole;
 pub mod winograd;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Backend, Flex, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Flex, backend_extension, tensor::FloatTensor,
+};
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
@@ -59,6 +64,19 @@ pub trait VggKernels: Backend {
     ) -> FloatTensor<Self>;
     /// 2x2 max pooling, stride 2: `[N, C, H, W] -> [N, C, H/2, W/2]`.
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// SGD's velocity from the parameter `w`, its gradient `g` and the last velocity `v` (read
+    /// only `with_velocity`): [`sgd::velocity`]. No gradient.
+    fn sgd_velocity(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        momentum: f32,
+        with_velocity: bool,
+        decay: f32,
+        with_decay: bool,
+    ) -> FloatTensor<Self>;
+    /// SGD's descent `w - v * lr`: [`sgd::descend`]. No gradient.
+    fn sgd_descend(w: FloatTensor<Self>, v: FloatTensor<Self>, lr: f32) -> FloatTensor<Self>;
 }
 
 impl VggKernels for Flex {
@@ -96,6 +114,23 @@ impl VggKernels for Flex {
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         pool::forward(&x, false).0
     }
+
+    fn sgd_velocity(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        momentum: f32,
+        with_velocity: bool,
+        decay: f32,
+        with_decay: bool,
+    ) -> FloatTensor<Self> {
+        let old = with_velocity.then_some((&v, momentum));
+        sgd::velocity(&w, &g, old, with_decay.then_some(decay))
+    }
+
+    fn sgd_descend(w: FloatTensor<Self>, v: FloatTensor<Self>, lr: f32) -> FloatTensor<Self> {
+        sgd::descend(&w, &v, lr)
+    }
 }
 
 impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
@@ -132,6 +167,30 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         pool::forward_autodiff::<C>(x)
+    }
+
+    fn sgd_velocity(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        momentum: f32,
+        with_velocity: bool,
+        decay: f32,
+        with_decay: bool,
+    ) -> FloatTensor<Self> {
+        let old = with_velocity.then_some((v.primitive(), momentum));
+        let out = sgd::velocity(
+            w.primitive(),
+            g.primitive(),
+            old,
+            with_decay.then_some(decay),
+        );
+        <Autodiff<Flex, C> as AutodiffBackend>::from_inner(out)
+    }
+
+    fn sgd_descend(w: FloatTensor<Self>, v: FloatTensor<Self>, lr: f32) -> FloatTensor<Self> {
+        let out = sgd::descend(w.primitive(), v.primitive(), lr);
+        <Autodiff<Flex, C> as AutodiffBackend>::from_inner(out)
     }
 }
 
@@ -237,5 +296,37 @@ pub fn conv_same_relu(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tenso
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
+    ))
+}
+
+/// [`VggKernels::sgd_velocity`] on tensors (the last velocity `v_old` with its momentum, the
+/// weight decay, each when given).
+pub fn sgd_velocity<const D: usize>(
+    w: Tensor<D>,
+    g: Tensor<D>,
+    v_old: Option<(Tensor<D>, f32)>,
+    decay: Option<f32>,
+) -> Tensor<D> {
+    let (v, momentum, with_velocity) = match v_old {
+        Some((v, m)) => (v, m, true),
+        None => (g.clone(), 0.0, false),
+    };
+    Tensor::from_dispatch(<Dispatch as VggKernels>::sgd_velocity(
+        w.into_dispatch(),
+        g.into_dispatch(),
+        v.into_dispatch(),
+        momentum,
+        with_velocity,
+        decay.unwrap_or(0.0),
+        decay.is_some(),
+    ))
+}
+
+/// [`VggKernels::sgd_descend`] on tensors: `w - v * lr`.
+pub fn sgd_descend<const D: usize>(w: Tensor<D>, v: Tensor<D>, lr: f32) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::sgd_descend(
+        w.into_dispatch(),
+        v.into_dispatch(),
+        lr,
     ))
 }

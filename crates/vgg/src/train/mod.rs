@@ -27,7 +27,7 @@ pub use config::TrainConfig;
 pub use plateau::Plateau;
 pub use recipe::Recipe;
 pub use scaler::LossScale;
-pub use sgd::{MicroBatch, Sgd, SgdSettings, cross_entropy};
+pub use sgd::{FusedSgd, MicroBatch, Sgd, SgdSettings, cross_entropy};
 pub use state::{
     EpochRecord, Observer, Progress, RunState, read_config, read_state, validation_set,
 };

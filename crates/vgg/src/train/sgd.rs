@@ -1,18 +1,18 @@
 //! One SGD step with PyTorch/Caffe semantics.
 //!
 //! `v = momentum * v + (g + weight_decay * w); w -= lr * v` (dampening 0, no Nesterov), which
-//! is burn's SGD with `dampening: 0` (burn's default dampening is not 0). Gradients of several
+//! is burn's SGD with `dampening: 0` (burn's default dampening is not 0), run by [`FusedSgd`]:
+//! on flex in two passes over each parameter ([`crate::kernels::sgd`]). Gradients of several
 //! micro-batches are summed with each loss scaled by its share of the batch, so the step equals
 //! one on the whole batch (as the paper's multi-GPU training, Section 3.3), and so are their
 //! BatchNorm statistics, weighted as PyTorch's running updates one batch after another.
 
 use burn::module::ParamGroup;
-use burn::optim::decay::WeightDecayConfig;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsAccumulator, GradientsParams, LearningRate, ModuleOptimizer};
+use burn::optim::{Optimizer, RecordState, StateSink, StateSource, join_path};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::collective::{GradLayout, running_weight};
@@ -88,21 +88,12 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(settings: SgdSettings) -> Self {
-        let mut config = SgdConfig::new();
-        if settings.momentum > 0.0 {
-            config = config.with_momentum(Some(MomentumConfig {
-                momentum: settings.momentum,
-                dampening: 0.0,
-                nesterov: false,
-            }));
-        }
-        if settings.weight_decay > 0.0 {
-            config = config.with_weight_decay(Some(WeightDecayConfig {
-                penalty: settings.weight_decay as f32,
-            }));
-        }
+        let optim = FusedSgd {
+            momentum: (settings.momentum > 0.0).then_some(settings.momentum as f32),
+            decay: (settings.weight_decay > 0.0).then_some(settings.weight_decay as f32),
+        };
         Self {
-            optim: config.init(),
+            optim: ModuleOptimizer::from(optim),
             accumulator: GradientsAccumulator::new(),
             running: None,
             scaled: None,
@@ -236,5 +227,82 @@ impl Sgd {
         );
         let (grads, running) = self.take(&model);
         self.apply(model, lr, grads, &running, count)
+    }
+}
+
+/// burn's `Sgd` with weight decay and momentum (dampening 0, no Nesterov) as one
+/// [`Optimizer`]: `g' = w * decay + g`, `v = g' + v * momentum` (`g'` at the first step),
+/// `w - v * lr`, in float32 in that order. On flex with float32 parameters the update takes two
+/// passes over each parameter ([`crate::kernels::sgd_velocity`], [`crate::kernels::sgd_descend`])
+/// where burn's operations took five; elsewhere burn's operations. The same bits as burn's
+/// `Sgd`, and the same state record (each parameter's `momentum.velocity`), so run folders saved
+/// with burn's resume with this one.
+#[derive(Clone, Debug)]
+pub struct FusedSgd {
+    pub momentum: Option<f32>,
+    pub decay: Option<f32>,
+}
+
+/// A parameter's velocity (when there is momentum), recorded as burn's `SgdState` records it.
+#[derive(Clone)]
+pub struct Velocity<const D: usize>(Option<Tensor<D>>);
+
+impl<const D: usize> RecordState for Velocity<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        if let Some(v) = &self.0 {
+            out.push_tensor(
+                &join_path(prefix, "momentum"),
+                "velocity",
+                v.clone().into_data(),
+            );
+        }
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let path = join_path(prefix, "momentum");
+        if !src.has_under(&path) {
+            return Some(Self(None));
+        }
+        let v = src.take_tensor(&path, "velocity");
+        Some(Self(v.map(|data| Tensor::from_data(data, device))))
+    }
+}
+
+impl Optimizer for FusedSgd {
+    type State<const D: usize> = Velocity<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        w: Tensor<D>,
+        g: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let old = self
+            .momentum
+            .and_then(|m| state.and_then(|s| s.0).map(|v| (v, m)));
+        let f32s = [Some(&w), Some(&g), old.as_ref().map(|(v, _)| v)]
+            .into_iter()
+            .flatten()
+            .all(|t| t.dtype() == DType::F32);
+        let (w, v) = if f32s && crate::kernels::supported(&w.device()) {
+            let v = crate::kernels::sgd_velocity(w.clone(), g, old, self.decay);
+            (crate::kernels::sgd_descend(w, v.clone(), lr as f32), v)
+        } else {
+            let g = match self.decay {
+                Some(p) => w.clone().mul_scalar(p).add(g),
+                None => g,
+            };
+            let v = match old {
+                Some((v, m)) => g.add(v.mul_scalar(m)),
+                None => g,
+            };
+            (w - v.clone().mul_scalar(lr), v)
+        };
+        (w, Some(Velocity(self.momentum.map(|_| v))))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        Velocity(state.0.map(|v| v.to_device(device)))
     }
 }

@@ -1,0 +1,85 @@
+//! SGD's update on flex in two passes over the parameters, instead of burn's five tensor
+//! operations (each a pass that reads one or two tensors and writes one): the same float32
+//! operations in the same order as burn's `Sgd` with weight decay and momentum (dampening 0, no
+//! Nesterov), so the results are the same bits (`crate::train::sgd`'s tests).
+
+use burn::backend::flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::{tensor, values};
+
+/// Elements per task.
+const CHUNK: usize = 1 << 14;
+
+/// The step's velocity: `g' = w * decay + g` (when `decay` is given), then
+/// `v = g' + v_old * momentum` (when `v_old` is given; `g'` otherwise), as burn's
+/// `WeightDecay` then `Momentum` compute it.
+pub fn velocity(
+    w: &FlexTensor,
+    g: &FlexTensor,
+    v_old: Option<(&FlexTensor, f32)>,
+    decay: Option<f32>,
+) -> FlexTensor {
+    let (wv, gv) = (values(w), values(g));
+    let old = v_old.map(|(v, m)| (values(v), m));
+    assert_eq!(wv.len(), gv.len(), "a gradient per parameter");
+    if let Some((v, _)) = &old {
+        assert_eq!(v.len(), wv.len(), "a velocity per parameter");
+    }
+    let n = wv.len();
+    // Not zeroed first: every element is written below.
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let r = i * CHUNK..i * CHUNK + o.len();
+            let (w, g) = (&wv[r.clone()], &gv[r.clone()]);
+            // Four loops rather than one with branches inside, so that each vectorises.
+            match (decay, &old) {
+                (Some(p), Some((v, m))) => {
+                    for (((o, &w), &g), &v) in o.iter_mut().zip(w).zip(g).zip(&v[r]) {
+                        o.write((w * p + g) + v * m);
+                    }
+                }
+                (Some(p), None) => {
+                    for ((o, &w), &g) in o.iter_mut().zip(w).zip(g) {
+                        o.write(w * p + g);
+                    }
+                }
+                (None, Some((v, m))) => {
+                    for ((o, &g), &v) in o.iter_mut().zip(g).zip(&v[r]) {
+                        o.write(g + v * m);
+                    }
+                }
+                (None, None) => {
+                    for (o, &g) in o.iter_mut().zip(g) {
+                        o.write(g);
+                    }
+                }
+            }
+        });
+    // SAFETY: every chunk was written above.
+    unsafe { out.set_len(n) };
+    tensor(out, w.layout().shape().to_vec())
+}
+
+/// The descent `w - v * lr`, as burn's `Sgd` computes it.
+pub fn descend(w: &FlexTensor, v: &FlexTensor, lr: f32) -> FlexTensor {
+    let (wv, vv) = (values(w), values(v));
+    assert_eq!(wv.len(), vv.len(), "a velocity per parameter");
+    let n = wv.len();
+    // Not zeroed first: every element is written below.
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(wv.par_chunks(CHUNK).zip(vv.par_chunks(CHUNK)))
+        .for_each(|(o, (w, v))| {
+            for ((o, &w), &v) in o.iter_mut().zip(w).zip(v) {
+                o.write(w - v * lr);
+            }
+        });
+    // SAFETY: every chunk was written above.
+    unsafe { out.set_len(n) };
+    tensor(out, w.layout().shape().to_vec())
+}
