@@ -23,6 +23,26 @@ fn dims(x: &FlexTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
+/// `sum over i of f(a[i], b[i])` in float64, `a` and `b` as float64, with 8 running sums (lane
+/// `i % 8`) added pairwise at the end: the compiler keeps them in vector registers, where one
+/// running sum waited on each addition (BatchNorm's sums had taken 13% of the demo's training).
+#[inline(always)]
+fn sum8(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let b = &b[..a.len()];
+    let mut acc = [0f64; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    for (a, b) in a8.zip(b8) {
+        for l in 0..8 {
+            acc[l] += f(a[l] as f64, b[l] as f64);
+        }
+    }
+    for (l, (&a, &b)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += f(a as f64, b as f64);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
 /// Per-channel mean and biased variance, `[2, C]` (two passes, f64 sums).
 pub fn stats(x: &FlexTensor) -> FlexTensor {
     let [n, c, h, w] = dims(x);
@@ -32,12 +52,9 @@ pub fn stats(x: &FlexTensor) -> FlexTensor {
         .into_par_iter()
         .map(|ch| {
             let planes = || (0..n).map(|i| &xs[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
-            let mean = planes()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum::<f64>()
-                / m;
+            let mean = planes().map(|p| sum8(p, p, |v, _| v)).sum::<f64>() / m;
             let var = planes()
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|p| sum8(p, p, |v, _| (v - mean).powi(2)))
                 .sum::<f64>()
                 / m;
             (mean as f32, var as f32)
@@ -105,10 +122,9 @@ pub fn backward(
             let (mut sdy, mut sdyx) = (0f64, 0f64);
             for i in 0..n {
                 let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                for (&d, &v) in dys[r.clone()].iter().zip(&xs[r]) {
-                    sdy += d as f64;
-                    sdyx += d as f64 * ((v - st[ch]) * inv[ch]) as f64;
-                }
+                let (d, x) = (&dys[r.clone()], &xs[r]);
+                sdy += sum8(d, d, |d, _| d);
+                sdyx += sum8(d, x, |d, v| d * ((v as f32 - st[ch]) * inv[ch]) as f64);
             }
             (sdy as f32, sdyx as f32)
         })

@@ -3,16 +3,23 @@
 
 /// The instruction sets our loops run on, chosen at run time: the binary is built for the
 /// baseline of its target (SSE2 on x86-64, NEON on aarch64), and on x86-64 CPUs with AVX2 the
-/// Winograd transforms and the pooling run compiled for AVX2 (8 lanes). The arithmetic is the
+/// Winograd transforms and the pooling run compiled for AVX2 (8 float32 lanes, 4 float64 in the
+/// weight gradient's untransform). The arithmetic is the
 /// same (no fused multiply-adds), so both give the same bits (`isa_paths_agree_exactly` in
 /// [`super::winograd`], `isa_paths_agree` in [`super::pool`]). The GEMMs choose their own (the
 /// `gemm` crate dispatches on AVX-512, AVX2 + FMA or scalar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     Portable,
+    /// Only [`Isa::detected`] makes one (its token cannot be built elsewhere): code compiled for
+    /// AVX2 runs on CPUs that have it.
     #[cfg(target_arch = "x86_64")]
-    Avx2,
+    Avx2(Detected),
 }
+
+/// Proof that the CPU was checked for AVX2 (a private field: only this module builds one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Detected(());
 
 impl Isa {
     /// The best this CPU runs (detected once).
@@ -21,7 +28,7 @@ impl Isa {
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
+                return Isa::Avx2(Detected(()));
             }
             Isa::Portable
         })
@@ -38,7 +45,7 @@ macro_rules! on_isa_impl {
                 Isa::Portable => $body($($arg),*),
                 // SAFETY: Avx2 is only detected on CPUs with AVX2.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { $avx2($($arg),*) },
+                Isa::Avx2(_) => unsafe { $avx2($($arg),*) },
             }
         }
 

@@ -12,7 +12,7 @@
 //!   gradient, and the weight gradient on maps up to 112x112; maps inside the kernel's reach
 //!   (2x2 from batch 4, 1x1) as one dense matrix ([`whole`]).
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward (on AVX2 where the CPU
-//!   has it, [`isa`]).
+//!   has it, detected at run time).
 //! - [`sgd`]: SGD's update (weight decay, momentum) in two passes over the parameters.
 
 pub mod batch_norm;

@@ -1,8 +1,9 @@
 //! VGG's max pooling (2x2 window, stride 2, odd trailing rows and columns dropped, as
 //! `nn.MaxPool2d(2, 2)`), on flex: the forward records which of the four inputs won (one byte
-//! per output), so the backward is a scatter with no search (ties go to the first, row-major; a NaN
+//! per output) when a backward will need it, so the backward is a scatter with no search (ties go to the first, row-major; a NaN
 //! wins, so that it propagates as in PyTorch).
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -28,31 +29,30 @@ pub fn forward(x: &FlexTensor, winners: bool) -> (FlexTensor, Vec<u8>) {
     let xv = values(x);
     let isa = Isa::detected();
     let size = n * c * ho * wo;
-    // Not zeroed first: every output (and winner) is written below, a row at a time.
+    // Not zeroed first: every output (and winner) is written below, a row at a time, in tasks
+    // of at least 16 Ki outputs.
     let mut out = Vec::with_capacity(size);
     let mut arg = Vec::with_capacity(if winners { size } else { 0 });
-    let (o, a) = (Shared::new(out.as_mut_ptr()), Shared::new(arg.as_mut_ptr()));
-    // Rows of outputs, in tasks of at least 16 Ki outputs.
-    let rows = n * c * ho;
-    let per_task = (1usize << 14).div_ceil(wo).max(1);
-    (0..rows.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|task| {
-            for r in task * per_task..rows.min((task + 1) * per_task) {
-                let (plane, y) = (r / ho, r % ho);
-                let r0 = &xv[plane * h * w + 2 * y * w..][..2 * wo];
-                let r1 = &xv[plane * h * w + (2 * y + 1) * w..][..2 * wo];
-                // SAFETY: output row r (wo values, and wo winners when kept), inside the buffers'
-                // capacity, written by this task alone.
-                let (o, a) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(o.at::<f32>(r * wo), wo),
-                        winners.then(|| std::slice::from_raw_parts_mut(a.at::<u8>(r * wo), wo)),
-                    )
-                };
-                pool_row(isa, r0, r1, o, a);
-            }
-        });
+    let per_task = (1usize << 14).div_ceil(wo) * wo;
+    let rows = |task: usize, o: &mut [MaybeUninit<f32>], mut a: Option<&mut [MaybeUninit<u8>]>| {
+        let first = task * per_task / wo;
+        for (k, o) in o.chunks_exact_mut(wo).enumerate() {
+            let (plane, y) = ((first + k) / ho, (first + k) % ho);
+            let r0 = &xv[plane * h * w + 2 * y * w..][..2 * wo];
+            let r1 = &xv[plane * h * w + (2 * y + 1) * w..][..2 * wo];
+            let a = a.as_deref_mut().map(|a| &mut a[k * wo..(k + 1) * wo]);
+            pool_row(isa, r0, r1, o, a);
+        }
+    };
+    let o = out.spare_capacity_mut()[..size].par_chunks_mut(per_task);
+    if winners {
+        let a = arg.spare_capacity_mut()[..size].par_chunks_mut(per_task);
+        o.zip(a)
+            .enumerate()
+            .for_each(|(task, (o, a))| rows(task, o, Some(a)));
+    } else {
+        o.enumerate().for_each(|(task, o)| rows(task, o, None));
+    }
     // SAFETY: every row of outputs (and of winners when kept) was written.
     unsafe {
         out.set_len(size);
@@ -61,31 +61,20 @@ pub fn forward(x: &FlexTensor, winners: bool) -> (FlexTensor, Vec<u8>) {
     (tensor(out, vec![n, c, ho, wo]), arg)
 }
 
-/// A raw pointer the tasks write their own rows through.
-#[derive(Clone, Copy)]
-struct Shared(*mut u8);
-
-impl Shared {
-    fn new<E>(p: *mut E) -> Self {
-        Self(p.cast())
-    }
-    /// Element `i` of type `E` (a method, so that closures capture the whole `Shared`).
-    fn at<E>(self, i: usize) -> *mut E {
-        self.0.cast::<E>().wrapping_add(i)
-    }
-}
-// SAFETY: every task writes its own rows only (see `forward`).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
 /// One row of outputs from the two input rows `r0`, `r1` (`2 * o.len()` values each), and the
 /// winners into `a` when given: on AVX2 eight outputs at a time, the rest portably.
-fn pool_row(isa: Isa, r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut [u8]>) {
+fn pool_row(
+    isa: Isa,
+    r0: &[f32],
+    r1: &[f32],
+    o: &mut [MaybeUninit<f32>],
+    #[allow(unused_mut)] mut a: Option<&mut [MaybeUninit<u8>]>,
+) {
     let done = match isa {
         Isa::Portable => 0,
-        // SAFETY: Avx2 is only detected on CPUs with AVX2.
+        // SAFETY: an Avx2 value is only made on CPUs with AVX2 (Isa::detected).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { pool_row_avx2(r0, r1, o, a.as_deref_mut()) },
+        Isa::Avx2(_) => unsafe { pool_row_avx2(r0, r1, o, a.as_deref_mut()) },
     };
     pool_row_portable(r0, r1, o, a, done);
 }
@@ -93,7 +82,13 @@ fn pool_row(isa: Isa, r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut 
 /// [`pool_row`] from output `x0` on, one output at a time: each output the largest of its four
 /// inputs, scanned row-major, a later one winning only when larger or NaN (PyTorch's rule, so
 /// that a broken input surfaces instead of vanishing here), and its offset into `a`.
-fn pool_row_portable(r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut [u8]>, x0: usize) {
+fn pool_row_portable(
+    r0: &[f32],
+    r1: &[f32],
+    o: &mut [MaybeUninit<f32>],
+    mut a: Option<&mut [MaybeUninit<u8>]>,
+    x0: usize,
+) {
     for xo in x0..o.len() {
         let j = 2 * xo;
         let cand = [r0[j], r0[j + 1], r1[j], r1[j + 1]];
@@ -103,9 +98,9 @@ fn pool_row_portable(r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut [
                 best = i;
             }
         }
-        o[xo] = cand[best];
+        o[xo].write(cand[best]);
         if let Some(a) = a.as_deref_mut() {
-            a[xo] = best as u8;
+            a[xo].write(best as u8);
         }
     }
 }
@@ -114,7 +109,12 @@ fn pool_row_portable(r0: &[f32], r1: &[f32], o: &mut [f32], mut a: Option<&mut [
 /// inputs split apart by a shuffle); returns how many outputs it wrote (a multiple of 8).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn pool_row_avx2(r0: &[f32], r1: &[f32], o: &mut [f32], a: Option<&mut [u8]>) -> usize {
+fn pool_row_avx2(
+    r0: &[f32],
+    r1: &[f32],
+    o: &mut [MaybeUninit<f32>],
+    a: Option<&mut [MaybeUninit<u8>]>,
+) -> usize {
     use std::arch::x86_64::*;
     let wo = o.len();
     assert!(r0.len() >= 2 * wo && r1.len() >= 2 * wo);
@@ -145,15 +145,18 @@ fn pool_row_avx2(r0: &[f32], r1: &[f32], o: &mut [f32], a: Option<&mut [u8]>) ->
             best = _mm256_blendv_ps(best, c, take);
             at = _mm256_blendv_epi8(at, _mm256_set1_epi32(i), _mm256_castps_si256(take));
         }
-        // SAFETY: outputs x0..x0 + 8 < wo.
-        unsafe { _mm256_storeu_ps(o[x0..].as_mut_ptr(), best) };
+        // SAFETY: outputs x0..x0 + 8 <= wo, inside `o`.
+        unsafe { _mm256_storeu_ps(o[x0..x0 + 8].as_mut_ptr().cast::<f32>(), best) };
         if let Some(a) = a.as_deref_mut() {
             // Eight 32-bit offsets (0..3) narrowed to bytes: each 128-bit lane packs its four.
             let words = _mm256_packs_epi32(at, at);
             let bytes = _mm256_packus_epi16(words, words);
             let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
             let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes)) as u32;
-            a[x0..x0 + 8].copy_from_slice(&(lo as u64 | (hi as u64) << 32).to_le_bytes());
+            let bytes = (lo as u64 | (hi as u64) << 32).to_le_bytes();
+            for (a, b) in a[x0..x0 + 8].iter_mut().zip(bytes) {
+                a.write(b);
+            }
         }
     }
     full
@@ -242,8 +245,14 @@ mod tests {
             let r0: Vec<f32> = (0..2 * wo).map(value).collect();
             let r1: Vec<f32> = (0..2 * wo).map(|i| value(i + 11)).collect();
             let run = |isa| {
-                let (mut o, mut a) = (vec![0f32; wo], vec![9u8; wo]);
-                pool_row(isa, &r0, &r1, &mut o, Some(&mut a));
+                let (mut o, mut a) = (Vec::<f32>::with_capacity(wo), Vec::with_capacity(wo));
+                let (os, at) = (
+                    &mut o.spare_capacity_mut()[..wo],
+                    &mut a.spare_capacity_mut()[..wo],
+                );
+                pool_row(isa, &r0, &r1, os, Some(at));
+                // SAFETY: pool_row writes every output and winner of the row.
+                unsafe { (o.set_len(wo), a.set_len(wo)) };
                 (o.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), a)
             };
             let portable = run(Isa::Portable);

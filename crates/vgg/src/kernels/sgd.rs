@@ -1,7 +1,8 @@
-//! SGD's update on flex in two passes over the parameters, instead of burn's five tensor
+//! SGD's update on flex in two passes over the parameters, instead of burn's seven tensor
 //! operations (each a pass that reads one or two tensors and writes one): the same float32
 //! operations in the same order as burn's `Sgd` with weight decay and momentum (dampening 0, no
-//! Nesterov), so the results are the same bits (`crate::train::sgd`'s tests).
+//! Nesterov), so the results are the same bits (`fused_sgd_is_burns_sgd_bit_for_bit` in the
+//! crate's integration tests). Float32 tensors on flex only: [`crate::train::FusedSgd`] checks.
 
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
@@ -22,9 +23,10 @@ pub fn velocity(
 ) -> FlexTensor {
     let (wv, gv) = (values(w), values(g));
     let old = v_old.map(|(v, m)| (values(v), m));
-    assert_eq!(wv.len(), gv.len(), "a gradient per parameter");
-    if let Some((v, _)) = &old {
-        assert_eq!(v.len(), wv.len(), "a velocity per parameter");
+    let shape = w.layout().shape();
+    assert_eq!(g.layout().shape(), shape, "a gradient per parameter");
+    if let Some((v, _)) = v_old {
+        assert_eq!(v.layout().shape(), shape, "a velocity per parameter");
     }
     let n = wv.len();
     // Not zeroed first: every element is written below.
@@ -66,8 +68,12 @@ pub fn velocity(
 
 /// The descent `w - v * lr`, as burn's `Sgd` computes it.
 pub fn descend(w: &FlexTensor, v: &FlexTensor, lr: f32) -> FlexTensor {
+    assert_eq!(
+        v.layout().shape(),
+        w.layout().shape(),
+        "a velocity per parameter"
+    );
     let (wv, vv) = (values(w), values(v));
-    assert_eq!(wv.len(), vv.len(), "a velocity per parameter");
     let n = wv.len();
     // Not zeroed first: every element is written below.
     let mut out = Vec::with_capacity(n);

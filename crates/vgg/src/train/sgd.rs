@@ -68,7 +68,7 @@ impl MicroBatch {
     }
 }
 
-/// burn's SGD set up as PyTorch's, with gradient accumulation over the micro-batches of a step
+/// SGD set up as PyTorch's ([`FusedSgd`], burn's `Sgd` in fewer passes), with gradient accumulation over the micro-batches of a step
 /// and BatchNorm's running statistics folded as PyTorch folds them, batch after batch. This is
 /// the step `vgg train` runs (and the PyTorch fixtures check): [`Sgd::micro_batch`] for each
 /// micro-batch, then [`Sgd::take`] (all-reduced across ranks), then [`Sgd::apply`].
@@ -234,7 +234,7 @@ impl Sgd {
 /// [`Optimizer`]: `g' = w * decay + g`, `v = g' + v * momentum` (`g'` at the first step),
 /// `w - v * lr`, in float32 in that order. On flex with float32 parameters the update takes two
 /// passes over each parameter ([`crate::kernels::sgd_velocity`], [`crate::kernels::sgd_descend`])
-/// where burn's operations took five; elsewhere burn's operations. The same bits as burn's
+/// where burn's seven operations took a pass each; elsewhere burn's operations. The same bits as burn's
 /// `Sgd`, and the same state record (each parameter's `momentum.velocity`), so run folders saved
 /// with burn's resume with this one.
 #[derive(Clone, Debug)]
@@ -278,9 +278,11 @@ impl Optimizer for FusedSgd {
         g: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let old = self
-            .momentum
-            .and_then(|m| state.and_then(|s| s.0).map(|v| (v, m)));
+        // Without momentum a loaded velocity is carried on untouched, as burn's Sgd does.
+        let (old, kept) = match self.momentum {
+            Some(m) => (state.and_then(|s| s.0).map(|v| (v, m)), None),
+            None => (None, state),
+        };
         let f32s = [Some(&w), Some(&g), old.as_ref().map(|(v, _)| v)]
             .into_iter()
             .flatten()
@@ -299,7 +301,11 @@ impl Optimizer for FusedSgd {
             };
             (w - v.clone().mul_scalar(lr), v)
         };
-        (w, Some(Velocity(self.momentum.map(|_| v))))
+        let state = match self.momentum {
+            Some(_) => Velocity(Some(v)),
+            None => kept.unwrap_or(Velocity(None)),
+        };
+        (w, Some(state))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -251,9 +251,9 @@ fn fused_sgd_is_burns_sgd_bit_for_bit() {
             .with_weight_decay(Some(WeightDecayConfig { penalty: 5e-4 }))
             .init()
     };
-    // 37 x 300 weights: 11,100 values, a task of the fused passes and part of another.
-    let start: Linear = LinearConfig::new(37, 300).init(&device);
-    let x = Tensor::<2>::random([4, 37], Distribution::Default, &device);
+    // 67 x 300 weights: 20,100 values, a task of the fused passes (16,384) and part of another.
+    let start: Linear = LinearConfig::new(67, 300).init(&device);
+    let x = Tensor::<2>::random([4, 67], Distribution::Default, &device);
     let grads = |m: &Linear| {
         let loss = m.forward(x.clone()).powi_scalar(2).mean();
         GradientsParams::from_grads(loss.backward(), m)
