@@ -389,7 +389,8 @@ fn profile(w: &Workload) -> anyhow::Result<()> {
         .filter(|r| r.name.starts_with("fc"))
         .map(|r| r.macs)
         .sum();
-    report("head", "avgpool+FC x3", "burn", fc_macs, f, b)?;
+    let algorithm = vgg::nn::ops::linear_algorithm(&device, w.batch);
+    report("head", "avgpool+FC x3", algorithm, fc_macs, f, b)?;
     total_f += f;
     total_b += b.unwrap_or(0.0);
     say!("GFLOP/s count the direct algorithm's FLOPs: for Winograd layers an effective rate.");

@@ -14,9 +14,11 @@
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward (on AVX2 where the CPU
 //!   has it, detected at run time).
 //! - [`sgd`]: SGD's update (weight decay, momentum) in two passes over the parameters.
+//! - [`few_rows`]: a fully connected layer on 1 to 8 rows in inference, streaming the weights once.
 
 pub mod batch_norm;
 pub mod conv;
+pub mod few_rows;
 mod isa;
 pub mod pool;
 pub mod sgd;
@@ -77,6 +79,13 @@ pub trait VggKernels: Backend {
     ) -> FloatTensor<Self>;
     /// SGD's descent `w - v * lr`: [`sgd::descend`]. No gradient.
     fn sgd_descend(w: FloatTensor<Self>, v: FloatTensor<Self>, lr: f32) -> FloatTensor<Self>;
+    /// A fully connected layer on a few rows, `x [n, in] W [in, out] + b`, n at most
+    /// [`few_rows::MOST_ROWS`]: [`few_rows::forward`]. No gradient (inference).
+    fn linear_few_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 impl VggKernels for Flex {
@@ -130,6 +139,14 @@ impl VggKernels for Flex {
 
     fn sgd_descend(w: FloatTensor<Self>, v: FloatTensor<Self>, lr: f32) -> FloatTensor<Self> {
         sgd::descend(&w, &v, lr)
+    }
+
+    fn linear_few_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        few_rows::forward(&x, &w, Some(&b))
     }
 }
 
@@ -190,6 +207,15 @@ impl<C: CheckpointStrategy> VggKernels for Autodiff<Flex, C> {
 
     fn sgd_descend(w: FloatTensor<Self>, v: FloatTensor<Self>, lr: f32) -> FloatTensor<Self> {
         let out = sgd::descend(w.primitive(), v.primitive(), lr);
+        <Autodiff<Flex, C> as AutodiffBackend>::from_inner(out)
+    }
+
+    fn linear_few_rows(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let out = few_rows::forward(x.primitive(), w.primitive(), Some(b.primitive()));
         <Autodiff<Flex, C> as AutodiffBackend>::from_inner(out)
     }
 }
@@ -328,5 +354,14 @@ pub fn sgd_descend<const D: usize>(w: Tensor<D>, v: Tensor<D>, lr: f32) -> Tenso
         w.into_dispatch(),
         v.into_dispatch(),
         lr,
+    ))
+}
+
+/// [`VggKernels::linear_few_rows`] on tensors: `[n, in] -> [n, out]`, no gradient.
+pub fn linear_few_rows(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as VggKernels>::linear_few_rows(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
     ))
 }

@@ -47,6 +47,22 @@ pub fn conv_algorithm(device: &Device, [n, ci, co, h, w, k]: [usize; 6]) -> &'st
     }
 }
 
+/// Which algorithm [`linear`] runs for `n` rows on `device` (for profiles): the weights
+/// streamed once ([`kernels::few_rows`]: inference on a few rows) or burn's matmul.
+pub fn linear_algorithm(device: &Device, n: usize) -> &'static str {
+    if streams_weights(device, n) {
+        "weights streamed"
+    } else {
+        "burn matmul"
+    }
+}
+
+/// Whether [`linear`] on `n` rows takes [`kernels::few_rows`]: our kernels' device, no
+/// autodiff (it has no backward), at most [`kernels::few_rows::MOST_ROWS`] rows.
+fn streams_weights(device: &Device, n: usize) -> bool {
+    ours(device) && !device.is_autodiff() && n <= kernels::few_rows::MOST_ROWS
+}
+
 /// VGG's convolution (stride 1, same padding), then ReLU when `relu`: fused into one pass on
 /// flex. In a mixed-precision forward the float32 weights are cast to `x`'s dtype
 /// ([`super::precision`]). `[N, C_in, H, W] -> [N, C_out, H, W]`.
@@ -79,7 +95,13 @@ pub fn conv(x: Tensor<4>, conv: &Conv2d, relu_after: bool) -> Tensor<4> {
 pub fn linear(x: Tensor<2>, layer: &Linear) -> Tensor<2> {
     let w = like(layer.weight.val(), &x); // [in, out]
     let b = layer.bias.as_ref().map(|b| like(b.val(), &x));
-    generic_linear(x, w, b)
+    match b {
+        // Inference on a few rows: the weights streamed once ([`kernels::few_rows`]).
+        Some(b) if ours_for(&x) && streams_weights(&x.device(), x.dims()[0]) => {
+            kernels::linear_few_rows(x, w, b)
+        }
+        b => generic_linear(x, w, b),
+    }
 }
 
 /// A convolution without padding (`weight [C_out, C_in, k, k]`), for the FC layers of the

@@ -173,3 +173,29 @@ fn max_pool_kernel_matches_the_generic_path() {
         assert_eq!(e, 0.0, "dx of [{n}, {c}, {h}, {w}]");
     }
 }
+
+/// The few-rows FC kernel (inference, 1 to 8 rows) against burn's matmul + bias: 1, 3 and 8
+/// rows, an input width that is no multiple of 4 and spans three blocks of rows (1,030), one of
+/// 3, an odd output width, an empty batch.
+#[test]
+fn few_rows_linear_matches_the_generic_path() {
+    let device = Device::flex();
+    for [n, k, out] in [
+        [1, 1030, 37],
+        [3, 1030, 64],
+        [8, 3, 5],
+        [1, 4, 1],
+        [0, 7, 3],
+    ] {
+        let x = random([n, k], &device);
+        let w = random([k, out], &device);
+        let b = random([out], &device);
+        let want = x.clone().matmul(w.clone()) + b.clone().reshape([1, out]);
+        let got = kernels::linear_few_rows(x, w, b);
+        assert_eq!(got.dims(), [n, out]);
+        if n > 0 {
+            let e = max_err(got, want);
+            assert!(e < 1e-5, "[{n}, {k}] x [{k}, {out}]: {e}");
+        }
+    }
+}
