@@ -3,11 +3,11 @@
 
 /// The instruction sets our loops run on, chosen at run time: the binary is built for the
 /// baseline of its target (SSE2 on x86-64, NEON on aarch64), and on x86-64 CPUs with AVX2 the
-/// Winograd transforms and the pooling run compiled for AVX2 (8 float32 lanes, 4 float64 in the
-/// weight gradient's untransform). The arithmetic is the
-/// same (no fused multiply-adds), so both give the same bits (`isa_paths_agree_exactly` in
-/// [`super::winograd`], `isa_paths_agree` in [`super::pool`]). The GEMMs choose their own (the
-/// `gemm` crate dispatches on AVX-512, AVX2 + FMA or scalar).
+/// Winograd transforms, the pooling and the few-rows FC layers run compiled for AVX2 (8 float32
+/// lanes, 4 float64 in the weight gradient's untransform). The arithmetic is the same (no fused
+/// multiply-adds), so both give the same bits (`isa_paths_agree_exactly` in [`super::winograd`],
+/// `isa_paths_agree` in [`super::pool`] and [`super::few_rows`]). The GEMMs choose their own
+/// (the `gemm` crate dispatches on AVX-512, AVX2 + FMA or scalar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     Portable,

@@ -97,7 +97,14 @@ pub fn linear(x: Tensor<2>, layer: &Linear) -> Tensor<2> {
     let b = layer.bias.as_ref().map(|b| like(b.val(), &x));
     match b {
         // Inference on a few rows: the weights streamed once ([`kernels::few_rows`]).
-        Some(b) if ours_for(&x) && streams_weights(&x.device(), x.dims()[0]) => {
+        // (Every input off autodiff: burn routes an operation with one autodiff input to the
+        // autodiff path, where this kernel would drop the parameters' gradients.)
+        Some(b)
+            if ours_for(&x)
+                && streams_weights(&x.device(), x.dims()[0])
+                && !w.device().is_autodiff()
+                && !b.device().is_autodiff() =>
+        {
             kernels::linear_few_rows(x, w, b)
         }
         b => generic_linear(x, w, b),

@@ -188,14 +188,33 @@ fn few_rows_linear_matches_the_generic_path() {
         [0, 7, 3],
     ] {
         let x = random([n, k], &device);
-        let w = random([k, out], &device);
         let b = random([out], &device);
-        let want = x.clone().matmul(w.clone()) + b.clone().reshape([1, out]);
-        let got = kernels::linear_few_rows(x, w, b);
-        assert_eq!(got.dims(), [n, out]);
-        if n > 0 {
-            let e = max_err(got, want);
-            assert!(e < 1e-5, "[{n}, {k}] x [{k}, {out}]: {e}");
+        // W row-major, and W as PyTorch's weights load: the transposed view of [out, in].
+        let row_major = random([k, out], &device);
+        let transposed = random([out, k], &device).transpose();
+        for (layout, w) in [("row-major", row_major), ("transposed", transposed)] {
+            let want = x.clone().matmul(w.clone()) + b.clone().reshape([1, out]);
+            let got = kernels::linear_few_rows(x.clone(), w, b.clone());
+            assert_eq!(got.dims(), [n, out]);
+            if n > 0 {
+                let e = max_err(got, want);
+                assert!(e < 1e-5, "[{n}, {k}] x [{k}, {out}] {layout}: {e}");
+            }
         }
     }
+}
+
+/// An FC layer whose parameters track gradients keeps them when its input does not (burn runs
+/// such an operation on the autodiff path, which the few-rows kernel does not serve).
+#[test]
+fn few_rows_linear_keeps_the_parameters_gradients() {
+    let layer = burn::nn::LinearConfig::new(5, 3).init(&Device::flex().autodiff());
+    let x = random([2, 5], &Device::flex());
+    let grads = vgg::nn::ops::linear(x, &layer).sum().backward();
+    let g = layer
+        .weight
+        .grad(&grads)
+        .expect("FC weights have a gradient");
+    assert_eq!(g.dims(), [5, 3]);
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
 }
