@@ -1,4 +1,5 @@
-//! Median wall time of one forward pass: `cargo run --release -p vgg --example forward_time -- vgg16 1`.
+//! Median wall time of one forward pass: `cargo run --release -p vgg --example forward_time --
+//! vgg16 1 [WEIGHTS]` (random weights, or a weight file: PyTorch's layout loads as views).
 
 use std::time::Instant;
 
@@ -10,7 +11,11 @@ fn main() -> Result<(), vgg::VggError> {
     let arch = args.get(1).map(String::as_str).unwrap_or("vgg16");
     let batch: usize = args.get(2).and_then(|b| b.parse().ok()).unwrap_or(1);
     let device = Device::flex();
-    let model = Vgg::new(&VggConfig::named(arch)?, InitScheme::Kaiming, &device)?;
+    let config = VggConfig::named(arch)?;
+    let model = match args.get(3) {
+        Some(path) => Vgg::load(&config, std::path::Path::new(path), &device)?,
+        None => Vgg::new(&config, InitScheme::Kaiming, &device)?,
+    };
     let x = Tensor::<4>::random(
         [batch, 3, 224, 224],
         burn::tensor::Distribution::Default,
