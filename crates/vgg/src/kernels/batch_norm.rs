@@ -15,7 +15,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Flex, tensor::FloatTensor};
 use rayon::prelude::*;
 
-use super::{relu_backward, tensor, values};
+use super::{par_filled, relu_backward, tensor, values};
 
 fn dims(x: &FlexTensor) -> [usize; 4] {
     let s = x.layout().shape();
@@ -76,13 +76,9 @@ pub fn forward(
     let [n, c, h, w] = dims(x);
     let hw = h * w;
     let (xs, st, g, b) = (values(x), values(stats), values(gamma), values(beta));
-    let size = n * c * hw;
-    // Not zeroed first: every element is written below.
-    let mut out = Vec::with_capacity(size);
-    out.spare_capacity_mut()[..size]
-        .par_chunks_mut(hw.max(1))
-        .enumerate()
-        .for_each(|(plane, o)| {
+    // SAFETY: every element of each plane is written.
+    let out = unsafe {
+        par_filled(n * c * hw, hw, |plane, o| {
             let ch = plane % c;
             let inv = 1.0 / (st[c + ch] + eps).sqrt();
             let (scale, shift) = (g[ch] * inv, b[ch] - g[ch] * inv * st[ch]);
@@ -90,9 +86,8 @@ pub fn forward(
                 let y = v * scale + shift;
                 o.write(if relu { super::relu(y) } else { y });
             }
-        });
-    // SAFETY: every plane was written above.
-    unsafe { out.set_len(size) };
+        })
+    };
     tensor(out, vec![n, c, h, w])
 }
 
@@ -130,13 +125,9 @@ pub fn backward(
         })
         .collect();
     let m = (n * hw) as f32;
-    let size = n * c * hw;
-    // Not zeroed first: every element is written below.
-    let mut dx = Vec::with_capacity(size);
-    dx.spare_capacity_mut()[..size]
-        .par_chunks_mut(hw.max(1))
-        .enumerate()
-        .for_each(|(plane, o)| {
+    // SAFETY: every element of each plane is written.
+    let dx = unsafe {
+        par_filled(n * c * hw, hw, |plane, o| {
             let ch = plane % c;
             let (sdy, sdyx) = sums[ch];
             let k = g[ch] * inv[ch] / m;
@@ -145,9 +136,8 @@ pub fn backward(
                 let x_hat = (v - st[ch]) * inv[ch];
                 o.write(k * (m * d - sdy - x_hat * sdyx));
             }
-        });
-    // SAFETY: every plane was written above.
-    unsafe { dx.set_len(size) };
+        })
+    };
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     (
         tensor(dx, vec![n, c, h, w]),

@@ -233,17 +233,35 @@ pub(crate) fn relu_backward(dy: &FlexTensor, output: &FlexTensor) -> Vec<f32> {
     assert_eq!(d.len(), o.len(), "a gradient per output");
     // One pass, into memory not zeroed first, a select the compiler vectorises (a copy then
     // a conditional store had taken 5% of a training step).
-    let mut out = Vec::with_capacity(d.len());
-    out.spare_capacity_mut()[..d.len()]
-        .par_chunks_mut(1 << 14)
-        .zip(d.par_chunks(1 << 14).zip(o.par_chunks(1 << 14)))
-        .for_each(|(out, (d, o))| {
-            for ((out, &d), &o) in out.iter_mut().zip(d).zip(o) {
+    const CHUNK: usize = 1 << 14;
+    // SAFETY: each part's every element is written.
+    unsafe {
+        par_filled(d.len(), CHUNK, |i, out| {
+            let r = i * CHUNK..i * CHUNK + out.len();
+            for ((out, &d), &o) in out.iter_mut().zip(&d[r.clone()]).zip(&o[r]) {
                 out.write(if o <= 0.0 { 0.0 } else { d });
             }
-        });
-    // SAFETY: every element was written above.
-    unsafe { out.set_len(d.len()) };
+        })
+    }
+}
+
+/// `n` floats written in parallel into memory not zeroed first (a kernel's output, about to be
+/// overwritten): `fill(i, part)` writes the `i`-th run of `chunk` elements (the last shorter).
+///
+/// # Safety
+/// `fill` must write every element of each part it is given.
+pub(crate) unsafe fn par_filled(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, part)| fill(i, part));
+    // SAFETY: the caller's `fill` wrote every element of every part.
+    unsafe { out.set_len(n) };
     out
 }
 

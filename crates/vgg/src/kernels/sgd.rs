@@ -5,9 +5,8 @@
 //! crate's integration tests). Float32 tensors on flex only: [`crate::train::FusedSgd`] checks.
 
 use burn::backend::flex::FlexTensor;
-use rayon::prelude::*;
 
-use super::{tensor, values};
+use super::{par_filled, tensor, values};
 
 /// Elements per task.
 const CHUNK: usize = 1 << 14;
@@ -28,13 +27,9 @@ pub fn velocity(
     if let Some((v, _)) = v_old {
         assert_eq!(v.layout().shape(), shape, "a velocity per parameter");
     }
-    let n = wv.len();
-    // Not zeroed first: every element is written below.
-    let mut out = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(i, o)| {
+    // SAFETY: every element of each chunk is written, by whichever loop runs.
+    let out = unsafe {
+        par_filled(wv.len(), CHUNK, |i, o| {
             let r = i * CHUNK..i * CHUNK + o.len();
             let (w, g) = (&wv[r.clone()], &gv[r.clone()]);
             // Four loops rather than one with branches inside, so that each vectorises.
@@ -60,9 +55,8 @@ pub fn velocity(
                     }
                 }
             }
-        });
-    // SAFETY: every chunk was written above.
-    unsafe { out.set_len(n) };
+        })
+    };
     tensor(out, w.layout().shape().to_vec())
 }
 
@@ -74,18 +68,14 @@ pub fn descend(w: &FlexTensor, v: &FlexTensor, lr: f32) -> FlexTensor {
         "a velocity per parameter"
     );
     let (wv, vv) = (values(w), values(v));
-    let n = wv.len();
-    // Not zeroed first: every element is written below.
-    let mut out = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(CHUNK)
-        .zip(wv.par_chunks(CHUNK).zip(vv.par_chunks(CHUNK)))
-        .for_each(|(o, (w, v))| {
-            for ((o, &w), &v) in o.iter_mut().zip(w).zip(v) {
+    // SAFETY: every element of each chunk is written.
+    let out = unsafe {
+        par_filled(wv.len(), CHUNK, |i, o| {
+            let r = i * CHUNK..i * CHUNK + o.len();
+            for ((o, &w), &v) in o.iter_mut().zip(&wv[r.clone()]).zip(&vv[r]) {
                 o.write(w - v * lr);
             }
-        });
-    // SAFETY: every chunk was written above.
-    unsafe { out.set_len(n) };
+        })
+    };
     tensor(out, w.layout().shape().to_vec())
 }
