@@ -4,7 +4,8 @@
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET] [TARGET ...]     (default: 20 s, every target)
 #
-# Each target starts from crates/vgg/tests/hostile/TARGET (small valid seeds, seed-*, and the
+# One instrumented binary, `parsers`, fuzzes the parser named by VGG_FUZZ_PARSER. Each parser
+# starts from crates/vgg/tests/hostile/TARGET (small valid seeds, seed-*, and the
 # inputs that once crashed, crash-*; the test suite replays them all); new interesting inputs go
 # to fuzz/target/corpus. A crash, a timeout (> 10 s) or an allocation over 2 GB stops the run
 # with its input saved in fuzz/target/artifacts/TARGET: once fixed, copy it to
@@ -24,12 +25,13 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # The binaries are run from fuzz/target below, whatever CARGO_TARGET_DIR the caller has set.
 export CARGO_TARGET_DIR=target
 # --target keeps build scripts and proc-macros uninstrumented.
-cargo build --release --target "$TRIPLE" --bins
+cargo build --release --target "$TRIPLE" --bin parsers
 total=0
 for t in "${TARGETS[@]}"; do
     mkdir -p "target/corpus/$t" "target/artifacts/$t"
     log="target/fuzz-$t.log"
-    if ! "target/$TRIPLE/release/$t" "target/corpus/$t" "../crates/vgg/tests/hostile/$t" \
+    if ! VGG_FUZZ_PARSER="$t" "target/$TRIPLE/release/parsers" \
+        "target/corpus/$t" "../crates/vgg/tests/hostile/$t" \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -artifact_prefix="target/artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
         tail -40 "$log"

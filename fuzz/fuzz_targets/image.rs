@@ -1,7 +1,0 @@
-//! Fuzz target: `image` input (see `vgg::fuzz::run`).
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    vgg::fuzz::small_limits();
-    vgg::fuzz::run("image", data).expect("a known parser");
-});
