@@ -4,6 +4,7 @@
 # plus VGG-16 training at batch 64 on 224x224. Prints a Markdown table; files in $OUT.
 #
 #   bench/gpu.sh [RUNS]          (RUNS timed runs per workload, median reported; default 5)
+#                                (VGG_GPU_FLEX=0 leaves out the flex column)
 #
 # Needs: cargo, or a vgg built elsewhere with `--features wgpu` (VGG_WGPU=PATH; for a machine
 # with no network or no Rust: `cargo build --release --features wgpu && strip -o
@@ -37,7 +38,6 @@ else
     cp target/release/vgg "$OUT/vgg-wgpu"
 fi
 bench "$OUT/vgg-wgpu" wgpu wgpu || echo "vgg on wgpu failed: see above" >&2
-bench "$OUT/vgg-wgpu" flex flex || echo "vgg on flex failed: see above" >&2
 
 if command -v cargo >/dev/null && cargo build --release --features cuda 2>"$OUT/cuda-build.log"; then
     cp target/release/vgg "$OUT/vgg-cuda"
@@ -52,6 +52,9 @@ if python3 -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/d
 else
     echo "no PyTorch with CUDA here: no PyTorch column" >&2
 fi
+
+# flex (the CPU) last: a reference column, the slowest to run on a GPU machine's CPU.
+[ "${VGG_GPU_FLEX:-1}" = 0 ] || bench "$OUT/vgg-wgpu" flex flex || echo "vgg on flex failed: see above" >&2
 
 python3 - "$OUT" <<'PY'
 import json, os, sys
