@@ -241,6 +241,30 @@ fn tiny_train<'a>(data: &'a str, out: &'a str, epochs: &'a str, force: bool) -> 
     args
 }
 
+/// One thread, or three whose lanes run a step's two micro-batches side by side (two and one
+/// threads each), train the same weights bit for bit, dropout (0.5) included.
+#[test]
+fn train_on_one_thread_or_micro_batches_side_by_side_gives_the_same_bits() {
+    let data = tiny_folder("tiny-lanes", 12, false);
+    let mut weights = Vec::new();
+    for threads in ["1", "3"] {
+        let out = tmp(&format!("run-lanes-{threads}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let mut args = tiny_train(data.to_str().unwrap(), out.to_str().unwrap(), "2", false);
+        args.extend(["--threads", threads, "--dropout", "0.5"]);
+        let run = vgg(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert_eq!(
+            stderr(&run).contains("2 micro-batches at a time side by side"),
+            threads == "3",
+            "{}",
+            stderr(&run)
+        );
+        weights.push(std::fs::read(out.join("best.safetensors")).unwrap());
+    }
+    assert!(weights[0] == weights[1], "the weights differ");
+}
+
 #[test]
 fn train_writes_log_plot_and_checkpoints_then_resumes() {
     let data = tiny_folder("tiny", 12, false);

@@ -227,7 +227,7 @@ fn run_one(w: &Workload) -> anyhow::Result<Row> {
     for i in 0..w.warmup + w.runs {
         let start = Instant::now();
         if train {
-            sgd.micro_batch(&model, x.clone(), y.clone(), 1.0, (0, 1));
+            sgd.micro_batch(&model, x.clone(), y.clone(), 1.0, (0, 1), 0);
             let (grads, running) = sgd.take(&model);
             let (grads, _) = sgd.unscale(&layout, grads);
             model = sgd.apply(model, 1e-3, grads, &running, 1);

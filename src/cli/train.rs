@@ -423,7 +423,8 @@ impl Observer for Console {
 pub fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<()> {
     let ranks = Ranks::start()?;
     let threads = ranks.threads(args.threads);
-    // Before any tensor work: flex's kernels run on rayon's global pool.
+    // Before any tensor work: flex's kernels run on rayon's global pool (and on lanes that
+    // share out its threads, `vgg::train::lanes`).
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -564,6 +565,12 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         eprintln!(
             "computing on {} (burn's operations; our CPU kernels are flex's)",
             args.device.device
+        );
+    }
+    if trainer.lanes() > 1 {
+        eprintln!(
+            "{} micro-batches at a time side by side, the threads shared among them",
+            trainer.lanes()
         );
     }
     if ranks.size() > 1 {

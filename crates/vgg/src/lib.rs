@@ -19,7 +19,8 @@
 //! - [`dist`]: data-parallel training on MPI (feature `mpi`).
 //!
 //! Beside them: [`device`] (flex, wgpu, CUDA by name), [`error`] (the library's errors, in its own words), [`limits`] (bounds on what
-//! input may allocate), [`fsio`] (atomic writes, hashes), [`fuzz`] (the parsers' fuzzing entry).
+//! input may allocate), [`fsio`] (atomic writes, hashes), [`fuzz`] (the parsers' fuzzing entry),
+//! [`rng`] (the seedable generator of data order, augmentation and dropout masks).
 
 pub mod arch;
 pub mod checkpoint;
@@ -34,6 +35,7 @@ pub mod kernels;
 pub mod limits;
 pub mod nn;
 pub mod preset;
+pub mod rng;
 pub mod train;
 
 pub use arch::{Layer, VggConfig};

@@ -22,10 +22,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::ops::{self, BatchStats};
-use super::precision::{in_f32, to_f32};
+use super::precision::{in_f32, like, to_f32};
 use crate::arch::names::Point;
 use crate::arch::{Layer, VggConfig};
 use crate::error::VggError;
+use crate::rng::Rng;
 
 /// How fresh weights are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -153,6 +154,9 @@ struct Pass<'a> {
     sink: Option<Sink<'a>>,
     seen: usize,
     stats: Option<&'a mut Vec<BatchStats>>,
+    /// Where dropout draws its masks in training: `Some(seed)`, a generator of this pass's own
+    /// ([`Vgg::forward_train`]); `None`, the device's.
+    dropout_seed: Option<u64>,
 }
 
 impl Pass<'_> {
@@ -345,10 +349,15 @@ impl Vgg {
     /// order), which are not folded into the running statistics: the caller folds them with
     /// [`Vgg::fold_running_stats`] (how data-parallel training keeps them equal to one
     /// process's). `[N, C, H, W] -> [N, classes]`.
-    pub fn forward_train(&self, x: Tensor<4>) -> (Tensor<2>, Vec<BatchStats>) {
+    ///
+    /// Dropout's masks are drawn from `dropout_seed` alone (a generator of this pass's, not the
+    /// device's shared one), so a micro-batch draws the same masks whichever thread or rank
+    /// computes it, and in whatever order.
+    pub fn forward_train(&self, x: Tensor<4>, dropout_seed: u64) -> (Tensor<2>, Vec<BatchStats>) {
         let mut stats = Vec::new();
         let mut pass = Pass {
             stats: Some(&mut stats),
+            dropout_seed: Some(dropout_seed),
             ..Pass::default()
         };
         let x = self.features_pass(x, &mut pass); // [N, C, H/2^p, W/2^p]
@@ -511,13 +520,14 @@ impl Vgg {
         let x = self.avgpool(x); // [N, C, pool, pool]
         pass.tap(Point::AvgPool, Seen::Map(&x));
         let mut h: Tensor<2> = x.flatten(1, 3); // [N, C*pool*pool]
+        let seed = pass.dropout_seed;
         let steps: [(usize, &dyn Fn(Tensor<2>) -> Tensor<2>); 7] = [
             (0, &|h| ops::linear(h, &self.fc1)), // [N, hidden]
             (1, &relu),
-            (2, &|h| self.dropout.forward(h)),
+            (2, &|h| self.dropped(h, seed, 0)),
             (3, &|h| ops::linear(h, &self.fc2)), // [N, hidden]
             (4, &relu),
-            (5, &|h| self.dropout.forward(h)),
+            (5, &|h| self.dropped(h, seed, 1)),
             (6, &|h| to_f32(ops::linear(h, &self.fc3))), // [N, classes]
         ];
         for (i, step) in steps {
@@ -528,6 +538,32 @@ impl Vgg {
             pass.tap(Point::Classifier(i), Seen::Vector(&h));
         }
         h
+    }
+
+    /// Dropout as PyTorch's `nn.Dropout` (and burn's): in training, each value kept with
+    /// probability `1 - p` and scaled by `1 / (1 - p)`, the others zeroed; the identity in
+    /// inference, off autodiff, or with `p = 0`. With `seed`, the mask of dropout layer `which`
+    /// is drawn on the host from (seed, which) and uploaded; without, from the device's
+    /// generator (burn's `Dropout`). `[N, D] -> [N, D]`.
+    fn dropped(&self, h: Tensor<2>, seed: Option<u64>, which: u64) -> Tensor<2> {
+        let Some(seed) = seed else {
+            return self.dropout.forward(h);
+        };
+        let p = self.dropout.prob;
+        if !self.dropout.training.is_enabled() || !h.device().is_autodiff() || p == 0.0 {
+            return h;
+        }
+        let keep = 1.0 - p;
+        let dims = h.dims();
+        let mut rng = Rng::new(seed ^ (which + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mask: Vec<f32> = (0..dims[0] * dims[1])
+            .map(|_| if rng.uniform() < keep { 1.0 } else { 0.0 })
+            .collect();
+        let mask = like(
+            Tensor::<2>::from_data(TensorData::new(mask, dims), &h.device()),
+            &h,
+        );
+        (h * mask).mul_scalar(1.0 / keep)
     }
 
     /// torchvision's `AdaptiveAvgPool2d((7, 7))` (or the configured size). A map already of

@@ -8,12 +8,14 @@
 //!   [`scaler`]: the loss scaling of float16 mixed precision.
 //! - [`trainer`]: epochs, validation ([`validate`]), the schedule ([`plateau`]), checkpoints
 //!   in the run folder ([`folder`], [`state`]).
+//! - [`lanes`]: a step's micro-batches side by side on the CPU's cores.
 //! - [`collective`]: what the trainer needs of data-parallel ranks (MPI is in
 //!   [`crate::dist`]).
 
 pub mod collective;
 pub mod config;
 pub mod folder;
+pub mod lanes;
 pub mod plateau;
 pub mod recipe;
 pub mod scaler;

@@ -68,6 +68,50 @@ impl MicroBatch {
     }
 }
 
+/// One micro-batch's forward and backward ([`compute`]), not yet in the step's sums.
+pub struct Computed {
+    grads: GradientsParams,
+    /// Its BatchNorm statistics, laid out as [`Vgg::running_stats`], already weighted.
+    stats: Option<Tensor<1>>,
+    run: MicroBatch,
+}
+
+/// Forward and backward of micro-batch `k` of the `count` that make a step, its loss multiplied
+/// by `weight` (its share of the batch times the loss scale) before the backward; its
+/// BatchNorm statistics weighted by [`running_weight`]; dropout's masks drawn from
+/// `dropout_seed` ([`Vgg::forward_train`]). Touches nothing of the step's: micro-batches can be
+/// computed on several threads at once, each on its own copy of the model with fresh autodiff
+/// leaves ([`super::lanes::Lanes::run`]; on one shared model burn's graph locks could
+/// deadlock), then added in order ([`Sgd::add`]). The forward computes in `images`' dtype
+/// (mixed precision, [`crate::nn::precision`]).
+pub fn compute(
+    model: &Vgg,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    weight: f64,
+    (k, count): (usize, usize),
+    dropout_seed: u64,
+) -> Computed {
+    let (logits, stats) = model.forward_train(images, dropout_seed); // [n, K]
+    let loss = cross_entropy(logits.clone(), labels);
+    let grads = loss.clone().mul_scalar(weight).backward();
+    let grads = GradientsParams::from_grads(grads, model);
+    // [mean_1, var_1, mean_2, ...]: the layout of Vgg::running_stats.
+    let stats = (!stats.is_empty()).then(|| {
+        Tensor::cat(stats.into_iter().flat_map(|s| [s.mean, s.var]).collect(), 0)
+            .detach()
+            .mul_scalar(running_weight(BN_MOMENTUM, k, count))
+    });
+    Computed {
+        grads,
+        stats,
+        run: MicroBatch {
+            loss: loss.detach(),
+            logits: logits.detach(),
+        },
+    }
+}
+
 /// SGD set up as PyTorch's ([`FusedSgd`], burn's `Sgd` in fewer passes), with gradient accumulation over the micro-batches of a step
 /// and BatchNorm's running statistics folded as PyTorch folds them, batch after batch. This is
 /// the step `vgg train` runs (and the PyTorch fixtures check): [`Sgd::micro_batch`] for each
@@ -143,38 +187,50 @@ impl Sgd {
     }
 
     /// Forward and backward of micro-batch `k` of the `count` that make this step, whose loss
-    /// weighs `share` of the batch's (micro / batch): its gradient accumulates, and so do its
-    /// BatchNorm statistics. The forward computes in `images`' dtype (mixed precision,
-    /// [`crate::nn::precision`]). Nothing is read back: on a GPU the work is queued and this
-    /// returns at once, so the next micro-batch can be uploaded and queued while it runs; the
-    /// loss and scores are read from the returned [`MicroBatch`] when they are needed.
+    /// weighs `share` of the batch's (micro / batch), its dropout masks drawn from
+    /// `dropout_seed`, then its gradient and BatchNorm statistics added to the step's
+    /// ([`compute`] then [`Sgd::add`]). Nothing is read back: on
+    /// a GPU the work is queued and this returns at once, so the next micro-batch can be
+    /// uploaded and queued while it runs; the loss and scores are read from the returned
+    /// [`MicroBatch`] when they are needed.
     pub fn micro_batch(
         &mut self,
         model: &Vgg,
         images: Tensor<4>,
         labels: Tensor<1, Int>,
         share: f64,
-        (k, count): (usize, usize),
+        position: (usize, usize),
+        dropout_seed: u64,
     ) -> MicroBatch {
-        let (logits, stats) = model.forward_train(images); // [n, K]
-        let loss = cross_entropy(logits.clone(), labels);
-        let grads = loss.clone().mul_scalar(share * self.loss_scale).backward();
-        self.accumulator
-            .accumulate(model, GradientsParams::from_grads(grads, model));
-        if !stats.is_empty() {
-            // [mean_1, var_1, mean_2, ...]: the layout of Vgg::running_stats.
-            let flat = Tensor::cat(stats.into_iter().flat_map(|s| [s.mean, s.var]).collect(), 0)
-                .detach()
-                .mul_scalar(running_weight(BN_MOMENTUM, k, count));
+        let done = compute(
+            model,
+            images,
+            labels,
+            share * self.loss_scale,
+            position,
+            dropout_seed,
+        );
+        self.add(model, done)
+    }
+
+    /// Each micro-batch's loss is multiplied by this before its backward ([`compute`]'s
+    /// `weight` is its share of the batch times this).
+    pub fn loss_scale(&self) -> f64 {
+        self.loss_scale
+    }
+
+    /// Adds a computed micro-batch's gradient and BatchNorm statistics to the step's. Micro-batches
+    /// computed side by side are added in their order `k`, so the sums are those of one
+    /// micro-batch after another.
+    pub fn add(&mut self, model: &Vgg, done: Computed) -> MicroBatch {
+        self.accumulator.accumulate(model, done.grads);
+        if let Some(flat) = done.stats {
             self.running = Some(match self.running.take() {
                 Some(sum) => sum + flat,
                 None => flat,
             });
         }
-        MicroBatch {
-            loss: loss.detach(),
-            logits: logits.detach(),
-        }
+        done.run
     }
 
     /// The step's gradient (empty if no micro-batch ran here) and BatchNorm statistics (zeros

@@ -19,9 +19,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::collective::{Collective, GradLayout, Single, broadcast_model, owner};
 use super::config::TrainConfig;
 use super::folder::{self, CONFIG, STATE, checkpoint_names};
+use super::lanes::Lanes;
 use super::plateau::{Decision, Plateau};
 use super::scaler::LossScale;
-use super::sgd::{MicroBatch, Sgd};
+use super::sgd::{Computed, MicroBatch, Sgd, compute};
 use super::state::{
     EpochRecord, Observer, Progress, RunState, check_size, read_config, read_state, write_json,
     write_logs,
@@ -50,6 +51,8 @@ pub struct Trainer {
     device: Device,
     comm: Rc<dyn Collective>,
     layout: GradLayout,
+    /// The cores a step's micro-batches run on side by side (flex).
+    lanes: Lanes,
 }
 
 /// Sums over this rank's micro-batches of an epoch (summed over the ranks at its end).
@@ -349,6 +352,14 @@ impl Trainer {
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Self {
+        let (c, crop) = (config.model.in_channels, config.transform.crop);
+        let per_step = (config.batch / config.micro_batch).div_ceil(comm.size());
+        let lanes = Lanes::for_device(
+            device,
+            &config.model,
+            [c, crop, crop],
+            (config.micro_batch, per_step),
+        );
         Self {
             layout: GradLayout::of(&model),
             config,
@@ -360,6 +371,7 @@ impl Trainer {
             val: Arc::new(val),
             device: device.clone(),
             comm,
+            lanes,
         }
     }
 
@@ -386,6 +398,11 @@ impl Trainer {
             write_json(&self.run_dir.join(CONFIG), &self.config)?;
         }
         Ok(())
+    }
+
+    /// Micro-batches this process computes side by side (1: one after another), [`Lanes`].
+    pub fn lanes(&self) -> usize {
+        self.lanes.width()
     }
 
     /// This process's rank and the number of ranks.
@@ -496,9 +513,6 @@ impl Trainer {
         observer: &mut dyn Observer,
     ) -> Result<Tally, VggError> {
         let (rank, size) = self.rank();
-        // Dropout's generator, reseeded per epoch (and rank) so a resumed run draws the same masks.
-        self.device
-            .seed(self.config.seed.wrapping_add(1 + epoch as u64) ^ ((rank as u64) << 32));
         let total = self.train.len();
         let (mb, per_step) = (
             self.config.micro_batch,
@@ -517,16 +531,27 @@ impl Trainer {
             let last = (first + per_step).min(micro_batches);
             let batch_images = self.config.batch.min(total - first * mb);
             // Each micro-batch is uploaded and queued before the previous ones are read back,
-            // so a GPU computes while the next batch crosses to it; on flex this is the same
-            // order of the same work.
+            // so a GPU computes while the next batch crosses to it; on flex they run side by
+            // side on the cores, a wave of one per core ([`Lanes`]). Either way they are added
+            // to the step in order.
             let mut queued = Vec::new();
-            for m in (first..last).filter(|m| owner(m - first, size) == rank) {
-                let batch = loader.next().expect("the loader yields each micro-batch")?;
-                tally.skipped += batch.skipped.len() as f64;
-                let share = batch.labels.len() as f64 / batch_images as f64;
-                if let Some(run) = self.micro_batch(&model, batch, share, (m - first, last - first))
-                {
-                    queued.push(run);
+            let mine: Vec<usize> = (first..last)
+                .filter(|m| owner(m - first, size) == rank)
+                .collect();
+            for wave in mine.chunks(self.lanes.width()) {
+                let mut jobs = Vec::new();
+                for &m in wave {
+                    let batch = loader.next().expect("the loader yields each micro-batch")?;
+                    tally.skipped += batch.skipped.len() as f64;
+                    if batch.labels.is_empty() {
+                        continue; // every image skipped
+                    }
+                    let share = batch.labels.len() as f64 / batch_images as f64;
+                    let seed = dropout_seed(self.config.seed, epoch, m);
+                    jobs.push(self.job(batch, share, (m - first, last - first), seed));
+                }
+                for (done, labels) in self.lanes.run(&model, jobs) {
+                    queued.push((self.sgd.add(&model, done), labels));
                 }
             }
             let mut bad_loss = None;
@@ -592,25 +617,28 @@ impl Trainer {
         Ok(tally)
     }
 
-    /// Uploads one micro-batch (of index `k` of the step's `count`) and queues its forward and
-    /// backward; `None` for an empty one (every image skipped).
-    fn micro_batch(
-        &mut self,
-        model: &Vgg,
+    /// The forward and backward of one micro-batch (of index `k` of the step's `count`), to
+    /// run on any thread: uploads it, queues its work (read back later, from the
+    /// [`MicroBatch`] that [`Sgd::add`] returns), and hands back its labels.
+    fn job(
+        &self,
         batch: Batch,
         share: f64,
         position: (usize, usize),
-    ) -> Option<(MicroBatch, Vec<usize>)> {
-        let n = batch.labels.len();
-        if n == 0 {
-            return None;
+        dropout_seed: u64,
+    ) -> impl FnOnce(&Vgg) -> (Computed, Vec<usize>) + Send + use<> {
+        let device = self.device.clone();
+        let precision = self.config.precision;
+        let weight = share * self.sgd.loss_scale();
+        move |model| {
+            let n = batch.labels.len();
+            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
+            let x = precision.apply(x); // the forward computes in this dtype
+            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+            let done = compute(model, x, y, weight, position, dropout_seed);
+            (done, batch.labels)
         }
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
-        let x = self.config.precision.apply(x); // the forward computes in this dtype
-        let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &self.device);
-        let run = self.sgd.micro_batch(model, x, y, share, position);
-        Some((run, batch.labels))
     }
 
     /// Sums the step's gradients, BatchNorm statistics and non-finite-loss flags over the ranks
@@ -758,4 +786,10 @@ impl Trainer {
         }
         write_logs(dir, &self.state.history)
     }
+}
+
+/// The seed of micro-batch `m`'s dropout masks in `epoch`: a function of the run's seed and the
+/// micro-batch alone, so a resumed run, a rank or a lane draws what one process would.
+fn dropout_seed(seed: u64, epoch: usize, m: usize) -> u64 {
+    Rng::for_item(seed ^ 0xD50F_0D50_F0D5_0F0D, epoch, m).next_u64()
 }

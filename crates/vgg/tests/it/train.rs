@@ -51,7 +51,7 @@ pub fn reproduce(name: &str, device: &Device) {
     let want = case["losses"].as_array().unwrap();
     for (step, (x, y)) in batches(name, &device).into_iter().enumerate() {
         // The trainer's own step: one micro-batch making the whole batch.
-        let loss = sgd.micro_batch(&model, x, y, 1.0, (0, 1)).loss();
+        let loss = sgd.micro_batch(&model, x, y, 1.0, (0, 1), 0).loss();
         let expected = want[step].as_f64().unwrap() as f32;
         assert!(
             (loss - expected).abs() <= 1e-4 + 1e-3 * expected.abs(),
@@ -99,7 +99,7 @@ pub fn reproduce_mixed(name: &str, device: &Device, precision: Precision, (rel, 
         };
         sgd.set_loss_scale(factor);
         let loss = sgd
-            .micro_batch(&model, precision.apply(x), y, 1.0, (0, 1))
+            .micro_batch(&model, precision.apply(x), y, 1.0, (0, 1), 0)
             .loss();
         let expected = want[step].as_f64().unwrap() as f32;
         assert!(
@@ -172,7 +172,7 @@ fn an_overflowing_loss_scale_is_caught() {
     let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64; batch], [batch]), &device);
     let mut sgd = Sgd::new(SgdSettings::default());
     sgd.set_loss_scale(1e30); // past float16's 65,504
-    sgd.micro_batch(&model, Precision::F16.apply(x), y, 1.0, (0, 1));
+    sgd.micro_batch(&model, Precision::F16.apply(x), y, 1.0, (0, 1), 0);
     let (grads, _) = sgd.take(&model);
     let (_, finite) = sgd.unscale(&GradLayout::of(&model), grads);
     assert!(!finite);
@@ -295,4 +295,83 @@ fn fused_sgd_is_burns_sgd_bit_for_bit() {
         .optim
         .step(0.01, a.clone(), grads(&a));
     assert!(bits(&fresh) != bits(&next));
+}
+
+/// A step's micro-batches run side by side on lanes (one core each, `vgg train` on flex) give
+/// the bits of the same micro-batches one after another on one thread: gradients and BatchNorm
+/// statistics added in micro-batch order, dropout masks drawn per micro-batch. A BN network
+/// with dropout 0.5, three micro-batches of the fixture's batch (two lanes: a wave of two, then
+/// one alone), two steps.
+#[test]
+fn micro_batches_side_by_side_are_one_after_another_bit_for_bit() {
+    use vgg::train::lanes::Lanes;
+    use vgg::train::sgd::compute;
+
+    let name = "vgg11_bn_w16_sgd";
+    let mut config = config_of(&case(name));
+    config.dropout = 0.5;
+    let flex = Device::flex().autodiff();
+    let init = fixture(&format!("{name}_init.safetensors"));
+    let pools: Vec<_> = [1, 2]
+        .map(|n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        })
+        .into();
+    let lanes = pools[1].install(|| Lanes::for_device(&flex, &config, [3, 32, 32], (3, 3)));
+    assert_eq!(lanes.width(), 2);
+    // Micro-batches of 3, 3 and 2 of the fixture's batches of 8.
+    let micro = |x: &Tensor<4>, y: &Tensor<1, Int>| -> Vec<(Tensor<4>, Tensor<1, Int>)> {
+        [(0, 3), (3, 6), (6, 8)]
+            .map(|(a, b)| (x.clone().slice(a..b), y.clone().slice(a..b)))
+            .into()
+    };
+    let train = |side_by_side: bool| -> Vec<f32> {
+        let mut model = Vgg::load(&config, &init, &flex).unwrap();
+        let mut sgd = Sgd::new(SgdSettings::default());
+        for (step, (x, y)) in batches(name, &flex).into_iter().take(2).enumerate() {
+            let parts = micro(&x, &y);
+            let count = parts.len();
+            let jobs: Vec<_> = parts
+                .into_iter()
+                .enumerate()
+                .map(|(k, (x, y))| {
+                    let share = x.dims()[0] as f64 / 8.0;
+                    move |m: &Vgg| compute(m, x, y, share, (k, count), (step * 10 + k) as u64)
+                })
+                .collect();
+            // The lone third micro-batch runs on the caller's pool: one thread here too.
+            let done = if side_by_side {
+                pools[0].install(|| lanes.run(&model, jobs))
+            } else {
+                pools[0].install(|| jobs.into_iter().map(|job| job(&model)).collect())
+            };
+            for d in done {
+                sgd.add(&model, d);
+            }
+            model = pools[0].install(|| sgd.step(model, 0.01, count));
+        }
+        let dict = model.valid().state_dict();
+        dict.values().flat_map(|t| t.to_f32()).collect()
+    };
+    let (apart, together) = (train(false), train(true));
+    assert_eq!(apart.len(), together.len());
+    let differ = apart
+        .iter()
+        .zip(&together)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} values differ", apart.len());
+    // Dropout is on, its masks a function of the seed alone.
+    let model = Vgg::load(&config, &init, &flex).unwrap();
+    let (x, y) = batches(name, &flex).remove(0);
+    let loss = |seed| {
+        let mut sgd = Sgd::new(SgdSettings::default());
+        sgd.micro_batch(&model, x.clone(), y.clone(), 1.0, (0, 1), seed)
+            .loss()
+    };
+    assert_eq!(loss(1).to_bits(), loss(1).to_bits());
+    assert_ne!(loss(1), loss(2));
 }
