@@ -40,9 +40,9 @@ const G: [[f32; 3]; T] = [
 
 /// Floats of one chunk's transformed inputs in the forward (512 KiB, or 16 blocks where the
 /// channels make that more: 1.1 MiB at 512): a chunk's V and M stay in the L2 cache between its
-/// transforms and its GEMMs on VGG's early layers, near it on the deep ones. (With 8 MiB they went out to memory and
-/// back: the compact VGG-16-BN step took 11% longer, VGG-11's at 224 17%, VGG-16 at batch 8
-/// 5%, in alternating runs.)
+/// transforms and its GEMMs on VGG's early layers, near it on the deep ones. (With 8 MiB they
+/// went out to memory and back: the compact VGG-16-BN step took 11% longer, VGG-11's at 224
+/// 17%, VGG-16 at batch 8 5%, in alternating runs.)
 const CHUNK_FLOATS: usize = 1 << 17;
 
 /// Floats of one chunk's transformed inputs and output gradients in the weight gradient
