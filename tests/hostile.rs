@@ -360,6 +360,17 @@ fn tiny_files_cannot_ask_for_gigabytes() {
         .output()
         .unwrap();
     refused(&raised, &["VGG_MAX_TENSOR_BYTES=nonsense"]);
+    // An instruction set the CPU does not run (or that does not exist) is refused by name, the
+    // sets there are listed; a portable run is always possible.
+    let isa = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vgg"))
+            .args(["summary", "vgg11"])
+            .env("VGG_ISA", name)
+            .output()
+            .unwrap()
+    };
+    refused(&isa("avx9"), &["VGG_ISA", "\"avx9\"", "portable"]);
+    assert_eq!(isa("portable").status.code(), Some(0));
 }
 
 /// Defect 7: Accepted silently: a truncated JPEG, NaN weights, a CIFAR label of 200, negative or NaN

@@ -81,6 +81,7 @@ pub fn parse() -> (Cli, ArgMatches) {
 
 pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     vgg::limits::set(limits_from_env()?);
+    vgg::kernels::check_isa_env()?;
     let sub = matches
         .subcommand()
         .map(|(_, m)| m.clone())

@@ -12,7 +12,7 @@
 //!   gradient, and the weight gradient on maps up to 112x112; maps inside the kernel's reach
 //!   (2x2 from batch 4, 1x1) as one dense matrix ([`whole`]).
 //! - [`pool`]: 2x2 max pooling that keeps its winners for the backward (on AVX2 where the CPU
-//!   has it, detected at run time).
+//!   has it, detected at run time: [`instruction_set`]).
 //! - [`sgd`]: SGD's update (weight decay, momentum) in two passes over the parameters.
 //! - [`few_rows`]: a fully connected layer on 1 to 8 rows in inference, streaming the weights once.
 
@@ -25,6 +25,8 @@ pub mod sgd;
 pub mod tiled;
 pub mod whole;
 pub mod winograd;
+
+pub use isa::{active as instruction_set, check_env as check_isa_env};
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;

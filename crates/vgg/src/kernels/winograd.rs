@@ -122,7 +122,7 @@ pub(crate) fn transform_weights_on(isa: Isa, weight: &[f32], co: usize, ci: usiz
 
 on_isa!(
     /// [`transform_kernels_body`] on an instruction set.
-    fn transform_kernels, transform_kernels_avx2 => transform_kernels_body(
+    fn transform_kernels => transform_kernels_body(
         kernels: &[f32], first: usize, plane: usize, s: &mut KernelScratch, dst: Shared
     )
 );
@@ -194,7 +194,7 @@ fn untransform_grad(isa: Isa, m: impl Fn(usize) -> f64 + Sync, plane: usize) -> 
 
 on_isa!(
     /// [`untransform_kernels_body`] on an instruction set.
-    fn untransform_kernels, untransform_kernels_avx2 => untransform_kernels_body(
+    fn untransform_kernels => untransform_kernels_body(
         s: &mut GradScratch, out: &mut [f32]
     )
 );
@@ -626,7 +626,7 @@ fn at(m: &[Lanes; T]) -> [Lanes; M] {
 
 on_isa!(
     /// [`input_transform_body`] on an instruction set.
-    fn input_transform, input_transform_avx2 => input_transform_body(
+    fn input_transform => input_transform_body(
         x: &[f32], g: Geometry, first: usize, count: usize,
         channels: std::ops::Range<usize>, v: Shared
     )
@@ -635,7 +635,7 @@ on_isa!(
 on_isa!(
     /// [`output_transform_body`] on an instruction set.
     #[allow(clippy::too_many_arguments)]
-    fn output_transform, output_transform_avx2 => output_transform_body(
+    fn output_transform => output_transform_body(
         m: &[f32], bias: &[f32], g: Geometry, first: usize, count: usize,
         channels: std::ops::Range<usize>, relu: bool, dst: Shared
     )
@@ -643,7 +643,7 @@ on_isa!(
 
 on_isa!(
     /// [`grad_transform_body`] on an instruction set.
-    fn grad_transform, grad_transform_avx2 => grad_transform_body(
+    fn grad_transform => grad_transform_body(
         dy: &[f32], g: Geometry, first: usize, count: usize,
         channels: std::ops::Range<usize>, z: Shared
     )
@@ -1001,10 +1001,12 @@ mod tests {
                 .fold(0f64, |m, (a, e)| m.max((*a as f64 - e).abs()))
                 / scale;
             assert!(err <= 3e-5, "{n}x{ci}x{h}x{w} -> {co}: {err:.1e}");
-            assert!(
-                weight_grad_on(Isa::Portable, &x, &dy, g) == got,
-                "{n}x{ci}x{h}x{w} -> {co}: portable and detected differ"
-            );
+            for isa in Isa::available() {
+                assert!(
+                    weight_grad_on(isa, &x, &dy, g) == got,
+                    "{n}x{ci}x{h}x{w} -> {co}: {isa:?} and the detected set differ"
+                );
+            }
         }
     }
 
@@ -1103,10 +1105,11 @@ mod tests {
         assert_eq!(bits(&changed), bits(&fresh));
     }
 
-    /// The portable transforms and the detected ones (AVX2 on such CPUs) give the same bits.
+    /// The portable transforms and those of every other set this CPU runs (AVX2, AVX-512) give
+    /// the same bits.
     #[test]
     fn isa_paths_agree_exactly() {
-        eprintln!("detected: {:?}", Isa::detected());
+        eprintln!("sets: {:?}", Isa::available());
         let g = Geometry {
             n: 2,
             ci: 16,
@@ -1119,12 +1122,15 @@ mod tests {
         let u = transform_weights(&wave(g.co * g.ci * 9, 0.23), g.co, g.ci);
         // 24 x 17 kernels: 6 full steps of the kernel transform and a partial one.
         let w = wave(24 * 17 * 9, 0.41);
-        assert!(transform_weights_on(Isa::Portable, &w, 24, 17) == transform_weights(&w, 24, 17));
         let b = wave(g.co, 1.1);
-        for relu in [false, true] {
-            let portable = forward_transformed(Isa::Portable, &x, &u, &b, g, relu);
-            let detected = forward_transformed(Isa::detected(), &x, &u, &b, g, relu);
-            assert!(portable == detected, "relu {relu}");
+        for isa in Isa::available() {
+            let on = |isa| transform_weights_on(isa, &w, 24, 17);
+            assert!(on(Isa::Portable) == on(isa), "{isa:?}");
+            for relu in [false, true] {
+                let portable = forward_transformed(Isa::Portable, &x, &u, &b, g, relu);
+                let other = forward_transformed(isa, &x, &u, &b, g, relu);
+                assert!(portable == other, "{isa:?}, relu {relu}");
+            }
         }
     }
 
