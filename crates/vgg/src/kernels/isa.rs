@@ -33,6 +33,7 @@ pub(crate) enum Isa {
 }
 
 /// Proof that the CPU was checked for the set (a private field: only this module builds one).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Detected(());
 
