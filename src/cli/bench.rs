@@ -142,7 +142,9 @@ pub fn standard() -> Vec<Workload> {
 /// FP32 FLOP per second this machine can do at most: cores x clock x FLOP per cycle (two FMA
 /// units of the widest vector the CPU executes at full width: 16 lanes with AVX-512, 8 with
 /// AVX2, 4 else). AMD's Zen 4 (family 25 with AVX-512) runs each AVX-512 instruction on its
-/// 256-bit units in two halves, so it counts as 8 lanes.
+/// 256-bit units in two halves, so it counts as 8 lanes. The clock is the one /proc/cpuinfo
+/// reports (in a VM, often the nominal one): a CPU that boosts above it can exceed this "peak"
+/// (on the Zen 4 of the README our direct convolutions ran at 91-110% of it).
 pub fn peak_flops() -> (f64, String) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
@@ -174,7 +176,8 @@ pub fn peak_flops() -> (f64, String) {
         peak,
         format!(
             "{cores} cores x {:.2} GHz x {per_cycle} FP32 FLOP/cycle ({how}: {lanes} lanes, 2 FMA \
-             units) = {:.0} GFLOP/s; our loops on {}",
+             units) = {:.0} GFLOP/s at the clock /proc/cpuinfo reports (boost clocks run above it); our \
+             loops on {}",
             mhz / 1e3,
             peak / 1e9,
             vgg::kernels::instruction_set()
