@@ -153,9 +153,12 @@ pub fn peak_flops() -> (f64, String) {
             .and_then(|l| l.split(':').nth(1))
             .map(str::trim)
     };
-    let mhz = field("cpu MHz")
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(2000.0);
+    let reported = field("cpu MHz").and_then(|v| v.parse::<f64>().ok());
+    let mhz = reported.unwrap_or(2000.0);
+    let clock = match reported {
+        Some(_) => "at the clock /proc/cpuinfo reports (boost clocks run above it)",
+        None => "at an assumed 2 GHz (/proc/cpuinfo gives no clock)",
+    };
     let flags = field("flags").unwrap_or("");
     let zen4 = field("vendor_id") == Some("AuthenticAMD") && field("cpu family") == Some("25");
     let (lanes, how) = if flags.contains("avx512f") && zen4 {
@@ -165,7 +168,7 @@ pub fn peak_flops() -> (f64, String) {
     } else if flags.contains("avx2") {
         (8.0, "AVX2")
     } else {
-        (4.0, "SSE")
+        (4.0, "128-bit vectors")
     };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -176,8 +179,7 @@ pub fn peak_flops() -> (f64, String) {
         peak,
         format!(
             "{cores} cores x {:.2} GHz x {per_cycle} FP32 FLOP/cycle ({how}: {lanes} lanes, 2 FMA \
-             units) = {:.0} GFLOP/s at the clock /proc/cpuinfo reports (boost clocks run above it); our \
-             loops on {}",
+             units) = {:.0} GFLOP/s {clock}; our loops on {}",
             mhz / 1e3,
             peak / 1e9,
             vgg::kernels::instruction_set()
