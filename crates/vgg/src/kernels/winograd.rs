@@ -38,6 +38,16 @@ const G: [[f32; 3]; T] = [
     [0.0, 0.0, 1.0],
 ];
 
+/// Bytes of transformed weights `U` beyond which a forward chunk reads them from memory rather
+/// than from the L3 cache (VGG's 512-channel layers: 19 and 38 MB; 256-channel ones: 9.4 MB):
+/// there the chunks grow (see [`forward_transformed`]). Measured on a Zen 4 with 32 MiB of L3
+/// (`vgg bench --profile`, alternating with the fixed chunks): VGG-16 at batch 1, conv4_2 and
+/// conv4_3 12.6-13.4 -> 9.1-9.4 ms each; at batch 8 conv4_1 55 -> 36-41 ms, conv4_2 and conv4_3
+/// 79-91 -> 57-67 ms; the compact VGG-16-BN step's conv4 layers 225-282 -> 242-313 GFLOP/s;
+/// VGG-11 at 224 the same within noise. Growing conv3's chunks too (9.4 MB of U) made them
+/// slower at batch 1 (7.9-8.7 -> 9.0-9.8 ms).
+const STREAMED_U_BYTES: usize = 16 << 20;
+
 /// Floats of one chunk's transformed inputs in the forward (512 KiB, or 16 blocks where the
 /// channels make that more: 1.1 MiB at 512): a chunk's V and M stay in the L2 cache between its
 /// transforms and its GEMMs on VGG's early layers, near it on the deep ones. (With 8 MiB they
@@ -339,6 +349,14 @@ pub(crate) fn forward_transformed(
     // Blocks per chunk: the chunk's V (36 x C_in x len) and M (36 x C_out x len) within
     // CHUNK_FLOATS each, at least 16 blocks, a multiple of 4.
     let len = (CHUNK_FLOATS / (P * g.ci.max(g.co))).clamp(16, 1024) / 4 * 4;
+    // Transformed weights too large to stay cached are read from memory once per chunk: then
+    // enough blocks per chunk that U's share per block is at most the block's own V and M
+    // (C_out C_in / (C_in + C_out) blocks: 256 at 512 channels).
+    let len = if 4 * u.len() > STREAMED_U_BYTES {
+        len.max((g.co * g.ci / (g.ci + g.co)) / 4 * 4)
+    } else {
+        len
+    };
     let chunks: Vec<(usize, usize)> = (0..blocks)
         .step_by(len)
         .map(|b| (b, len.min(blocks - b)))
