@@ -46,11 +46,9 @@ impl Isa {
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 sets.push(Isa::Avx2(Detected(())));
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
-                sets.push(Isa::Avx512(Detected(())));
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    sets.push(Isa::Avx512(Detected(())));
+                }
             }
         }
         sets
@@ -67,16 +65,22 @@ impl Isa {
         }
     }
 
+    /// The set of this CPU that `name` names, if any.
+    fn named(name: &str) -> Option<Isa> {
+        Isa::available().into_iter().find(|s| s.name() == name)
+    }
+
     /// The set our loops run on (decided once): the one `VGG_ISA` names when this CPU runs it,
     /// else AVX2 where the CPU has it (see [`Isa`] for why not AVX-512), else the portable one.
     pub(crate) fn detected() -> Self {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
-            let sets = Isa::available();
             let asked = std::env::var("VGG_ISA").ok();
-            let named = asked.and_then(|name| sets.iter().copied().find(|s| s.name() == name));
-            let default = sets.iter().copied().rfind(|s| s.name() != "avx512");
-            named.or(default).unwrap_or(Isa::Portable)
+            let default = Isa::available().into_iter().rfind(|s| s.name() != "avx512");
+            asked
+                .and_then(|name| Isa::named(&name))
+                .or(default)
+                .unwrap_or(Isa::Portable)
         })
     }
 }
@@ -92,10 +96,10 @@ pub fn check_env() -> Result<(), crate::VggError> {
     let Ok(name) = std::env::var("VGG_ISA") else {
         return Ok(());
     };
-    let sets: Vec<_> = Isa::available().iter().map(|s| s.name()).collect();
-    if sets.contains(&name.as_str()) {
+    if Isa::named(&name).is_some() {
         return Ok(());
     }
+    let sets: Vec<_> = Isa::available().iter().map(|s| s.name()).collect();
     Err(crate::VggError::BadConfig {
         what: "VGG_ISA".into(),
         reason: format!(

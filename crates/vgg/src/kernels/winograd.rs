@@ -1141,14 +1141,20 @@ mod tests {
         // 24 x 17 kernels: 6 full steps of the kernel transform and a partial one.
         let w = wave(24 * 17 * 9, 0.41);
         let b = wave(g.co, 1.1);
+        let on = |isa| {
+            let forward = |relu| forward_transformed(isa, &x, &u, &b, g, relu);
+            (
+                transform_weights_on(isa, &w, 24, 17),
+                forward(false),
+                forward(true),
+            )
+        };
+        let portable = on(Isa::Portable);
         for isa in Isa::available() {
-            let on = |isa| transform_weights_on(isa, &w, 24, 17);
-            assert!(on(Isa::Portable) == on(isa), "{isa:?}");
-            for relu in [false, true] {
-                let portable = forward_transformed(Isa::Portable, &x, &u, &b, g, relu);
-                let other = forward_transformed(isa, &x, &u, &b, g, relu);
-                assert!(portable == other, "{isa:?}, relu {relu}");
-            }
+            let (kernels, plain, relu) = on(isa);
+            assert!(portable.0 == kernels, "{isa:?}: kernel transform");
+            assert!(portable.1 == plain, "{isa:?}, relu false");
+            assert!(portable.2 == relu, "{isa:?}, relu true");
         }
     }
 
