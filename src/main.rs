@@ -1,5 +1,14 @@
 //! `vgg`: the command-line tool. Thin: each subcommand parses its flags into library calls.
 
+/// `eprintln!` that never panics: a message that cannot be shown (standard error closed or
+/// full) is dropped, so such a stream never turns an answer or an error into a crash.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 
 use std::process::ExitCode;
@@ -22,7 +31,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // One message, its causes on the same line, the flag that fixes it; no backtrace:
             // these are the user's errors.
-            eprintln!("error: {}", cli::hints::message(&err, command));
+            note!("error: {}", cli::hints::message(&err, command));
             ExitCode::from(2)
         }
     }

@@ -7,27 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{W16, fixture, stderr, tiny_folder, tiny_train as train, tmp, vgg};
-
-/// Exit code 2 and one error line, the last, holding every needle.
-fn refused(out: &std::process::Output, needles: &[&str]) {
-    let text = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
-    let last = text.trim_end().lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: "),
-        "the error is the last line: {text}"
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("error")).count(),
-        1,
-        "one error line: {text}"
-    );
-    for n in needles {
-        assert!(last.contains(n), "{n:?} not in: {text}");
-    }
-}
+use support::{W16, fixture, refused, stderr, tiny_folder, tiny_train as train, tmp, vgg};
 
 fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)

@@ -45,10 +45,13 @@ impl ArchArgs {
         let config = match &self.layers {
             Some(list) => {
                 let text = if Path::new(list).is_file() {
-                    std::fs::read_to_string(list).map_err(|error| VggError::Io {
-                        path: list.into(),
-                        error,
-                    })?
+                    // A layer list is a few hundred bytes; 1 MiB is far beyond any.
+                    super::read_text_file(Path::new(list), 1 << 20, "a layer list").map_err(
+                        |error| VggError::Io {
+                            path: list.into(),
+                            error,
+                        },
+                    )?
                 } else {
                     list.clone()
                 };
@@ -93,6 +96,20 @@ pub fn parse_chw(text: &str) -> Result<[usize; 3], String> {
 }
 
 /// A whole number of at least 1 (batch sizes, counts of runs, images, epochs).
+/// The most threads `vgg` starts for one purpose (compute, loading): far beyond any core
+/// count, and short of what hangs a machine spawning them.
+pub const MAX_THREADS: usize = 1024;
+
+/// A thread count: a whole number from 1 to [`MAX_THREADS`].
+pub fn threads(text: &str) -> Result<usize, String> {
+    match positive(text)? {
+        n if n <= MAX_THREADS => Ok(n),
+        n => Err(format!(
+            "{n} threads is more than vgg starts (at most {MAX_THREADS})"
+        )),
+    }
+}
+
 pub fn positive(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),

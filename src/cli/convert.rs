@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use vgg::Vgg;
 
 use super::arch_args::ArchArgs;
 
@@ -33,7 +32,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.output.exists() && !args.force {
+    // A dangling link exists too: nothing is replaced without --force.
+    if std::fs::symlink_metadata(&args.output).is_ok() && !args.force {
         anyhow::bail!(
             "{} exists; pass --force to replace it",
             args.output.display()
@@ -48,20 +48,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{}: --f16 writes .safetensors only; name the output NAME.safetensors",
         args.output.display()
     );
-    // A run's checkpoint is read as the network its config.json describes.
-    let (config, input) = match vgg::preset::open::run_of(&args.input) {
-        Some((dir, file)) => (vgg::train::read_config(&dir)?.model, file),
-        None => (args.net.config(&args.arch)?, args.input.clone()),
-    };
+    // A run's checkpoint is read as the network its config.json describes; any file with the
+    // preset it carries or its layout implies, which a .safetensors output carries on.
     let device = super::device();
-    let model = Vgg::load(&config, &input, &device)?;
-    if args.f16 {
-        vgg::checkpoint::safetensors::write_f16(&model.state_dict(), &args.output)
+    let opened = vgg::preset::open(
+        &args.input,
+        || args.net.config(&args.arch),
+        &vgg::preset::Options::default(),
+        &device,
+        &mut super::weights::download_bar(),
+    )?;
+    let config = opened.model.config().clone();
+    let input = vgg::preset::open::run_of(&args.input)
+        .map(|(_, file)| file)
+        .unwrap_or_else(|| args.input.clone());
+    if is_safetensors {
+        vgg::checkpoint::safetensors::write_with_metadata(
+            &opened.state_dict(),
+            &args.output,
+            args.f16,
+            &opened.preset.to_metadata(),
+        )
     } else {
-        model.save(&args.output)
+        if opened.preset.normalize != vgg::preset::Normalize::torchvision() {
+            note!(
+                "note: {} will not carry these weights' preprocessing ({}); load it with --preset caffe, or --mean/--std/--pixel-scale/--bgr, or write .safetensors, which carries it",
+                args.output.display(),
+                opened.preset.normalize.describe()
+            );
+        }
+        opened.model.save(&args.output)
     }
     .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!(
+    note!(
         "{} -> {} ({}, {} parameters)",
         input.display(),
         args.output.display(),

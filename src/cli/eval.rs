@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vgg::data::Split;
+use vgg::eval::classes::map_classes;
 use vgg::eval::metrics::rank;
 use vgg::eval::{Method, average_probs_each};
 
@@ -83,7 +84,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let models = load_all(&args.weights)?;
     let default_scale = models[0].preset.scale;
     let classes = models[0].preset.classes.clone();
-    data.check(classes.len())?;
+    data.check(data.classes.len().max(1))?;
+    // Folders are matched to outputs by name where both name their classes.
+    let map = map_classes(&data.name, &data.classes, &models[0].preset)?;
+    if !map.by_name && data.classes.len() != classes.len() {
+        note!(
+            "note: the weights name no classes: {}'s {} classes are taken as outputs 0-{} by sorted position; give --labels to match them by name",
+            data.name,
+            data.classes.len(),
+            data.classes.len().saturating_sub(1)
+        );
+    }
     let scales: Vec<usize> = match &args.scales {
         Some(s) => s
             .split(',')
@@ -144,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         for (h, p) in hits.iter_mut().zip(&probs) {
             // average_probs_each refuses non-finite probabilities, so the rank exists.
-            let r = rank(p, data.labels[i]).expect("finite probabilities");
+            let r = rank(p, map.outputs[data.labels[i]]).expect("finite probabilities");
             h.0 += (r == 0) as usize;
             h.1 += (r < 5) as usize;
         }

@@ -18,14 +18,14 @@ pub struct Args {
     pub images: Vec<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
-    /// Layers, comma-separated: conv1_1 ... conv5_3, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3,
-    /// pool5, fc6, fc7 (or torchvision's features.N / classifier.N).
-    #[arg(
-        long = "at",
-        value_name = "LAYERS",
-        default_value = "relu1_2,relu2_2,relu3_3,relu4_3,relu5_3"
-    )]
-    pub at: String,
+    /// Layers, comma-separated: the authors' names (conv1_1 ... conv5_3 before the ReLU,
+    /// relu1_1 ... relu5_3, pool1 ... pool5, fc6, relu6, fc7, relu7, fc8), torchvision's
+    /// (features.N, classifier.N) or Keras' (block3_conv3, fc1: their output in Keras, after the
+    /// ReLU). Default: the perceptual-loss layers, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+    /// on VGG-16 and VGG-19, each block's last ReLU where it has fewer convolutions (VGG-11:
+    /// relu1_1, relu2_1, relu3_2, relu4_2, relu5_2). --list names them all.
+    #[arg(long = "at", value_name = "LAYERS")]
+    pub at: Option<String>,
     /// Output: FILE.safetensors (one tensor per layer) or a folder for LAYER.npy files.
     #[arg(long, short)]
     pub output: PathBuf,
@@ -73,17 +73,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect();
         return Ok(super::out(&text)?);
     }
-    let names: Vec<String> = args
-        .at
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let names: Vec<String> = match &args.at {
+        Some(at) => at
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => vgg::arch::names::default_taps(model.config()),
+    };
     if classifier.trunk {
         // A trunk's head was drawn fresh: its outputs would mean nothing.
         let config = model.config();
         if let Some(name) = names.iter().find(|n| {
-            vgg::arch::names::find(config, n)
+            vgg::arch::names::tap(config, n)
                 .is_some_and(|p| !matches!(p.point, vgg::arch::names::Point::Features(_)))
         }) {
             anyhow::bail!(
@@ -103,13 +105,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|k| args.output.join(format!("{k}.npy")))
             .collect()
     };
-    if let Some(existing) = targets.iter().find(|t| t.exists()) {
+    if let Some(existing) = targets
+        .iter()
+        .find(|t| std::fs::symlink_metadata(t).is_ok())
+    {
         anyhow::ensure!(
             args.force,
             "{} exists; pass --force to replace it",
             existing.display()
         );
     }
+    anyhow::ensure!(
+        std::fs::symlink_metadata(&args.output).map_or(true, |m| !m.is_symlink()) || is_st,
+        "{} is a link; give the folder itself (vgg writes into folders, not through links)",
+        args.output.display()
+    );
     anyhow::ensure!(
         is_st || !args.output.is_file(),
         "{} is a file; give a .safetensors name or a folder for the .npy files",
@@ -156,8 +166,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     for (k, a) in &acts {
-        eprintln!("{k:<12} {:?}", a.shape);
+        note!("{k:<12} {:?}", a.shape);
     }
-    eprintln!("wrote {}", args.output.display());
+    note!("wrote {}", args.output.display());
     Ok(())
 }

@@ -81,6 +81,7 @@ pub fn parse() -> (Cli, ArgMatches) {
 
 pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     vgg::limits::set(limits_from_env()?);
+    check_rayon_env()?;
     vgg::kernels::check_isa_env()?;
     let sub = matches
         .subcommand()
@@ -97,17 +98,58 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     }
 }
 
+/// rayon starts `RAYON_NUM_THREADS` compute threads where a command builds no pool of its own:
+/// a count it would hang spawning (100000) is refused before any starts.
+fn check_rayon_env() -> anyhow::Result<()> {
+    match std::env::var_os("RAYON_NUM_THREADS") {
+        None => Ok(()),
+        Some(v) if v.is_empty() || v == "0" => Ok(()), // rayon's own "one per core"
+        Some(v) => {
+            let text = v.to_string_lossy();
+            arch_args::threads(&text)
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("bad setting: RAYON_NUM_THREADS={text}: {e}"))
+        }
+    }
+}
+
+/// A small text file the user names (a layer list, class names), read only up to `limit`
+/// bytes: a larger one is refused, never read whole.
+pub fn read_text_file(path: &std::path::Path, limit: u64, what: &str) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("over {limit} bytes: too large for {what}"),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::new(ErrorKind::InvalidData, format!("{what} must be UTF-8 text")))
+}
+
 /// The limits, each from its `VGG_MAX_*` variable when set.
 fn limits_from_env() -> anyhow::Result<vgg::limits::Limits> {
     let mut limits = vgg::limits::Limits::default();
-    let read = |name: &str| -> anyhow::Result<Option<f64>> {
+    // Counts are whole numbers of at least 1 (`0.5` is not taken as 0); the upscale factor is
+    // any positive number.
+    let read = |name: &str, whole: bool| -> anyhow::Result<Option<f64>> {
         let var = hints::limit_variable(name);
-        match std::env::var(&var) {
-            Err(_) => Ok(None),
-            Ok(text) => match text.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
-                _ => anyhow::bail!("{var}={text}: expected a positive number"),
-            },
+        let text = match std::env::var(&var) {
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("{var} is not text: expected a positive number")
+            }
+            Ok(text) => text,
+        };
+        match text.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 && !whole => Ok(Some(v)),
+            Ok(v) if v.is_finite() && v >= 1.0 && v.fract() == 0.0 && whole => Ok(Some(v)),
+            _ if whole => anyhow::bail!("{var}={text}: expected a whole number of at least 1"),
+            _ => anyhow::bail!("{var}={text}: expected a positive number"),
         }
     };
     for (name, field) in [
@@ -116,11 +158,11 @@ fn limits_from_env() -> anyhow::Result<vgg::limits::Limits> {
         ("max_params", &mut limits.max_params),
         ("max_tensor_bytes", &mut limits.max_tensor_bytes),
     ] {
-        if let Some(v) = read(name)? {
+        if let Some(v) = read(name, true)? {
             *field = v as u64;
         }
     }
-    if let Some(v) = read("max_upscale")? {
+    if let Some(v) = read("max_upscale", false)? {
         limits.max_upscale = v;
     }
     Ok(limits)

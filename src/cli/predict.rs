@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for path in &args.images {
         let img = decode(path)?;
         if img.channels != channels {
-            eprintln!(
+            note!(
                 "note: {} has {} channel(s); converted to the network's {channels}",
                 path.display(),
                 img.channels

@@ -96,13 +96,13 @@ impl Ranks {
         if let Some(mpi) = &self.mpi
             && mpi.size() > 1
         {
-            eprintln!(
+            note!(
                 "error (rank {} of {}): {}",
                 mpi.rank(),
                 mpi.size(),
                 super::hints::message(&err, "train")
             );
-            eprintln!(
+            note!(
                 "ending every rank of the job; `vgg train --resume DIR` continues from the last checkpoint"
             );
             mpi.abort(2);

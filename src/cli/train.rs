@@ -114,7 +114,7 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Threads preparing batches.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::arch_args::threads)]
     pub workers: usize,
     /// Skip unreadable images (and count them) instead of stopping.
     #[arg(long)]
@@ -142,7 +142,7 @@ pub struct Args {
     #[arg(long)]
     pub no_test: bool,
     /// Compute threads. Default: this machine's cores, shared between the MPI ranks on it.
-    #[arg(long)]
+    #[arg(long, value_parser = super::arch_args::threads)]
     pub threads: Option<usize>,
     #[command(flatten)]
     pub device: super::DeviceArg,
@@ -394,7 +394,7 @@ impl Observer for Console {
         } else {
             String::new()
         };
-        eprintln!(
+        note!(
             "epoch {:>3}  lr {:.0e}  train loss {:.4} top-1 err {:5.2}%  |  val loss {:.4} top-1 err {:5.2}% top-5 err {:5.2}%  |  {:.0} s, {:.0} img/s{ranks}",
             r.epoch,
             r.lr,
@@ -407,14 +407,14 @@ impl Observer for Console {
             r.images_per_s
         );
         if let Err(e) = super::plot::write(&state.history, &run_dir.join("curves.png")) {
-            eprintln!("warning: could not draw curves.png: {e}");
+            note!("warning: could not draw curves.png: {e}");
         }
     }
 
     fn on_note(&mut self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
+            None => note!("{message}"),
         }
     }
 }
@@ -447,7 +447,7 @@ fn resume(
         None => {
             // Runs written before the data was recorded: the flags say where it is.
             if ranks.leader() {
-                eprintln!(
+                note!(
                     "note: {} does not record its data; using --data/--val as given",
                     dir.display()
                 );
@@ -470,13 +470,30 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
     let (mut trainer, test) = match &args.resume {
         Some(dir) => {
             if leader {
-                eprintln!("resuming {}", dir.display());
+                note!("resuming {}", dir.display());
             }
             resume(&args, matches, dir, ranks, &device)?
         }
         None => {
+            // The run records these paths in its config.json, which is UTF-8 text.
+            for (flag, path) in [
+                ("--data", &args.data),
+                ("--val", &args.val),
+                ("--init-from", &args.init_from),
+            ] {
+                if let Some(p) = path.as_ref().filter(|p| p.to_str().is_none()) {
+                    anyhow::bail!(
+                        "{flag} {}: the path is not UTF-8, and a run records it in its config.json (UTF-8 text); rename it or link to it under a UTF-8 name",
+                        p.display()
+                    );
+                }
+            }
             let spec = data_spec(&args);
             let Sets { train, val, test } = spec.open(args.seed)?;
+            if let Some(test) = &test {
+                // Checked now, not after the training it would end.
+                test.check_classes(&train.classes, "the training set")?;
+            }
             let mut recipe = recipe(&args)?;
             let pretrained = match &args.pretrained {
                 Some(source) => {
@@ -501,7 +518,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
             };
             let mut config = recipe.config(spec, &train, &val, || {
                 if leader {
-                    eprintln!("measuring the training set's mean and colour covariance ...");
+                    note!("measuring the training set's mean and colour covariance ...");
                 }
             })?;
             config.no_test = args.no_test;
@@ -534,7 +551,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                 )?,
             };
             if let (true, Some(p)) = (leader, &trainer.config.pretrained) {
-                eprintln!("{}", fine_tune_note(p));
+                note!("{}", fine_tune_note(p));
             }
             (trainer, test)
         }
@@ -543,7 +560,7 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         return trainer.run(&mut Silent).map_err(Into::into);
     }
     let c = &trainer.config;
-    eprintln!(
+    note!(
         "training {} ({} parameters) on {} ({} classes), validating on {}; {} epochs, batch {} (micro {}), lr {:e}{}; run folder {}",
         c.model.name,
         super::summary::thousands(c.model.num_params() as u64),
@@ -562,20 +579,20 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
         trainer.run_dir().display()
     );
     if args.device.device != vgg::device::DeviceSpec::Flex {
-        eprintln!(
+        note!(
             "computing on {} (burn's operations; our CPU kernels are flex's)",
             args.device.device
         );
     }
     if trainer.lanes() > 1 {
-        eprintln!(
+        note!(
             "{} micro-batches at a time side by side, the threads shared among them",
             trainer.lanes()
         );
     }
     if ranks.size() > 1 {
         let n = ranks.size();
-        eprintln!(
+        note!(
             "data-parallel on {n} MPI ranks: rank r computes micro-batches r, r+{n}, ... of each batch; gradients all-reduced"
         );
     }
@@ -592,14 +609,14 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
     let Some(best) = trainer.state.best_val_accuracy else {
         anyhow::bail!("{}: the run trained no epoch", trainer.run_dir().display());
     };
-    eprintln!(
+    note!(
         "best validation top-1 accuracy {:.2}%; checkpoints, log.csv and curves.png in {}",
         100.0 * best,
         trainer.run_dir().display()
     );
     match (test, args.no_test || trainer.config.no_test) {
         (Some(_), true) => {
-            eprintln!("test set not scored (--no-test): score it once with `vgg eval`");
+            note!("test set not scored (--no-test): score it once with `vgg eval`");
             Ok(())
         }
         (Some(test), false) => score_test(&trainer, &plain, test),
@@ -614,6 +631,7 @@ fn score_test(
     test: Dataset,
 ) -> anyhow::Result<()> {
     let cfg = &trainer.config;
+    test.check_classes(&cfg.classes, "the run")?;
     let model =
         vgg::checkpoint::burnpack::load(&cfg.model, &trainer.run_dir().join("best.bpk"), plain)?;
     let result = evaluate(
@@ -624,7 +642,11 @@ fn score_test(
         cfg.workers,
         cfg.skip_bad,
     )?;
-    eprintln!(
+    anyhow::ensure!(
+        result.images > 0,
+        "the test set: none of its images could be read (all skipped); no test score"
+    );
+    note!(
         "test set ({} images), best checkpoint: top-1 accuracy {:.2}% (error {:.2}%), top-5 error {:.2}%",
         result.images,
         100.0 * result.top1,

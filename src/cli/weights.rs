@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use vgg::eval::Classifier;
 use vgg::preset::{Convention, NormalizeOverrides, Options};
@@ -194,8 +193,9 @@ pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<
     );
     let (model, mut preset) = (opened.model, opened.preset);
     if let Some(file) = &args.labels {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading the labels {}", file.display()))?;
+        // 16 MiB: ImageNet-21k's names are 1 MiB.
+        let text = super::read_text_file(file, 16 << 20, "a class-name list")
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         preset.classes = text
             .lines()
             .map(|l| l.trim().to_string())
@@ -216,10 +216,24 @@ pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<
     })
 }
 
-/// Every `--weights` (an ensemble when there are several), as classifiers.
+/// Every `--weights` (an ensemble when there are several), as classifiers; the members of an
+/// ensemble must score the same classes in the same order.
 pub fn load_all(args: &WeightArgs) -> anyhow::Result<Vec<Classifier>> {
-    args.weights
+    let models = args
+        .weights
         .iter()
         .map(|w| load(args, w, Purpose::Classify))
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names: Vec<String> = args
+        .weights
+        .iter()
+        .map(|w| w.display().to_string())
+        .collect();
+    vgg::eval::classes::same_classes(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(models.iter().map(|m| &m.preset)),
+    )?;
+    Ok(models)
 }

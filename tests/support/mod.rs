@@ -21,6 +21,26 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Exit code 2 and one error line, the last, holding every needle.
+pub fn refused(out: &Output, needles: &[&str]) {
+    let text = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let last = text.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: "),
+        "the error is the last line: {text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "one error line: {text}"
+    );
+    for n in needles {
+        assert!(last.contains(n), "{n:?} not in: {text}");
+    }
+}
+
 /// A folder of two classes of 34x34 grey PNGs (bright top half or bright bottom half),
 /// `per_class` each, and a broken file when `broken`.
 pub fn tiny_folder(name: &str, per_class: u32, broken: bool) -> PathBuf {

@@ -20,18 +20,36 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename. The
+/// temporary file is created, never opened: a link or file already at its name is refused,
+/// not followed or truncated; the rename replaces `path` itself, never what a link there
+/// points to.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VggError> {
     remove_stale_temps(path);
     let tmp = temp_path(path);
+    let mut created = false;
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        created = true;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
+        if created {
+            let _ = std::fs::remove_file(&tmp);
+        } else if e.kind() == std::io::ErrorKind::AlreadyExists {
+            // Something this write did not make sits at its temporary name (a link?).
+            return Err(VggError::io(
+                &tmp,
+                std::io::Error::other(
+                    "exists and was not made by vgg; it is left as it is: remove it",
+                ),
+            ));
+        }
         return Err(VggError::io(path, e));
     }
     Ok(())

@@ -41,10 +41,13 @@ pub fn run(parser: &str, bytes: &[u8]) -> Result<(), String> {
                 other => other,
             };
             let path = scratch(&format!("input.{ext}"), bytes);
-            if let Ok(dict) = crate::checkpoint::read_state_dict(&path) {
+            if let Ok(file) = crate::checkpoint::read_weight_file(&path) {
                 let config = tiny();
-                let dict = crate::checkpoint::layouts::to_torchvision(dict, &config);
-                let _ = crate::Vgg::from_state_dict(&config, &dict, &path, &Device::flex());
+                let renamed =
+                    crate::checkpoint::layouts::to_torchvision(file.dict, file.layout, &config);
+                if let Ok(dict) = renamed {
+                    let _ = crate::Vgg::from_state_dict(&config, &dict, &path, &Device::flex());
+                }
             }
         }
         "bpk" => {

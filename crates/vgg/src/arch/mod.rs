@@ -193,20 +193,30 @@ pub fn table1(letter: &str) -> Option<&'static [Layer]> {
 /// Tokens are separated by commas or white space; a number is a 3x3 conv of that width, `M` a
 /// max-pool, `C1-n` a 1x1 conv of width `n`, `L` (or `LRN`) an LRN layer.
 pub fn parse_layers(text: &str) -> Result<Vec<Layer>, VggError> {
+    // A token is echoed into the error cut to 40 characters (not a 50 MB line).
     let bad = |token: &str, position: usize, reason: &str| VggError::BadLayerList {
-        token: token.to_string(),
+        token: match token.char_indices().nth(40) {
+            Some((end, _)) => format!("{}...", &token[..end]),
+            None => token.to_string(),
+        },
         position,
         reason: reason.to_string(),
     };
-    let tokens: Vec<&str> = text
+    let tokens = text
         .split(|c: char| {
             c == ',' || c.is_whitespace() || c == '[' || c == ']' || c == '"' || c == '\''
         })
-        .filter(|t| !t.is_empty())
-        .collect();
-    let mut layers = Vec::with_capacity(tokens.len());
-    for (i, token) in tokens.iter().enumerate() {
+        .filter(|t| !t.is_empty());
+    let mut layers = Vec::new();
+    for (i, token) in tokens.enumerate() {
         let position = i + 1;
+        if position > MAX_LAYERS {
+            return Err(bad(
+                token,
+                position,
+                &format!("more than {MAX_LAYERS} layers; a VGG has a few dozen"),
+            ));
+        }
         let width = |digits: &str| match digits.parse::<usize>() {
             Ok(0) => Err(bad(
                 token,
@@ -216,6 +226,9 @@ pub fn parse_layers(text: &str) -> Result<Vec<Layer>, VggError> {
             Ok(n) => Ok(n),
             Err(_) => Err(bad(token, position, "expected a width (64), M, L or C1-n")),
         };
+        if token.len() > 24 {
+            return Err(bad(token, position, "expected a width (64), M, L or C1-n"));
+        }
         let layer = match token.to_ascii_uppercase().as_str() {
             "M" | "P" | "POOL" => Layer::Pool,
             "L" | "LRN" => Layer::Lrn,
@@ -236,6 +249,10 @@ pub fn parse_layers(text: &str) -> Result<Vec<Layer>, VggError> {
     }
     Ok(layers)
 }
+
+/// The most layers a list may name: far beyond any VGG (E has 24), short of what exhausts
+/// memory.
+pub const MAX_LAYERS: usize = 4096;
 
 /// Writes a layer list back in the tutorial form (the inverse of [`parse_layers`]).
 pub fn format_layers(layers: &[Layer]) -> String {

@@ -120,6 +120,61 @@ pub fn find(config: &VggConfig, name: &str) -> Option<Named> {
     })
 }
 
+/// The point whose output `name` means when it is read as an activation (`vgg features --at`).
+/// As [`find`], except that a Keras name means what that layer outputs in Keras:
+/// keras.applications builds `block3_conv3`, `fc1` and `fc2` with `activation="relu"`, so
+/// their outputs are after the ReLU (after BatchNorm too, where the network has one); the
+/// Caffe and torchvision names of the same layers mean the output before it. Keras'
+/// `predictions` outputs the softmax, which no point of the network holds: `None`, as for an
+/// unknown name.
+pub fn tap(config: &VggConfig, name: &str) -> Option<Named> {
+    let all = names(config);
+    let i = all.iter().position(|n| {
+        n.caffe == name
+            || (!n.torchvision.is_empty() && n.torchvision == name)
+            || n.keras.as_deref() == Some(name)
+    })?;
+    let named = &all[i];
+    if named.keras.as_deref() != Some(name) || !matches!(named.kind, Kind::Conv | Kind::Fc) {
+        return Some(named.clone());
+    }
+    if named.point == Point::Classifier(6) {
+        return None;
+    }
+    all[i + 1..]
+        .iter()
+        .take_while(|n| matches!(n.kind, Kind::BatchNorm | Kind::Relu))
+        .find(|n| n.kind == Kind::Relu)
+        .or(Some(named))
+        .cloned()
+}
+
+/// The layers a perceptual loss reads by default (Johnson et al.'s relu1_2, relu2_2, relu3_3,
+/// relu4_3 and relu5_3 on VGG-16): in each block, the ReLU after its second or third
+/// convolution, or its last where a block has fewer (VGG-11: relu1_1, relu2_1, relu3_2, ...).
+pub fn default_taps(config: &VggConfig) -> Vec<String> {
+    let relus: Vec<String> = names(config)
+        .into_iter()
+        .filter(|n| n.kind == Kind::Relu && n.caffe.starts_with("relu") && n.caffe.contains('_'))
+        .map(|n| n.caffe)
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for (b, want) in (1..).zip([2, 2, 3, 3, 3]) {
+        let in_block: Vec<&String> = relus
+            .iter()
+            .filter(|r| r.strip_prefix(&format!("relu{b}_")).is_some())
+            .collect();
+        let pick = in_block
+            .iter()
+            .find(|r| r.ends_with(&format!("_{want}")))
+            .or(in_block.last());
+        if let Some(r) = pick {
+            out.push((*r).clone());
+        }
+    }
+    out
+}
+
 /// Where training starts when every layer before `name` is frozen (fine-tuning): a
 /// convolution (`conv5_1`, `features.24`, `block5_conv1`), an FC layer (`fc6`, `classifier.0`,
 /// `fc1`), or `features`: every convolution frozen, the head trains.
@@ -162,6 +217,24 @@ mod tests {
         assert_eq!(find(&d, "predictions").unwrap().caffe, "fc8");
         assert_eq!(n.last().unwrap().point, Point::Classifier(6));
         // A-LRN: conv1_1, relu1_1, norm1, pool1, conv2_1 ...
+        // As activations, Keras' names mean their layer's output in Keras: after the ReLU.
+        assert_eq!(tap(&d, "block3_conv2").unwrap().caffe, "relu3_2");
+        assert_eq!(tap(&d, "conv3_2").unwrap().caffe, "conv3_2");
+        assert_eq!(tap(&d, "fc1").unwrap().caffe, "relu6");
+        assert_eq!(tap(&d, "block5_pool").unwrap().caffe, "pool5");
+        assert_eq!(tap(&d, "predictions"), None);
+        assert_eq!(
+            default_taps(&d),
+            ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
+        );
+        assert_eq!(
+            default_taps(&VggConfig::named("vgg11").unwrap()),
+            ["relu1_1", "relu2_1", "relu3_2", "relu4_2", "relu5_2"]
+        );
+        assert_eq!(
+            default_taps(&VggConfig::named("vgg19").unwrap()),
+            ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
+        );
         let lrn = VggConfig::named("A-LRN").unwrap();
         let caffe: Vec<String> = names(&lrn).into_iter().take(5).map(|n| n.caffe).collect();
         assert_eq!(caffe, ["conv1_1", "relu1_1", "norm1", "pool1", "conv2_1"]);

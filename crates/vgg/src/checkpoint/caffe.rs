@@ -31,7 +31,13 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
                     layer(layer_message, field == 2, limit.saturating_sub(floats)).map_err(bad)?;
                 for (i, blob) in blobs.into_iter().enumerate() {
                     floats += blob.shape.iter().product::<usize>();
-                    dict.insert(format!("{name}.{i}"), blob);
+                    if dict.insert(format!("{name}.{i}"), blob).is_some() {
+                        return Err(corrupt(
+                            path,
+                            "Caffe",
+                            format!("the layer `{name}` has weights twice; keep one"),
+                        ));
+                    }
                 }
             }
             (_, Wire::Len(n)) => net.skip(n).map_err(bad)?,

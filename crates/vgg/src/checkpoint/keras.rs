@@ -36,25 +36,77 @@ impl Kind {
     }
 }
 
-/// Keras' `BatchNormalization` divides by `sqrt(var + 1e-3)` (its default epsilon, which no
-/// weight file stores); the network divides by `sqrt(var + 1e-5)`, as PyTorch. Adding the
-/// difference to the variance makes the two the same, exactly.
-fn with_keras_epsilon(var: StateTensor) -> StateTensor {
-    const KERAS_EPSILON: f32 = 1e-3;
-    let shifted = var
-        .to_f32()
-        .iter()
-        .map(|v| v + (KERAS_EPSILON - 1e-5))
-        .collect();
+/// Keras' `BatchNormalization` divides by `sqrt(var + epsilon)`; the network divides by
+/// `sqrt(var + 1e-5)`, as PyTorch. Adding the difference to the variance makes the two the
+/// same, exactly.
+fn with_epsilon(var: StateTensor, epsilon: f32) -> StateTensor {
+    let shifted = var.to_f32().iter().map(|v| v + (epsilon - 1e-5)).collect();
     StateTensor::f32(var.shape, shifted)
+}
+
+/// Keras' default `BatchNormalization` epsilon, for files that store no model config
+/// (`.weights.h5`, `save_weights`).
+const KERAS_EPSILON: f32 = 1e-3;
+
+/// The epsilon of every `BatchNormalization` layer a model config (Keras' JSON: a `.keras`
+/// file's `config.json`, a legacy `.h5`'s `model_config`) holds, in the order of its layers,
+/// nested models included.
+fn bn_epsilons(config: &str) -> Result<Vec<f32>, String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<f32>) -> Result<(), String> {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("class_name").and_then(|c| c.as_str()) == Some("BatchNormalization") {
+                    let eps = m
+                        .get("config")
+                        .and_then(|c| c.get("epsilon"))
+                        .map_or(Some(KERAS_EPSILON as f64), |e| e.as_f64())
+                        .ok_or("a BatchNormalization epsilon that is not a number")?;
+                    if !(eps.is_finite() && eps >= 0.0) {
+                        return Err(format!("a BatchNormalization epsilon of {eps}"));
+                    }
+                    out.push(eps as f32);
+                }
+                // Layers sit in `config.layers` lists, whose order is kept; the other keys of
+                // one object hold no layers.
+                m.values().try_for_each(|x| walk(x, out))
+            }
+            serde_json::Value::Array(a) => a.iter().try_for_each(|x| walk(x, out)),
+            _ => Ok(()),
+        }
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("its model config is not JSON: {e}"))?;
+    let mut out = Vec::new();
+    walk(&value, &mut out)?;
+    Ok(out)
 }
 
 /// Reads a Keras weight file (`.h5`, `.weights.h5`, `.keras`).
 pub fn read(path: &Path) -> Result<StateDict, VggError> {
     let size = read_bounded_size(path, None)?;
     let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
-    let layers =
+    let (layers, config) =
         contained(|| layers_of(path, file, size)).map_err(|e| corrupt(path, "Keras", e))?;
+    // Each BatchNorm's epsilon as the model config says (`.keras`, legacy `.h5`); Keras'
+    // default where the file stores none.
+    let bn_count = layers.iter().filter(|(k, _)| *k == Kind::BatchNorm).count();
+    let epsilons = match config {
+        Some(json) => {
+            let eps = bn_epsilons(&json).map_err(|e| corrupt(path, "Keras", e))?;
+            if eps.len() != bn_count {
+                return Err(corrupt(
+                    path,
+                    "Keras",
+                    format!(
+                        "its model config has {} BatchNormalization layers, its weights {bn_count}",
+                        eps.len()
+                    ),
+                ));
+            }
+            eps
+        }
+        None => vec![KERAS_EPSILON; bn_count],
+    };
     let mut dict = StateDict::new();
     let mut counts = [0usize; 3];
     let mut floats = 0u64;
@@ -63,7 +115,7 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
         for (param, mut t) in weights {
             floats += t.shape.iter().product::<usize>() as u64;
             if kind == Kind::BatchNorm && param == "moving_variance" {
-                t = with_keras_epsilon(t);
+                t = with_epsilon(t, epsilons[*k]);
             }
             dict.insert(format!("keras.{}.{:03}.{param}", kind.key(), *k), t);
         }
@@ -81,15 +133,29 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
     Ok(dict)
 }
 
-/// The layers with weights, in the file's order. HDF5 parsing runs contained: a panic in the
-/// reader is an error about the file.
-fn layers_of(path: &Path, archive: std::fs::File, size: u64) -> Result<Vec<Layer>, String> {
+/// The layers with weights, in the file's order, and the model config the file holds (if
+/// any). HDF5 parsing runs contained: a panic in the reader is an error about the file.
+fn layers_of(
+    path: &Path,
+    archive: std::fs::File,
+    size: u64,
+) -> Result<(Vec<Layer>, Option<String>), String> {
+    let mut config = None;
     let file = if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("keras"))
     {
         let mut zip =
             zip::ZipArchive::new(archive).map_err(|e| format!("not a .keras zip: {e}"))?;
+        if let Ok(entry) = zip.by_name("config.json") {
+            // A model config is kilobytes; 64 MiB is far beyond any.
+            let mut text = String::new();
+            entry
+                .take(64 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("config.json: {e}"))?;
+            config = Some(text);
+        }
         let mut entry = zip
             .by_name("model.weights.h5")
             .map_err(|_| "the .keras zip holds no model.weights.h5".to_string())?;
@@ -115,11 +181,18 @@ fn layers_of(path: &Path, archive: std::fs::File, size: u64) -> Result<Vec<Layer
         bytes,
     };
     let root = file.root_group().map_err(|e| e.to_string())?;
-    if has_group(&root, "layers") && !has_attribute(&root, "layer_names") {
-        keras3(&root, &mut budget)
-    } else {
-        legacy(&root, &mut budget)
+    if config.is_none()
+        && let Ok(a) = root.attribute("model_config")
+        && a.num_elements().is_ok_and(|n| n == 1)
+    {
+        config = a.read_strings().ok().and_then(|mut v| v.pop());
     }
+    let layers = if has_group(&root, "layers") && !has_attribute(&root, "layer_names") {
+        keras3(&root, &mut budget)?
+    } else {
+        legacy(&root, &mut budget)?
+    };
+    Ok((layers, config))
 }
 
 /// The values the datasets still to read may declare: what the limits allow, and no more than

@@ -45,6 +45,8 @@ fn split(key: &str) -> (String, String) {
     )
 }
 
+/// The layout of a dict by its names: Keras' if any layer is named as keras.applications names
+/// them, the authors' if any is named as in their Caffe release, torchvision's otherwise.
 pub fn detect(dict: &StateDict) -> Layout {
     let layers: Vec<String> = dict.keys().map(|k| split(k).0).collect();
     if layers
@@ -56,6 +58,38 @@ pub fn detect(dict: &StateDict) -> Layout {
         Layout::Caffe
     } else {
         Layout::Torchvision
+    }
+}
+
+/// [`detect`], refusing a dict that names layers in two layouts (a Caffe `fc8.weight` beside
+/// torchvision's `features.0.weight`): one stray name must neither switch the preprocessing
+/// nor fill a tensor twice. The error names a key of each.
+pub fn detect_strict(dict: &StateDict) -> Result<Layout, String> {
+    let layout = detect(dict);
+    if layout == Layout::Torchvision {
+        return Ok(layout);
+    }
+    let foreign = dict.keys().find(|k| {
+        let layer = split(k).0;
+        matches!(
+            layer.as_str(),
+            "block1_conv1" | "predictions" | "conv1_1" | "fc8"
+        )
+    });
+    let torch = dict
+        .keys()
+        .find(|k| k.starts_with("features.") || k.starts_with("classifier."));
+    match (foreign, torch) {
+        (Some(f), Some(t)) => Err(format!(
+            "names layers two ways: `{t}` (torchvision's) and `{f}` ({}); a file holds one \
+             network under one naming",
+            if layout == Layout::Keras {
+                "Keras'"
+            } else {
+                "the authors' Caffe release's"
+            }
+        )),
+        _ => Ok(layout),
     }
 }
 
@@ -113,18 +147,24 @@ fn name_keras_layers(dict: StateDict, config: &VggConfig) -> StateDict {
     out
 }
 
-/// Renames (and for Keras, transposes) a Caffe or Keras state dict into torchvision's layout for
-/// `config`. Keys it does not know are kept as they are, so the strict check reports them.
-pub fn to_torchvision(dict: StateDict, config: &VggConfig) -> StateDict {
+/// Renames (and for Keras, transposes) a state dict in `layout` (as read:
+/// [`super::WeightFile::layout`]) into torchvision's layout for `config`. Keys it does not know
+/// are kept as they are, so the strict check reports them; two keys that would fill one tensor
+/// (`conv1_1.weight` and `conv1_1.0`, a layer twice) are an error naming both.
+pub fn to_torchvision(
+    dict: StateDict,
+    layout: Layout,
+    config: &VggConfig,
+) -> Result<StateDict, String> {
     let dict = if dict.keys().any(|k| k.starts_with("keras.")) {
         name_keras_layers(dict, config)
     } else {
         dict
     };
-    let layout = detect(&dict);
     if layout == Layout::Torchvision {
-        return dict;
+        return Ok(dict);
     }
+    let mut from: std::collections::HashMap<String, String> = Default::default();
     let convs = conv_names(config);
     let fc_names: [(&str, &str, usize); 3] = [
         ("fc6", "fc1", 0),
@@ -139,6 +179,7 @@ pub fn to_torchvision(dict: StateDict, config: &VggConfig) -> StateDict {
             "weight" | "kernel" | "0" | "weights" => "weight",
             "bias" | "1" | "biases" => "bias",
             _ => {
+                claim(&mut from, &key, &key)?;
                 out.insert(key, t);
                 continue;
             }
@@ -180,9 +221,24 @@ pub fn to_torchvision(dict: StateDict, config: &VggConfig) -> StateDict {
                 };
                 (format!("classifier.{i}.{suffix}"), value)
             }
-            _ => (key, t),
+            _ => (key.clone(), t),
         };
+        claim(&mut from, &name, &key)?;
         out.insert(name, value);
     }
-    out
+    Ok(out)
+}
+
+/// Records that `source` fills `name`; an error if another key already does.
+fn claim(
+    from: &mut std::collections::HashMap<String, String>,
+    name: &str,
+    source: &str,
+) -> Result<(), String> {
+    match from.insert(name.to_string(), source.to_string()) {
+        Some(other) if other != source => Err(format!(
+            "`{other}` and `{source}` both name the tensor `{name}`; keep one"
+        )),
+        _ => Ok(()),
+    }
 }

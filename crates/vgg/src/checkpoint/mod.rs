@@ -19,6 +19,7 @@ pub mod safetensors;
 pub mod state_dict;
 pub mod strict;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -76,22 +77,49 @@ pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl ToString) 
     }
 }
 
-/// Reads a state dict from `.safetensors` or `.pth`. Float16/bfloat16/float64 tensors are
-/// converted to float32. A `.pth` checkpoint that wraps its state dict under `state_dict` or
-/// `model` is unwrapped, and DataParallel's `module.` prefix is removed.
-pub fn read_state_dict(path: &Path) -> Result<StateDict, VggError> {
+/// A weight file as read: its tensors under the file's own names, the layout they are in, and
+/// the text metadata the file carries (safetensors' `__metadata__`).
+#[derive(Debug, Clone)]
+pub struct WeightFile {
+    pub dict: StateDict,
+    /// Told by the format where the format decides it (every Keras file is in Keras' layout,
+    /// every `.caffemodel` in the authors'; an ONNX graph that flattens channels-last before
+    /// FC1 is a Keras export), by the names otherwise ([`layouts::detect`]): always before any
+    /// renaming, which makes every layout look like torchvision's.
+    pub layout: layouts::Layout,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Reads a weight file of any format but burn's: see [`read_state_dict`] for what is unwrapped.
+/// A dict that mixes layouts (a Caffe name beside torchvision's) is refused, naming both keys.
+pub fn read_weight_file(path: &Path) -> Result<WeightFile, VggError> {
     if !path.exists() {
         return Err(VggError::io(
             path,
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
-    let dict = match Format::of(path)? {
-        Format::Safetensors => safetensors::read(path)?,
-        Format::Pytorch => pth::read(path)?,
-        Format::Caffe => caffe::read(path)?,
-        Format::Onnx => onnx::read(path)?,
-        Format::Keras => keras::read(path)?,
+    let (dict, told, metadata) = match Format::of(path)? {
+        Format::Safetensors => {
+            let (dict, metadata) = safetensors::read_with_metadata(path)?;
+            (dict, None, metadata)
+        }
+        Format::Pytorch => (pth::read(path)?, None, BTreeMap::new()),
+        Format::Caffe => (
+            caffe::read(path)?,
+            Some(layouts::Layout::Caffe),
+            BTreeMap::new(),
+        ),
+        Format::Onnx => {
+            let (dict, channels_last) = onnx::read_with_layout(path)?;
+            let told = channels_last.then_some(layouts::Layout::Keras);
+            (dict, told, BTreeMap::new())
+        }
+        Format::Keras => (
+            keras::read(path)?,
+            Some(layouts::Layout::Keras),
+            BTreeMap::new(),
+        ),
         Format::Burn => {
             return Err(corrupt(
                 path,
@@ -100,7 +128,23 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, VggError> {
             ));
         }
     };
-    Ok(state_dict::strip_prefix(dict, "module."))
+    let dict = state_dict::strip_prefix(dict, "module.");
+    let layout = match told {
+        Some(layout) => layout,
+        None => layouts::detect_strict(&dict).map_err(|reason| corrupt(path, "weights", reason))?,
+    };
+    Ok(WeightFile {
+        dict,
+        layout,
+        metadata,
+    })
+}
+
+/// Reads a state dict from any weight file but burn's record. Float16/bfloat16/float64 tensors
+/// are converted to float32. A `.pth` checkpoint that wraps its state dict under `state_dict`
+/// or `model` is unwrapped, and DataParallel's `module.` prefix is removed.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, VggError> {
+    Ok(read_weight_file(path)?.dict)
 }
 
 /// The whole file, if it is no larger than weights can be: [`Limits::max_params`] values of 8
@@ -140,7 +184,9 @@ impl Vgg {
             return burnpack::load(config, path, device);
         }
         // Caffe- or Keras-named files are renamed into torchvision's layout first.
-        let dict = layouts::to_torchvision(read_state_dict(path)?, config);
+        let file = read_weight_file(path)?;
+        let dict = layouts::to_torchvision(file.dict, file.layout, config)
+            .map_err(|reason| corrupt(path, "weights", reason))?;
         Self::from_state_dict(config, &dict, path, device)
     }
 

@@ -18,16 +18,26 @@ use crate::error::VggError;
 /// One node of the graph: its operator, inputs, and the attributes that matter here.
 #[derive(Debug, Default, Clone)]
 struct Node {
+    /// The node's own name (for errors; may be empty).
+    name: String,
     op: String,
     inputs: Vec<String>,
     outputs: Vec<String>,
     /// Float attributes (`epsilon`).
     floats: HashMap<String, f32>,
     ints: HashMap<String, Vec<i64>>,
+    /// String attributes (`auto_pad`).
+    strings: HashMap<String, String>,
 }
 
 /// Reads the weights of the VGG an ONNX model holds, in torchvision's layout.
 pub fn read(path: &Path) -> Result<StateDict, VggError> {
+    Ok(read_with_layout(path)?.0)
+}
+
+/// [`read`], and whether the graph moves between NCHW and NHWC (an NHWC input, a channels-last
+/// flatten before FC1): a Keras export, whose weights expect Keras' preprocessing.
+pub fn read_with_layout(path: &Path) -> Result<(StateDict, bool), VggError> {
     let size = read_bounded_size(path, None)?;
     let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
     let limit = crate::limits::get().max_params.saturating_mul(2) as usize;
@@ -49,7 +59,8 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
     if graphs == 0 {
         return Err(corrupt(path, "ONNX", "no graph (is this an ONNX model?)"));
     }
-    let dict = number(&nodes, &mut weights).map_err(|reason| corrupt(path, "ONNX", reason))?;
+    let (dict, channels_last) =
+        number(&nodes, &mut weights).map_err(|reason| corrupt(path, "ONNX", reason))?;
     if dict.is_empty() {
         return Err(corrupt(
             path,
@@ -57,7 +68,7 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
             "no Conv, BatchNormalization or Gemm/MatMul with weights",
         ));
     }
-    Ok(dict)
+    Ok((dict, channels_last))
 }
 
 fn graph<R: std::io::Read>(
@@ -83,6 +94,11 @@ fn graph<R: std::io::Read>(
                 // Shape constants (int64) and the like are not weights; they are left out.
                 if let Some(t) = t {
                     used += t.shape.iter().product::<usize>();
+                    if weights.contains_key(&name) {
+                        return Err(WireError(format!(
+                            "two initializers are named `{name}`; keep one"
+                        )));
+                    }
                     weights.insert(name, t);
                 }
             }
@@ -109,11 +125,15 @@ fn node<R: std::io::Read>(mut m: Message<R>) -> Result<Node, WireError> {
         match (field, wire) {
             (1, Wire::Len(n)) => node.inputs.push(m.string(n)?),
             (2, Wire::Len(n)) => node.outputs.push(m.string(n)?),
+            (3, Wire::Len(n)) => node.name = m.string(n)?,
             (4, Wire::Len(n)) => node.op = m.string(n)?,
             (5, Wire::Len(n)) => {
-                let (name, ints, float) = attribute(m.sub(n)?)?;
+                let (name, ints, float, string) = attribute(m.sub(n)?)?;
                 if let Some(f) = float {
                     node.floats.insert(name.clone(), f);
+                }
+                if let Some(s) = string {
+                    node.strings.insert(name.clone(), s);
                 }
                 node.ints.insert(name, ints);
             }
@@ -124,16 +144,17 @@ fn node<R: std::io::Read>(mut m: Message<R>) -> Result<Node, WireError> {
     Ok(node)
 }
 
-/// An attribute's name, integer value(s) (`i`, `ints`) and float (`f`); other kinds read as
-/// empty.
-type Attribute = (String, Vec<i64>, Option<f32>);
+/// An attribute's name, integer value(s) (`i`, `ints`), float (`f`) and string (`s`); other
+/// kinds read as empty.
+type Attribute = (String, Vec<i64>, Option<f32>, Option<String>);
 
 fn attribute<R: std::io::Read>(mut m: Message<R>) -> Result<Attribute, WireError> {
-    let (mut name, mut ints, mut float) = (String::new(), Vec::new(), None);
+    let (mut name, mut ints, mut float, mut string) = (String::new(), Vec::new(), None, None);
     while let Some((field, wire)) = m.field()? {
         match (field, wire) {
             (1, Wire::Len(n)) => name = m.string(n)?,
             (2, Wire::Fixed32(bits)) => float = Some(f32::from_bits(bits)),
+            (4, Wire::Len(n)) => string = Some(m.string(n)?),
             (3, Wire::Varint(v)) | (8, Wire::Varint(v)) => ints.push(v as i64),
             (8, Wire::Len(n)) => {
                 ints.extend(m.packed_varints(n, 16)?.into_iter().map(|v| v as i64))
@@ -142,16 +163,35 @@ fn attribute<R: std::io::Read>(mut m: Message<R>) -> Result<Attribute, WireError
             _ => {}
         }
     }
-    Ok((name, ints, float))
+    Ok((name, ints, float, string))
 }
 
-/// A `TensorProto`: its name and, for floats, its values (`float_data` or `raw_data`).
+/// A `TensorProto`: its name and, for floating-point types (float32; float16, bfloat16 and
+/// float64, widened to float32 as every other format's are), its values (`float_data`,
+/// `int32_data` for 16-bit types, `double_data`, or `raw_data`). Other types (shape constants)
+/// read as `None`.
 fn tensor<R: std::io::Read>(
     mut m: Message<R>,
     limit: usize,
 ) -> Result<(String, Option<StateTensor>), WireError> {
+    use safetensors::Dtype;
     let (mut name, mut dims, mut data, mut kind) = (String::new(), Vec::new(), Vec::new(), 1u64);
     let mut external = false;
+    // ONNX's TensorProto.DataType codes of the floating-point types read here.
+    let dtype = |kind: u64| match kind {
+        1 => Some(Dtype::F32),
+        10 => Some(Dtype::F16),
+        11 => Some(Dtype::F64),
+        16 => Some(Dtype::BF16),
+        _ => None,
+    };
+    let full = |data: &Vec<f32>| {
+        if data.len() >= limit {
+            Err(WireError(format!("more than {limit} floats")))
+        } else {
+            Ok(())
+        }
+    };
     while let Some((field, wire)) = m.field()? {
         match (field, wire) {
             (1, Wire::Varint(v)) => dims.push(v as usize),
@@ -160,13 +200,51 @@ fn tensor<R: std::io::Read>(
             }
             (2, Wire::Varint(v)) => kind = v,
             // `data_type` comes first (field order); other types' bytes are not floats.
-            (9, Wire::Len(n)) if kind != 1 => m.skip(n)?,
-            (4, Wire::Len(n)) | (9, Wire::Len(n)) => m.packed_f32(n, &mut data, limit)?,
-            (4, Wire::Fixed32(bits)) => {
-                if data.len() >= limit {
-                    return Err(WireError(format!("more than {limit} floats")));
+            (9, Wire::Len(n)) if dtype(kind).is_none() => m.skip(n)?,
+            (4, Wire::Len(n)) | (9, Wire::Len(n)) if kind == 1 => {
+                m.packed_f32(n, &mut data, limit)?
+            }
+            (9, Wire::Len(n)) => {
+                let width = if kind == 11 { 8 } else { 2 };
+                let bytes = m.bytes(n, (limit as u64).saturating_mul(width))?;
+                if bytes.len() % width as usize != 0 {
+                    return Err(WireError(format!(
+                        "`{name}`: raw data of {} bytes",
+                        bytes.len()
+                    )));
                 }
+                let dt = dtype(kind).unwrap_or(Dtype::F32);
+                match super::state_dict::decode(dt, &bytes) {
+                    Ok(super::state_dict::Values::F32(v)) => data.extend(v),
+                    _ => return Err(WireError(format!("`{name}`: unreadable raw data"))),
+                }
+            }
+            (4, Wire::Fixed32(bits)) if kind == 1 => {
+                full(&data)?;
                 data.push(f32::from_bits(bits))
+            }
+            // int32_data: float16 and bfloat16 as their 16 bits.
+            (5, Wire::Len(n)) if kind == 10 || kind == 16 => {
+                for bits in m.packed_varints(n, limit.saturating_sub(data.len()))? {
+                    data.push(half16(kind, bits as u16));
+                }
+            }
+            (5, Wire::Varint(bits)) if kind == 10 || kind == 16 => {
+                full(&data)?;
+                data.push(half16(kind, bits as u16))
+            }
+            // double_data
+            (10, Wire::Len(n)) if kind == 11 => {
+                let bytes = m.bytes(n, (limit as u64).saturating_mul(8))?;
+                data.extend(
+                    bytes
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
+                );
+            }
+            (10, Wire::Fixed64(bits)) if kind == 11 => {
+                full(&data)?;
+                data.push(f64::from_bits(bits) as f32)
             }
             (8, Wire::Len(n)) => name = m.string(n)?,
             (14, Wire::Varint(1)) => external = true,
@@ -183,7 +261,7 @@ fn tensor<R: std::io::Read>(
         )));
     }
     let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    if kind != 1 {
+    if dtype(kind).is_none() {
         return Ok((name, None));
     }
     if count != Some(data.len()) {
@@ -195,10 +273,22 @@ fn tensor<R: std::io::Read>(
     Ok((name, Some(StateTensor::f32(dims, data))))
 }
 
+/// A float16 (ONNX type 10) or bfloat16 (16) value from its bits.
+fn half16(kind: u64, bits: u16) -> f32 {
+    if kind == 10 {
+        half::f16::from_bits(bits).to_f32()
+    } else {
+        half::bf16::from_bits(bits).to_f32()
+    }
+}
+
 /// The weights in graph order, numbered as torchvision's VGG numbers its modules. A bias may
 /// be its node's input or the `Add` that follows (NHWC exports: `[1, 1, 1, C]`); an initializer
 /// several nodes share (exporters merge equal constants) is copied for each.
-fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<StateDict, String> {
+fn number(
+    nodes: &[Node],
+    weights: &mut HashMap<String, StateTensor>,
+) -> Result<(StateDict, bool), String> {
     // Exporters pass a shared initializer on through `Identity` nodes (Keras' does): inputs name
     // the initializer itself here.
     let mut alias: HashMap<&str, &str> = HashMap::new();
@@ -220,6 +310,7 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
         })
         .collect();
     let nodes = &nodes[..];
+    check_graph(nodes, weights)?;
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for n in nodes {
         for i in &n.inputs {
@@ -248,6 +339,8 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
     let mut dict = StateDict::new();
     let (mut index, mut fc, mut in_head, mut channels_last) = (0usize, 0usize, false, false);
     let mut last_channels = 0usize;
+    // Any change between NCHW and NHWC: a channels-last (Keras) export.
+    let mut keras = false;
     for (i, n) in nodes.iter().enumerate() {
         let input = |k: usize| n.inputs.get(k).map(String::as_str).unwrap_or("");
         match n.op.as_str() {
@@ -296,7 +389,9 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
             // The last transpose before the head says how the map is flattened: to NHWC, as
             // Keras does, or back to NCHW.
             "Transpose" if !in_head => {
-                channels_last = n.ints.get("perm").is_some_and(|p| p == &[0, 2, 3, 1])
+                let perm = n.ints.get("perm");
+                channels_last = perm.is_some_and(|p| p == &[0, 2, 3, 1]);
+                keras |= channels_last || perm.is_some_and(|p| p == &[0, 3, 1, 2]);
             }
             "Gemm" | "MatMul" => {
                 in_head = true;
@@ -337,7 +432,159 @@ fn number(nodes: &[Node], weights: &mut HashMap<String, StateTensor>) -> Result<
     if fc > 3 {
         return Err(format!("{fc} fully connected layers; a VGG has 3"));
     }
-    Ok(dict)
+    Ok((dict, keras))
+}
+
+/// Refuses a graph that computes anything but a VGG: every node must be one of a VGG's
+/// operations (or of the shape bookkeeping and layout changes exporters add) with the
+/// attributes a VGG's has: 3x3 convolutions of stride 1 padded by 1 (1x1 unpadded), 2x2 max
+/// pools of stride 2, products with alpha and beta 1, LRN as the paper's, biases added to a
+/// convolution or product, a softmax only at the very end. Reading the weights alone would
+/// load a Conv of stride 2 or an extra Sigmoid as a plain VGG, which onnxruntime does not
+/// compute. The error names the node.
+fn check_graph(nodes: &[Node], weights: &HashMap<String, StateTensor>) -> Result<(), String> {
+    let name = |i: usize, n: &Node| {
+        if n.name.is_empty() {
+            format!("node {i} ({})", n.op)
+        } else {
+            format!("node {i} ({} `{}`)", n.op, n.name)
+        }
+    };
+    let ints = |n: &Node, key: &str| n.ints.get(key).filter(|v| !v.is_empty()).cloned();
+    let all = |v: &Option<Vec<i64>>, x: i64| v.as_ref().is_none_or(|v| v.iter().all(|&k| k == x));
+    let float = |n: &Node, key: &str, default: f32| n.floats.get(key).copied().unwrap_or(default);
+    let computes = |op: &str| {
+        matches!(
+            op,
+            "Conv"
+                | "Gemm"
+                | "MatMul"
+                | "Relu"
+                | "MaxPool"
+                | "LRN"
+                | "BatchNormalization"
+                | "AveragePool"
+                | "GlobalAveragePool"
+                | "Add"
+                | "Softmax"
+        )
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        let not_vgg = |what: &str| Err(format!("{} {what}: not part of a VGG", name(i, n)));
+        let pad = n.strings.get("auto_pad").map(String::as_str);
+        if pad.is_some_and(|p| p != "NOTSET") {
+            return not_vgg(&format!("pads automatically ({})", pad.unwrap_or_default()));
+        }
+        match n.op.as_str() {
+            "Conv" => {
+                let kernel = ints(n, "kernel_shape").or_else(|| {
+                    let w = weights.get(n.inputs.get(1)?)?;
+                    (w.shape.len() == 4).then(|| vec![w.shape[2] as i64, w.shape[3] as i64])
+                });
+                let want_pad = match kernel.as_deref() {
+                    Some([3, 3]) => 1,
+                    Some([1, 1]) => 0,
+                    other => return not_vgg(&format!("has a kernel of {other:?}")),
+                };
+                if !all(&ints(n, "strides"), 1) || !all(&ints(n, "dilations"), 1) {
+                    return not_vgg("has a stride or dilation other than 1");
+                }
+                if !all(&ints(n, "group"), 1) {
+                    return not_vgg("is a grouped convolution");
+                }
+                let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                if pads.iter().any(|&p| p != want_pad) {
+                    return not_vgg(&format!(
+                        "pads by {pads:?} (a VGG's {}x{} convolutions pad by {want_pad})",
+                        2 * want_pad + 1,
+                        2 * want_pad + 1
+                    ));
+                }
+            }
+            "MaxPool" => {
+                if ints(n, "kernel_shape").as_deref() != Some(&[2, 2])
+                    || ints(n, "strides").as_deref() != Some(&[2, 2])
+                    || !all(&ints(n, "pads"), 0)
+                    || !all(&ints(n, "dilations"), 1)
+                    || !all(&ints(n, "ceil_mode"), 0)
+                {
+                    return not_vgg("is not a 2x2 max pool of stride 2 without padding");
+                }
+            }
+            "AveragePool" => {
+                // The adaptive pool before FC1, exported at one input size: kernel = stride.
+                let (k, st) = (ints(n, "kernel_shape"), ints(n, "strides"));
+                if k.is_none() || k != st || !all(&ints(n, "pads"), 0) {
+                    return not_vgg("is not an average pool whose kernel is its stride");
+                }
+            }
+            "GlobalAveragePool" | "Relu" | "MatMul" | "Flatten" | "Reshape" | "Shape"
+            | "Gather" | "Unsqueeze" | "Squeeze" | "Concat" | "Constant" | "Dropout" => {}
+            "BatchNormalization" => {
+                if !all(&ints(n, "training_mode"), 0) {
+                    return not_vgg("computes in training mode");
+                }
+                let eps = float(n, "epsilon", 1e-5);
+                if !(eps.is_finite() && eps >= 0.0) {
+                    return not_vgg(&format!("has epsilon {eps}"));
+                }
+            }
+            "LRN" => {
+                let (a, b, k) = (
+                    float(n, "alpha", 1e-4),
+                    float(n, "beta", 0.75),
+                    float(n, "bias", 1.0),
+                );
+                if ints(n, "size").as_deref() != Some(&[5])
+                    || (a - 5e-4).abs() > 1e-9
+                    || (b - 0.75).abs() > 1e-9
+                    || (k - 2.0).abs() > 1e-9
+                {
+                    return not_vgg(&format!(
+                        "is LRN(size {:?}, alpha {a}, beta {b}, bias {k}), not the paper's (5, 5e-4, 0.75, 2)",
+                        ints(n, "size")
+                    ));
+                }
+            }
+            "Gemm" => {
+                if float(n, "alpha", 1.0) != 1.0
+                    || float(n, "beta", 1.0) != 1.0
+                    || !all(&ints(n, "transA"), 0)
+                {
+                    return not_vgg(
+                        "scales its product or transposes its input (alpha, beta, transA)",
+                    );
+                }
+            }
+            "Transpose" => {
+                let perm = ints(n, "perm");
+                if !matches!(perm.as_deref(), Some([0, 3, 1, 2] | [0, 2, 3, 1])) {
+                    return not_vgg(&format!("permutes the axes as {perm:?}"));
+                }
+            }
+            "Cast" => {
+                if ints(n, "to").as_deref() != Some(&[1]) {
+                    return not_vgg("casts to a type other than float32");
+                }
+            }
+            "Add" => {
+                let constants = n.inputs.iter().filter(|x| weights.contains_key(x.as_str()));
+                let previous = nodes[..i].iter().rev().find(|m| computes(&m.op));
+                let adds_bias = constants.count() == 1
+                    && n.inputs.len() == 2
+                    && previous.is_some_and(|m| {
+                        matches!(m.op.as_str(), "Conv" | "Gemm" | "MatMul")
+                            && m.inputs.get(2).is_none_or(|b| b.is_empty())
+                    });
+                if !adds_bias {
+                    return not_vgg("adds something other than a bias to a convolution or product");
+                }
+            }
+            "Softmax" if i + 1 == nodes.len() => {}
+            _ => return not_vgg("computes an operation a VGG has not"),
+        }
+    }
+    Ok(())
 }
 
 /// Takes an initializer for one use: the last use moves it out, earlier ones copy it.
@@ -522,13 +769,15 @@ pub fn write(config: &VggConfig, dict: &StateDict) -> Vec<u8> {
         g.message(5, &init);
     }
     let side = (config.pool_size << config.num_pools()) as i64;
-    let value_info = |name: &str, dims: &[Option<i64>]| {
+    // A free dimension is named (dim_param): one name is one size to ONNX, so batch, height
+    // and width each get their own.
+    let value_info = |name: &str, dims: &[Result<i64, &str>]| {
         let mut shape = Writer::default();
         for d in dims {
             let mut dim = Writer::default();
             match d {
-                Some(v) => dim.int(1, *v),
-                None => dim.string(2, "N"),
+                Ok(v) => dim.int(1, *v),
+                Err(free) => dim.string(2, free),
             };
             shape.message(1, &dim);
         }
@@ -541,15 +790,18 @@ pub fn write(config: &VggConfig, dict: &StateDict) -> Vec<u8> {
         vi
     };
     let c = config.in_channels as i64;
-    let spatial = if config.pool_size == 1 {
-        None
+    let (height, width) = if config.pool_size == 1 {
+        (Err("height"), Err("width"))
     } else {
-        Some(side)
+        (Ok(side), Ok(side))
     };
-    g.message(11, &value_info("input", &[None, Some(c), spatial, spatial]));
+    g.message(
+        11,
+        &value_info("input", &[Err("batch"), Ok(c), height, width]),
+    );
     g.message(
         12,
-        &value_info("logits", &[None, Some(config.num_classes as i64)]),
+        &value_info("logits", &[Err("batch"), Ok(config.num_classes as i64)]),
     );
     let mut opset = Writer::default();
     opset.string(1, "").int(2, 13);
@@ -592,12 +844,9 @@ mod tests {
         bn.floats.insert("epsilon".into(), 1e-3);
         let mut gemm = node("Gemm", &["f", "w_alias", "c"], &["z"]);
         gemm.ints.insert("transB".into(), vec![1]);
-        let nodes = [
-            node("Conv", &["input", "k"], &["x"]),
-            bn,
-            node("Identity", &["w"], &["w_alias"]),
-            gemm,
-        ];
+        let mut conv = node("Conv", &["input", "k"], &["x"]);
+        conv.ints.insert("pads".into(), vec![1; 4]);
+        let nodes = [conv, bn, node("Identity", &["w"], &["w_alias"]), gemm];
         let mut w = weights(&[
             ("k", vec![2, 1, 3, 3]),
             ("g", vec![2]),
@@ -607,12 +856,73 @@ mod tests {
             ("w", vec![3, 2]),
             ("c", vec![1, 3]),
         ]);
-        let dict = number(&nodes, &mut w).unwrap();
+        let (dict, _) = number(&nodes, &mut w).unwrap();
         let var = dict["features.1.running_var"].to_f32();
         assert!((var[0] - (0.0 + 1e-3 - 1e-5)).abs() < 1e-9, "{var:?}");
         assert!((var[1] - (1.0 + 1e-3 - 1e-5)).abs() < 1e-7, "{var:?}");
         assert_eq!(dict["classifier.0.weight"].shape, [3, 2]);
         assert_eq!(dict["classifier.0.bias"].shape, [3]);
+    }
+
+    /// Every operation and attribute that a VGG does not compute is refused, naming the node:
+    /// the weights alone would load as a plain VGG and compute something else.
+    #[test]
+    fn graphs_that_are_not_a_vgg_are_refused() {
+        let w = weights(&[("k", vec![2, 1, 3, 3]), ("w", vec![3, 2]), ("c", vec![3])]);
+        let conv = |pads: &[i64], strides: &[i64]| {
+            let mut n = node("Conv", &["input", "k"], &["x"]);
+            n.ints.insert("pads".into(), pads.to_vec());
+            n.ints.insert("strides".into(), strides.to_vec());
+            n.name = "conv1".into();
+            n
+        };
+        let pool = |k: i64| {
+            let mut n = node("MaxPool", &["x"], &["p"]);
+            n.ints.insert("kernel_shape".into(), vec![k, k]);
+            n.ints.insert("strides".into(), vec![2, 2]);
+            n
+        };
+        let mut gemm2 = node("Gemm", &["p", "w", "c"], &["z"]);
+        gemm2.floats.insert("alpha".into(), 2.0);
+        let good = [
+            conv(&[1; 4], &[1, 1]),
+            node("Relu", &["x"], &["r"]),
+            pool(2),
+        ];
+        assert_eq!(check_graph(&good, &w), Ok(()));
+        for (nodes, needle) in [
+            (vec![conv(&[1; 4], &[2, 2])], "stride"),
+            (vec![conv(&[0; 4], &[1, 1])], "pads by [0, 0, 0, 0]"),
+            (vec![conv(&[1; 4], &[1, 1]), pool(3)], "2x2 max pool"),
+            (
+                vec![conv(&[1; 4], &[1, 1]), node("Sigmoid", &["x"], &["s"])],
+                "Sigmoid",
+            ),
+            (vec![conv(&[1; 4], &[1, 1]), gemm2], "alpha"),
+            (
+                vec![
+                    conv(&[1; 4], &[1, 1]),
+                    node("Relu", &["x"], &["r"]),
+                    node("Add", &["r", "c"], &["a"]),
+                ],
+                "adds something other than a bias",
+            ),
+            (
+                vec![node("Softmax", &["input"], &["s"]), conv(&[1; 4], &[1, 1])],
+                "node 0 (Softmax)",
+            ),
+        ] {
+            let err = check_graph(&nodes, &w).unwrap_err();
+            assert!(
+                err.contains(needle) && err.contains("not part of a VGG"),
+                "{err}"
+            );
+        }
+        assert!(
+            check_graph(&[conv(&[1; 4], &[2, 2])], &w)
+                .unwrap_err()
+                .contains("`conv1`")
+        );
     }
 
     /// A product whose weight is not 2-D is an error, not a reshaped guess.

@@ -1,14 +1,26 @@
 //! `.safetensors` files: read (every float type to float32) and written (atomically), in
 //! torchvision's layout.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::state_dict::{StateDict, StateTensor, Values, decode};
 use super::{corrupt, read_bounded};
 use crate::error::VggError;
 
-pub(crate) fn read(path: &Path) -> Result<StateDict, VggError> {
+/// The tensors and the text metadata (`__metadata__`) of a `.safetensors` file.
+pub(crate) fn read_with_metadata(
+    path: &Path,
+) -> Result<(StateDict, BTreeMap<String, String>), VggError> {
     let bytes = read_bounded(path, None)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| corrupt(path, "safetensors", e))?;
+    let metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| corrupt(path, "safetensors", e))?;
     let mut dict = StateDict::new();
@@ -23,19 +35,38 @@ pub(crate) fn read(path: &Path) -> Result<StateDict, VggError> {
             },
         );
     }
-    Ok(dict)
+    Ok((dict, metadata))
 }
 
 /// Writes a state dict as `.safetensors`, atomically: a temporary file beside `path`, then a
 /// rename, so an existing file is never left half-written.
 pub fn write(dict: &StateDict, path: &Path) -> Result<(), VggError> {
-    write_as(dict, path, false)
+    write_as(dict, path, false, None)
+}
+
+/// [`write`] (or [`write_f16`] with `f16`) with text metadata in the header (`__metadata__`):
+/// the preset a file carries ([`crate::preset::PRESET_KEY`]).
+pub fn write_with_metadata(
+    dict: &StateDict,
+    path: &Path,
+    f16: bool,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), VggError> {
+    if f16 {
+        check_f16(dict, path)?;
+    }
+    write_as(dict, path, f16, Some(metadata))
 }
 
 /// [`write`] with the floats stored as IEEE half precision (half the file; readers widen them
 /// back to float32, as PyTorch's `.half()` weights). A value beyond f16's range (65504) is an
 /// error, not an infinity.
 pub fn write_f16(dict: &StateDict, path: &Path) -> Result<(), VggError> {
+    check_f16(dict, path)?;
+    write_as(dict, path, true, None)
+}
+
+fn check_f16(dict: &StateDict, path: &Path) -> Result<(), VggError> {
     for (k, t) in dict {
         if let Values::F32(v) = &t.values
             && let Some(x) = v.iter().find(|x| half::f16::from_f32(**x).is_infinite())
@@ -49,10 +80,15 @@ pub fn write_f16(dict: &StateDict, path: &Path) -> Result<(), VggError> {
             });
         }
     }
-    write_as(dict, path, true)
+    Ok(())
 }
 
-fn write_as(dict: &StateDict, path: &Path, f16: bool) -> Result<(), VggError> {
+fn write_as(
+    dict: &StateDict,
+    path: &Path,
+    f16: bool,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<(), VggError> {
     let mut views = Vec::with_capacity(dict.len());
     let buffers: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = dict
         .iter()
@@ -81,6 +117,8 @@ fn write_as(dict: &StateDict, path: &Path, f16: bool) -> Result<(), VggError> {
             .map_err(|e| corrupt(path, "safetensors", e))?;
         views.push((k.as_str(), view));
     }
-    let bytes = safetensors::serialize(views, None).map_err(|e| corrupt(path, "safetensors", e))?;
+    let metadata = metadata.map(|m| m.clone().into_iter().collect());
+    let bytes =
+        safetensors::serialize(views, metadata).map_err(|e| corrupt(path, "safetensors", e))?;
     crate::fsio::write_atomic(path, &bytes)
 }

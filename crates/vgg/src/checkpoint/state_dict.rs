@@ -54,6 +54,17 @@ pub fn check_finite(dict: &StateDict, path: &Path) -> Result<(), VggError> {
                     count,
                 });
             }
+            // A BatchNorm divides by sqrt(running_var + 1e-5): below -1e-5, a NaN everywhere.
+            let negative = v.iter().filter(|x| **x < -1e-5).count();
+            if key.ends_with("running_var") && negative > 0 {
+                return Err(VggError::CorruptWeights {
+                    path: path.to_path_buf(),
+                    format: "weights",
+                    reason: format!(
+                        "`{key}` holds {negative} negative variance(s): a BatchNorm cannot divide by their square roots"
+                    ),
+                });
+            }
         }
     }
     Ok(())

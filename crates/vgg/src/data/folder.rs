@@ -103,6 +103,10 @@ pub fn decode(path: &Path) -> Result<Image, VggError> {
             "truncated JPEG: the file ends before its end-of-image marker".into(),
         ));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        let (channels, height, width, interleaved) = decode_jpeg(&bytes).map_err(bad)?;
+        return Ok(planar(channels, height, width, interleaved));
+    }
     let decoded = reader.decode().map_err(|e| bad(e.to_string()))?;
     let grey = matches!(
         decoded.color(),
@@ -117,18 +121,73 @@ pub fn decode(path: &Path) -> Result<Image, VggError> {
     } else {
         (3, decoded.into_rgb8().into_raw())
     };
+    Ok(planar(channels, height, width, interleaved))
+}
+
+/// Interleaved pixels (HWC) as a planar [`Image`] (CHW).
+fn planar(channels: usize, height: usize, width: usize, interleaved: Vec<u8>) -> Image {
     let mut pixels = vec![0u8; interleaved.len()];
     for (i, px) in interleaved.chunks_exact(channels).enumerate() {
         for (c, &v) in px.iter().enumerate() {
             pixels[c * height * width + i] = v;
         }
     }
-    Ok(Image {
+    Image {
         channels,
         height,
         width,
         pixels,
-    })
+    }
+}
+
+/// The most pixels a JPEG of `bytes` bytes can really hold: Huffman coding spends at least one
+/// bit on each 8x8 block of each component (its DC difference; 2 with its end of block in a
+/// baseline scan), so even a progressive grey image of one flat colour holds at most 512
+/// pixels a byte. Twice that, and the header's size is one the file cannot fill: the decoder
+/// would invent the rest (a 637-byte file declaring 8000x8000).
+const JPEG_MAX_PIXELS_PER_BYTE: u64 = 1024;
+
+/// A JPEG decoded strictly: `(channels, height, width, HWC pixels)`, grey as 1 channel, every
+/// other colour space as RGB. Where the non-strict decoder fills what it cannot read with grey
+/// (a scan cut short, even with its end marker put back; a marker inside the coded data), this
+/// is an error; and a size the file cannot hold is refused before anything is allocated.
+fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>), String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|e| e.to_string())?;
+    let (width, height) = decoder.dimensions().ok_or("a JPEG without dimensions")?;
+    let most = (bytes.len() as u64).saturating_mul(JPEG_MAX_PIXELS_PER_BYTE);
+    if (width as u64) * (height as u64) > most {
+        return Err(format!(
+            "a JPEG of {} bytes cannot hold the {width}x{height} pixels its header declares (at most {most}): corrupt",
+            bytes.len()
+        ));
+    }
+    let grey = matches!(
+        decoder.input_colorspace(),
+        Some(ColorSpace::Luma | ColorSpace::LumaA)
+    );
+    let out = if grey {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(out));
+    let pixels = decoder.decode().map_err(|e| format!("corrupt JPEG: {e}"))?;
+    let channels = if grey { 1 } else { 3 };
+    if pixels.len() != channels * width * height {
+        return Err(format!(
+            "corrupt JPEG: decoded {} values for {width}x{height}x{channels}",
+            pixels.len()
+        ));
+    }
+    Ok((channels, height, width, pixels))
 }
 
 /// Whether a JPEG's bytes reach its end-of-image marker (FF D9), walking its segments by their

@@ -72,6 +72,31 @@ impl Dataset {
     }
 
     /// Checks what training needs: at least one image, every label below the class count.
+    /// Refuses a dataset whose classes are not `classes` in that order (a run's, which its
+    /// outputs score): a folder renamed, missing or added shifts every label after it.
+    /// An empty `classes` (a run written before runs kept them) checks nothing.
+    pub fn check_classes(&self, classes: &[String], what: &str) -> Result<(), VggError> {
+        if classes.is_empty() || self.classes == classes {
+            return Ok(());
+        }
+        let at = self.classes.iter().zip(classes).position(|(a, b)| a != b);
+        let reason = match at {
+            Some(i) => format!(
+                "its class {i} is `{}` where {what} has `{}`; the classes must be the same, in the same order",
+                self.classes[i], classes[i]
+            ),
+            None => format!(
+                "it has {} classes where {what} has {}; the classes must be the same, in the same order",
+                self.classes.len(),
+                classes.len()
+            ),
+        };
+        Err(VggError::Dataset {
+            path: self.name.clone().into(),
+            reason,
+        })
+    }
+
     pub fn check(&self, num_classes: usize) -> Result<(), VggError> {
         if self.is_empty() {
             return Err(VggError::Dataset {

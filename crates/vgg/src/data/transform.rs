@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Dataset, Image, Rng};
 use crate::error::VggError;
 use crate::limits::check_rescale;
-pub use crate::preset::Normalize;
+pub use crate::preset::{Normalize, Resize};
 
 /// Krizhevsky's PCA colour shift: eigen-decomposition of the channel covariance of the
 /// training pixels (values in [0, 1]).
@@ -216,6 +216,122 @@ pub fn resize(img: &Planar, height: usize, width: usize) -> Planar {
         height,
         width,
         data,
+    }
+}
+
+/// torchvision's antialiased bilinear resize (`transforms.Resize(..., antialias=True)` on a
+/// float tensor: PyTorch's `_upsample_bilinear2d_aa`, PIL's algorithm in float32): each output
+/// pixel is the mean of the input under a triangle filter as wide as the downscaling factor
+/// (at least one pixel), so every input pixel counts; width first, then height.
+pub fn resize_antialias(img: &Planar, height: usize, width: usize) -> Planar {
+    // (first input index, normalised weights) of each output index, as PyTorch computes them.
+    let taps = |out: usize, len: usize| -> Vec<(usize, Vec<f32>)> {
+        let scale = len as f32 / out as f32;
+        let support = scale.max(1.0);
+        let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+        (0..out)
+            .map(|i| {
+                let center = scale * (i as f32 + 0.5);
+                let first = ((center - support + 0.5) as i64).max(0) as usize;
+                let last = ((center + support + 0.5) as i64).clamp(0, len as i64) as usize;
+                let mut w: Vec<f32> = (first..last.max(first))
+                    .map(|j| (1.0 - ((j as f32 - center + 0.5) * invscale).abs()).max(0.0))
+                    .collect();
+                let total: f32 = w.iter().sum();
+                if total != 0.0 {
+                    w.iter_mut().for_each(|v| *v /= total);
+                }
+                (first, w)
+            })
+            .collect()
+    };
+    let (h, w) = (img.height, img.width);
+    let mut x = img.clone();
+    if width != w {
+        let xs = taps(width, w);
+        let mut data = Vec::with_capacity(img.channels * h * width);
+        for row in x.data.chunks_exact(w) {
+            for (first, ws) in &xs {
+                data.push(
+                    ws.iter()
+                        .zip(&row[*first..])
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>(),
+                );
+            }
+        }
+        x = Planar {
+            channels: img.channels,
+            height: h,
+            width,
+            data,
+        };
+    }
+    if height != h {
+        let ys = taps(height, h);
+        let mut data = Vec::with_capacity(img.channels * height * width);
+        for plane in x.data.chunks_exact(h * width) {
+            for (first, ws) in &ys {
+                for col in 0..width {
+                    let mut v = 0f32;
+                    for (k, wt) in ws.iter().enumerate() {
+                        v += wt * plane[(first + k) * width + col];
+                    }
+                    data.push(v);
+                }
+            }
+        }
+        x = Planar {
+            channels: img.channels,
+            height,
+            width,
+            data,
+        };
+    }
+    x
+}
+
+/// The rescaling and cropping of each [`Resize`] (the preset's choice).
+impl Resize {
+    /// Rescales so the shorter side is `side`.
+    pub fn rescale_shorter(self, img: &Planar, side: usize) -> Planar {
+        match self {
+            Self::Bilinear => rescale_shorter(img, side),
+            Self::Torchvision => {
+                let (h, w) = (img.height, img.width);
+                let long =
+                    |l: usize, s: usize| ((side as f64 * l as f64 / s as f64) as usize).max(1);
+                let (nh, nw) = if h <= w {
+                    (side, long(w, h))
+                } else {
+                    (long(h, w), side)
+                };
+                resize_antialias(img, nh, nw)
+            }
+        }
+    }
+
+    /// Rescales to the shorter side `scale`, then crops the central `side` x `side` square.
+    /// `Err` for an image that would be enlarged past the limits.
+    pub fn center_crop(self, x: &Planar, scale: usize, side: usize) -> Result<Planar, String> {
+        check_rescale(x.height, x.width, scale)?;
+        let x = self.rescale_shorter(x, scale);
+        let offset = |len: usize| match self {
+            Self::Bilinear => (len - side) / 2,
+            Self::Torchvision => {
+                // round(d / 2), half to even: an odd d rounds to the even neighbour.
+                let d = len - side;
+                if d % 4 == 1 { d / 2 } else { d.div_ceil(2) }
+            }
+        };
+        Ok(crop(
+            &x,
+            offset(x.height),
+            offset(x.width),
+            side,
+            side,
+            false,
+        ))
     }
 }
 

@@ -9,10 +9,11 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub mod classes;
 pub mod metrics;
 
 use crate::data::Image;
-use crate::data::transform::{Planar, center_crop, crop, rescale_shorter, to_channels};
+use crate::data::transform::{Planar, crop, to_channels};
 use crate::error::VggError;
 use crate::limits::check_rescale;
 use crate::nn::Vgg;
@@ -74,7 +75,7 @@ impl Classifier {
     /// side is `side` and centre-cropped to `side` x `side` (what `vgg features` feeds).
     pub fn center(&self, img: &Image, side: usize) -> Result<Vec<f32>, String> {
         let x = to_channels(img, self.channels(), self.preset.normalize.scale);
-        Ok(self.finish(center_crop(&x, side, side)?))
+        Ok(self.finish(self.preset.resize.center_crop(&x, side, side)?))
     }
 
     fn batch(&self, crops: Vec<Vec<f32>>, h: usize, w: usize) -> Tensor<4> {
@@ -129,12 +130,15 @@ impl Classifier {
             let centre = if img.height == c && img.width == c {
                 x
             } else {
-                center_crop(&x, q.max(c), c).map_err(bad)?
+                self.preset
+                    .resize
+                    .center_crop(&x, q.max(c), c)
+                    .map_err(bad)?
             };
             return self.mean_probs(self.batch(vec![self.finish(centre)], c, c));
         }
         check_rescale(img.height, img.width, q.max(c)).map_err(bad)?;
-        let x = rescale_shorter(&x, q.max(c));
+        let x = self.preset.resize.rescale_shorter(&x, q.max(c));
         let (h, w) = (x.height, x.width);
         match method {
             Method::Center => unreachable!("handled above"),
@@ -226,6 +230,13 @@ pub fn average_probs_each(
             "needs at least one model and one test scale",
         ));
     }
+    // Members that score different classes would average unrelated outputs.
+    classes::same_classes(
+        models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (["member 1", "another member"][(i > 0) as usize], &m.preset)),
+    )?;
     let count = (models.len() * scales.len()) as f32;
     let mut sums: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
     for m in models {

@@ -5,7 +5,10 @@
 //! BatchNorm and ReLU), `bn1_1`, `relu1_1`, `norm1`, `pool1` ... `pool5`, then `avgpool`,
 //! `fc6`, `relu6`, `fc7`, `relu7`, `fc8`. torchvision's module paths are accepted too
 //! (`features.N` is the output of that entry of the `features` Sequential, `classifier.N` of the
-//! classifier's 0, 1, 3, 4, 6), and Keras' layer names (`block3_conv2`, `block5_pool`, `fc1`).
+//! classifier's 0, 1, 3, 4, 6), and Keras' layer names (`block3_conv2`, `block5_pool`, `fc1`),
+//! which mean what those layers output in Keras: after the ReLU ([`crate::arch::names::tap`]).
+//! Every activation returned is finite: NaN or infinite values (broken weights) are an error,
+//! as they are for a prediction.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +16,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::model::{Seen, Vgg};
-use crate::arch::names::{Kind, Named, Point, find, names};
+use crate::arch::names::{Kind, Named, Point, names, tap};
 use crate::error::VggError;
 
 /// An activation of any rank, as `[N, ...]` values.
@@ -59,8 +62,14 @@ impl Vgg {
         let config = self.config();
         let mut wanted: BTreeMap<Point, Vec<String>> = BTreeMap::new();
         for name in asked {
-            match find(config, name).filter(|n| n.kind != Kind::Dropout) {
+            match tap(config, name).filter(|n| n.kind != Kind::Dropout) {
                 Some(Named { point, .. }) => wanted.entry(point).or_default().push(name.clone()),
+                None if name == "predictions" => {
+                    return Err(VggError::BadConfig {
+                        what: "layer `predictions`".into(),
+                        reason: "is Keras' softmax of fc8, which is not an activation here: ask for fc8 (the scores before it), or use `vgg predict`".into(),
+                    });
+                }
                 None => return Err(unknown(self, name)),
             }
         }
@@ -76,6 +85,14 @@ impl Vgg {
                     out.insert(name.clone(), value.clone());
                 }
             });
+        for (name, a) in &out {
+            let bad = a.values.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(VggError::NonFiniteOutput {
+                    what: format!("{bad} NaN or infinite value(s) at {name}"),
+                });
+            }
+        }
         Ok(out)
     }
 }

@@ -9,13 +9,22 @@ use std::time::Duration;
 use crate::error::VggError;
 use crate::fsio::sha256_file;
 
-/// The cache folder: `$XDG_CACHE_HOME/vgg`, or `~/.cache/vgg`.
+/// The cache folder: `$XDG_CACHE_HOME/vgg`, or `~/.cache/vgg`. As the XDG Base Directory
+/// rules say, a relative or empty `XDG_CACHE_HOME` is ignored (so is such a `HOME`): never a
+/// cache in whatever folder the command runs in.
 pub fn default_cache() -> Option<PathBuf> {
-    match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir).join("vgg")),
-        _ => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("vgg")),
-    }
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .map(|dir| dir.join("vgg"))
+        .or_else(|| absolute("HOME").map(|home| home.join(".cache").join("vgg")))
 }
+
+/// How long a download may wait for its next bytes before it stops (the part is kept).
+pub const STALL: Duration = Duration::from_secs(60);
 
 /// What a download reports while it runs: bytes on disk, and the whole size when known.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>);
@@ -39,15 +48,42 @@ pub fn fetch(
     max_bytes: u64,
     progress: Progress<'_>,
 ) -> Result<PathBuf, VggError> {
+    fetch_with(url, cache, name, sha256_prefix, max_bytes, STALL, progress)
+}
+
+/// [`fetch`], giving up on a server that sends nothing for `stall`.
+pub fn fetch_with(
+    url: &str,
+    cache: &Path,
+    name: &str,
+    sha256_prefix: &str,
+    max_bytes: u64,
+    stall: Duration,
+    progress: Progress<'_>,
+) -> Result<PathBuf, VggError> {
     std::fs::create_dir_all(cache).map_err(|e| VggError::io(cache, e))?;
     let file = cache.join(name);
-    if !file.exists() {
-        let part = cache.join(format!("{name}.part"));
-        download(url, &part, max_bytes, progress)?;
-        std::fs::rename(&part, &file).map_err(|e| VggError::io(&file, e))?;
+    let present = match std::fs::symlink_metadata(&file) {
+        Ok(m) => m,
+        Err(_) => {
+            let part = cache.join(format!("{name}.part"));
+            download(url, &part, max_bytes, stall, progress)?;
+            // Never over something another program put there since (a link, say).
+            if std::fs::symlink_metadata(&file).is_ok() {
+                return Err(foreign(&file));
+            }
+            std::fs::rename(&part, &file).map_err(|e| VggError::io(&file, e))?;
+            std::fs::symlink_metadata(&file).map_err(|e| VggError::io(&file, e))?
+        }
+    };
+    // A link the user made to a copy elsewhere is read (and checked), never written.
+    let readable = present.is_file() || (present.is_symlink() && file.is_file());
+    if !readable {
+        return Err(foreign(&file));
     }
     let hash = sha256_file(&file)?;
     if !hash.starts_with(sha256_prefix) {
+        // Removes the cache's entry (a link, not what it points to).
         std::fs::remove_file(&file).map_err(|e| VggError::io(&file, e))?;
         return Err(failed(
             url,
@@ -59,18 +95,36 @@ pub fn fetch(
     Ok(file)
 }
 
-/// Downloads `url` into `part`, appending to what a previous attempt left there.
+/// An entry of the cache that `vgg` did not make (a link, a folder): left as it is.
+fn foreign(path: &Path) -> VggError {
+    VggError::io(
+        path,
+        std::io::Error::other(
+            "is not a file vgg made (a link, a folder?); it is left as it is: remove it, or use another --cache-dir",
+        ),
+    )
+}
+
+/// Downloads `url` into `part`, appending to what a previous attempt left there. `part` must be
+/// a plain file (a previous attempt's) or absent: a link is never followed.
 fn download(
     url: &str,
     part: &Path,
     max_bytes: u64,
+    stall: Duration,
     progress: Progress<'_>,
 ) -> Result<(), VggError> {
-    let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let previous = match std::fs::symlink_metadata(part) {
+        Ok(m) if m.is_file() => Some(m),
+        Ok(_) => return Err(foreign(part)),
+        Err(_) => None,
+    };
+    let have = previous.as_ref().map_or(0, |m| m.len());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_response(Some(stall))
+        .timeout_per_read(Some(stall))
         .build()
         .into();
     let mut request = agent.get(url);
@@ -88,21 +142,37 @@ fn download(
     };
     let length = response.body().content_length();
     let total = length.map(|n| n + start);
-    if let Some(total) = total {
-        crate::limits::check(
-            || format!("{url}: bytes of the file"),
-            total,
-            max_bytes,
-            "max_params",
-        )?;
+    if let Some(total) = total
+        && total > max_bytes
+    {
+        return Err(failed(
+            url,
+            format!(
+                "the server announces {total} bytes, more than the {max_bytes} these weights can take: not their weight file"
+            ),
+        ));
     }
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(part)
-        .map_err(|e| VggError::io(part, e))?;
+    let mut out = if append {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(part)
+            .map_err(|e| VggError::io(part, e))?;
+        // The file opened must be the one measured (not a link put there since).
+        if !same_file(&out, previous.as_ref()) {
+            return Err(foreign(part));
+        }
+        out
+    } else {
+        if previous.is_some() {
+            std::fs::remove_file(part).map_err(|e| VggError::io(part, e))?;
+        }
+        // Created here or not at all: an entry that appeared since is refused, not followed.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(part)
+            .map_err(|e| VggError::io(part, e))?
+    };
     let mut reader = response.into_body().into_reader();
     let mut done = start;
     let mut buf = vec![0u8; 1 << 20];
@@ -136,4 +206,20 @@ fn download(
         ));
     }
     Ok(())
+}
+
+/// Whether `file` is the plain file `measured` describes (its device and inode, on Unix).
+fn same_file(file: &std::fs::File, measured: Option<&std::fs::Metadata>) -> bool {
+    let (Ok(now), Some(then)) = (file.metadata(), measured) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        now.dev() == then.dev() && now.ino() == then.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        now.is_file() && then.is_file() && now.len() == then.len()
+    }
 }

@@ -137,6 +137,23 @@ impl Normalize {
         Ok(self)
     }
 
+    /// In words: the convention's name where it is one, else the numbers.
+    pub fn describe(&self) -> String {
+        if *self == Self::torchvision() {
+            "torchvision's: RGB in [0, 1], ImageNet mean and std".into()
+        } else if *self == Self::caffe() {
+            "Caffe's: BGR in 0-255 minus the mean pixel".into()
+        } else {
+            format!(
+                "{} x {}, mean {:?}, std {:?}",
+                if self.bgr { "BGR" } else { "RGB" },
+                self.scale,
+                self.mean,
+                self.std
+            )
+        }
+    }
+
     /// Raw pixels in [0, 1], RGB: nothing subtracted.
     pub fn none() -> Self {
         Self {
@@ -148,8 +165,24 @@ impl Normalize {
     }
 }
 
+/// How an image is rescaled to a test scale and centre-cropped: the way the weights were
+/// trained to see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resize {
+    /// Bilinear interpolation between the nearest pixels (no antialiasing), the longer side
+    /// rounded, the crop's offset rounded down: our training pipeline's, and what Caffe's and
+    /// Keras' VGG tools feed.
+    #[default]
+    Bilinear,
+    /// torchvision's `Resize(Q)` + `CenterCrop(C)` on tensors: antialiased bilinear
+    /// ([`crate::data::transform::resize_antialias`]), the longer side `int(Q * long / short)` (truncated), the crop's
+    /// offset `round((size - C) / 2)` (half to even, as Python rounds).
+    Torchvision,
+}
+
 /// How a network's weights expect to be used.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preset {
     pub normalize: Normalize,
     /// The side of the square crop the network was trained on (224, or 32 for small images).
@@ -158,6 +191,10 @@ pub struct Preset {
     pub scale: usize,
     /// Class names, indexed by output.
     pub classes: Vec<String>,
+    /// How images are rescaled and cropped: torchvision's antialiased resize for its weights,
+    /// plain bilinear for Caffe-style weights and our runs.
+    #[serde(default)]
+    pub resize: Resize,
 }
 
 impl Preset {
@@ -172,12 +209,69 @@ impl Preset {
             },
             crop: 224,
             scale: 256,
+            resize: match convention {
+                Convention::Torchvision => Resize::Torchvision,
+                Convention::Caffe | Convention::None => Resize::Bilinear,
+            },
             classes: if num_classes == 1000 {
                 imagenet_classes()
             } else {
                 (0..num_classes).map(|i| i.to_string()).collect()
             },
         }
+    }
+}
+
+/// The metadata key under which the weight files we write carry their preset as JSON
+/// (safetensors' `__metadata__`), so that weights converted from Keras or Caffe keep Caffe's
+/// preprocessing and their class names.
+pub const PRESET_KEY: &str = "vgg.preset";
+
+impl Preset {
+    /// The preset as weight-file metadata ([`PRESET_KEY`]).
+    pub fn to_metadata(&self) -> std::collections::BTreeMap<String, String> {
+        let json = serde_json::to_string(self).expect("a preset serialises");
+        [(PRESET_KEY.to_string(), json)].into()
+    }
+
+    /// The preset a file's metadata carries, if any; `Err` (the reason) for one that is not
+    /// readable, or whose class names do not fit a network of `num_classes` outputs (`None`
+    /// for a trunk, whose head and so whose classes are not used).
+    pub fn from_metadata(
+        metadata: &std::collections::BTreeMap<String, String>,
+        num_classes: Option<usize>,
+    ) -> Result<Option<Self>, String> {
+        let Some(json) = metadata.get(PRESET_KEY) else {
+            return Ok(None);
+        };
+        let preset: Self = serde_json::from_str(json)
+            .map_err(|e| format!("its `{PRESET_KEY}` metadata is not a preset: {e}"))?;
+        let n = &preset.normalize;
+        let finite = n.mean.iter().chain(&n.std).all(|v| v.is_finite())
+            && !n.std.contains(&0.0)
+            && n.scale.is_finite()
+            && n.scale > 0.0;
+        if n.mean.is_empty() || n.std.is_empty() || !finite {
+            return Err(format!(
+                "its `{PRESET_KEY}` metadata holds a mean, std or scale that is not usable"
+            ));
+        }
+        if preset.crop == 0 || preset.scale < preset.crop {
+            return Err(format!(
+                "its `{PRESET_KEY}` metadata holds crop {} and scale {}; the scale must be at \
+                 least the crop",
+                preset.crop, preset.scale
+            ));
+        }
+        if let Some(num_classes) = num_classes
+            && preset.classes.len() != num_classes
+        {
+            return Err(format!(
+                "its `{PRESET_KEY}` metadata names {} classes for a network of {num_classes}",
+                preset.classes.len()
+            ));
+        }
+        Ok(Some(preset))
     }
 }
 
@@ -190,9 +284,27 @@ pub fn imagenet_classes() -> Vec<String> {
         .collect()
 }
 
+/// The WordNet ids of ImageNet-1k's classes in the same order (`n01440764` ... `n15075141`,
+/// sorted, as ImageNet's folders are named; public data, as shipped by timm,
+/// `timm/data/_info/imagenet_synsets.txt`, whose lemmas equal [`imagenet_classes`] line by line).
+pub fn imagenet_wnids() -> Vec<String> {
+    include_str!("../../data/imagenet_wnids.txt")
+        .lines()
+        .map(|l| l.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imagenet_wnids_are_1000_sorted_ids() {
+        let w = imagenet_wnids();
+        assert_eq!(w.len(), 1000);
+        assert_eq!((w[0].as_str(), w[999].as_str()), ("n01440764", "n15075141"));
+        assert!(w.windows(2).all(|p| p[0] < p[1]));
+    }
 
     #[test]
     fn imagenet_has_1000_names_in_order() {

@@ -11,9 +11,9 @@ use super::download::{self, Progress};
 use super::zoo::{self, Published};
 use super::{Convention, Normalize, NormalizeOverrides, Preset};
 use crate::arch::VggConfig;
-use crate::checkpoint::layouts::{Layout, detect, to_torchvision};
+use crate::checkpoint::layouts::{Layout, to_torchvision};
 use crate::checkpoint::run_files::{CONFIG, is_run_file};
-use crate::checkpoint::{Format, is_trunk, read_state_dict};
+use crate::checkpoint::{Format, is_trunk, read_state_dict, read_weight_file};
 use crate::error::VggError;
 use crate::nn::Vgg;
 
@@ -116,9 +116,11 @@ pub struct Options {
 
 /// Opens the weights at `path` with their preset: a run folder or a run's checkpoint carries
 /// its own network and preset; any other file is read as `config` (asked for only then), with
-/// torchvision's conventions, or the authors' for files with Caffe or Keras names, unless
-/// `options` says otherwise. A file without a classifier opens as a trunk (strict for every
-/// convolution).
+/// the preset it carries (files `vgg convert` wrote), else its layout's: the authors' Caffe
+/// preprocessing for every Keras file and `.caffemodel` (keras.applications' VGG16/19 take
+/// `preprocess_input`'s "caffe" mode), a Keras ONNX export and Caffe- or Keras-named dicts,
+/// torchvision's for the rest; `options.convention` overrides both. A file without a
+/// classifier opens as a trunk (strict for every convolution).
 pub fn open(
     path: &Path,
     config: impl FnOnce() -> Result<VggConfig, VggError>,
@@ -137,6 +139,8 @@ pub fn open(
             crop: card.transform.crop,
             scale: card.transform.eval_scale,
             classes: card.classes,
+            // Our training pipeline's rescaling ([`crate::train::TrainConfig::preset`]).
+            resize: super::Resize::Bilinear,
         };
         return Ok(Opened {
             model,
@@ -154,38 +158,51 @@ pub fn open(
         ));
     }
     let config = config()?;
-    let (model, layout, trunk) = if Format::of(path)? == Format::Burn {
+    let (model, layout, carried, trunk) = if Format::of(path)? == Format::Burn {
         (
             Vgg::load(&config, path, device)?,
             Layout::Torchvision,
+            None,
             options.no_top,
         )
     } else {
-        let dict = read_state_dict(path)?;
-        let layout = detect(&dict);
-        let mut dict = to_torchvision(dict, &config);
+        let file = read_weight_file(path)?;
+        let corrupt = |reason: String| VggError::CorruptWeights {
+            path: path.to_path_buf(),
+            format: "weights",
+            reason,
+        };
+        let mut dict = to_torchvision(file.dict, file.layout, &config).map_err(corrupt)?;
         if options.no_top {
             dict.retain(|k, _| !k.starts_with("classifier."));
         }
-        if is_trunk(&dict) {
-            (
-                Vgg::from_trunk_dict(&config, &dict, path, device)?,
-                layout,
-                true,
-            )
-        } else {
-            (
-                Vgg::from_state_dict(&config, &dict, path, device)?,
-                layout,
-                false,
-            )
+        let trunk = is_trunk(&dict);
+        let mut carried =
+            Preset::from_metadata(&file.metadata, (!trunk).then_some(config.num_classes))
+                .map_err(corrupt)?;
+        if trunk && let Some(p) = carried.as_mut() {
+            // A trunk classifies nothing: its head's names do not carry over.
+            p.classes = Preset::published(Convention::None, config.num_classes).classes;
         }
+        let model = if trunk {
+            Vgg::from_trunk_dict(&config, &dict, path, device)?
+        } else {
+            Vgg::from_state_dict(&config, &dict, path, device)?
+        };
+        (model, file.layout, carried, trunk)
     };
-    let convention = options.convention.unwrap_or(match layout {
-        Layout::Torchvision => Convention::Torchvision,
-        Layout::Caffe | Layout::Keras => Convention::Caffe,
-    });
-    let mut preset = Preset::published(convention, config.num_classes);
+    // A preset the file carries (one we wrote) is the file's word; a convention the caller
+    // names overrides it; otherwise the layout's own, told before any renaming.
+    let mut preset = match (options.convention, carried) {
+        (None, Some(preset)) => preset,
+        (convention, _) => Preset::published(
+            convention.unwrap_or(match layout {
+                Layout::Torchvision => Convention::Torchvision,
+                Layout::Caffe | Layout::Keras => Convention::Caffe,
+            }),
+            config.num_classes,
+        ),
+    };
     preset.normalize = preset.normalize.with(&options.overrides)?;
     Ok(Opened {
         model,

@@ -163,6 +163,7 @@ impl Published {
             crop: 224,
             scale: 256,
             classes: imagenet_classes(),
+            resize: super::Resize::Torchvision,
         }
     }
 }

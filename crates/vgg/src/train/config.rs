@@ -83,6 +83,19 @@ pub struct Pretrained {
 }
 
 impl TrainConfig {
+    /// What the run's weights expect ([`crate::preset::Preset`]): its preprocessing (the
+    /// training set's mean), its crop, its test scale Q, its classes, and our rescaling. The
+    /// run's `best.safetensors` carries it, as a run folder does.
+    pub fn preset(&self) -> crate::preset::Preset {
+        crate::preset::Preset {
+            normalize: self.transform.normalize.clone(),
+            crop: self.transform.crop,
+            scale: self.transform.eval_scale,
+            classes: self.classes.clone(),
+            resize: crate::preset::Resize::Bilinear,
+        }
+    }
+
     /// Checks every number before anything is allocated or written: a NaN learning rate must
     /// not train for an epoch and report an accuracy.
     pub fn validate(&self) -> Result<(), VggError> {
@@ -154,6 +167,17 @@ impl TrainConfig {
                 format!(
                     "[{}, {}] (evaluation {}) must be at least the crop {} and in order",
                     t.scale_min, t.scale_max, t.eval_scale, t.crop
+                ),
+            );
+        }
+        // The smallest image at the largest scale is a square of that side.
+        let side = t.scale_max.max(t.eval_scale) as u64;
+        let limit = crate::limits::get().max_image_pixels;
+        if side.saturating_mul(side) > limit {
+            return bad(
+                "scale",
+                format!(
+                    "{side} would make every image at least {side}x{side} pixels, over the limit of {limit} (max_image_pixels); use scales like 256,512"
                 ),
             );
         }

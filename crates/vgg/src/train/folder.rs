@@ -16,19 +16,71 @@ pub use crate::checkpoint::run_files::{CONFIG, STATE, checkpoint_names, is_run_f
 
 /// Whether `dir` holds a run: a `config.json` that reads as a [`TrainConfig`].
 pub fn is_run(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join(CONFIG))
-        .ok()
-        .is_some_and(|text| serde_json::from_str::<TrainConfig>(&text).is_ok())
+    let path = dir.join(CONFIG);
+    std::fs::metadata(&path).is_ok_and(|m| m.len() <= 64 << 20)
+        && std::fs::read_to_string(path)
+            .ok()
+            .is_some_and(|text| serde_json::from_str::<TrainConfig>(&text).is_ok())
 }
 
-/// Makes `dir` ready for a new run. A missing folder is created; an existing one is refused
-/// unless `force`, and then only a run's folder (or an empty one, or one holding only a run's
+/// The lock file of a run folder: held (an advisory lock) by the one trainer writing the run.
+pub const LOCK: &str = ".lock";
+
+/// Takes `dir`'s lock ([`LOCK`]), or refuses: another trainer (this run started twice, or a
+/// resume beside it) holds it. The lock lasts as long as the file returned is open. The lock
+/// file is created where missing, never truncated, and never through a link.
+pub fn lock(dir: &Path) -> Result<std::fs::File, VggError> {
+    let path = dir.join(LOCK);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Err(VggError::run_file(
+            &path,
+            "is not the lock file vgg makes (a link?); remove it",
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| VggError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(VggError::run_file(
+            dir,
+            "is in use by another `vgg train` (its lock is held); wait for it, or give another --out",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(VggError::io(&path, e)),
+    }
+}
+
+/// Makes `dir` ready for a new run and returns its [`lock`]. A missing folder is created (by
+/// this process: one that appears meanwhile is refused); an existing one is refused unless
+/// `force`, and then only a run's folder (or an empty one, or one holding only a run's
 /// temporary files) is accepted, and only the run's own files are removed from it: anything
-/// else a user put there stays.
-pub fn prepare(dir: &Path, force: bool) -> Result<(), VggError> {
+/// else a user put there stays. A link is never followed: the run's files go into a folder.
+pub fn prepare(dir: &Path, force: bool) -> Result<std::fs::File, VggError> {
     let io = |e| VggError::io(dir, e);
-    if !dir.exists() {
-        return std::fs::create_dir_all(dir).map_err(io);
+    match std::fs::symlink_metadata(dir) {
+        Err(_) => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| VggError::io(parent, e))?;
+            }
+            return match std::fs::create_dir(dir) {
+                Ok(()) => lock(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(VggError::RunExists {
+                        path: dir.to_path_buf(),
+                    })
+                }
+                Err(e) => Err(io(e)),
+            };
+        }
+        Ok(m) if m.is_symlink() => {
+            return Err(VggError::run_file(
+                dir,
+                "is a link; a run is written into a folder, not through a link: give the folder itself",
+            ));
+        }
+        Ok(_) => {}
     }
     if !force {
         return Err(VggError::RunExists {
@@ -39,20 +91,22 @@ pub fn prepare(dir: &Path, force: bool) -> Result<(), VggError> {
     let fresh = dir.is_dir()
         && std::fs::read_dir(dir).map_err(io)?.flatten().all(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with('.') && name.contains(".tmp-") && is_run_file(&name)
+            name == LOCK || (name.starts_with('.') && name.contains(".tmp-") && is_run_file(&name))
         });
     if !dir.is_dir() || !(fresh || is_run(dir)) {
         return Err(VggError::NotARun {
             path: dir.to_path_buf(),
         });
     }
+    // Held before anything is removed: a run still training keeps its files.
+    let held = lock(dir)?;
     for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_run_file(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
             std::fs::remove_file(entry.path()).map_err(|e| VggError::io(entry.path(), e))?;
         }
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Removes the temporary files that writes killed mid-way left in `dir` (a resumed run's folder).

@@ -169,7 +169,7 @@ impl Recipe {
                 scale_min,
                 scale_max,
                 // Section 4.1: Q = S for a fixed S, Q = (Smin + Smax) / 2 for a jittered one.
-                eval_scale: (scale_min + scale_max) / 2,
+                eval_scale: scale_min + scale_max.saturating_sub(scale_min) / 2,
                 flip: self.flip,
                 pca_std: self.pca_std,
                 // Measured below, once every setting is known to be valid.

@@ -83,12 +83,18 @@ pub trait Observer {
 }
 
 pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), VggError> {
-    write_atomic(
-        path,
-        serde_json::to_string_pretty(value)
-            .expect("serialisable")
-            .as_bytes(),
-    )
+    write_atomic(path, &to_json(path, value)?)
+}
+
+/// `value` as the JSON of the run file `path`; `Err` for what JSON cannot hold (a path that is
+/// not UTF-8).
+pub(super) fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, VggError> {
+    serde_json::to_vec_pretty(value).map_err(|e| {
+        VggError::run_file(
+            path,
+            format!("cannot be written: {e} (a path that is not UTF-8?)"),
+        )
+    })
 }
 
 /// A run file: at most 64 MiB (a state holds one row per epoch), read whole.
@@ -152,6 +158,7 @@ pub fn validation_set(dir: &Path) -> Result<Dataset, VggError> {
     let sets = spec.open(config.seed)?;
     check_size(&sets.train, config.train_images, "training", dir)?;
     check_size(&sets.val, config.val_images, "validation", dir)?;
+    sets.val.check_classes(&config.classes, "the run")?;
     Ok(sets.val)
 }
 
@@ -160,6 +167,7 @@ pub fn validation_set(dir: &Path) -> Result<Dataset, VggError> {
 pub fn read_state(dir: &Path) -> Result<RunState, VggError> {
     let path = dir.join(STATE);
     let state: RunState = read_json(&path)?;
+    check_values(&state).map_err(|reason| VggError::run_file(&path, reason))?;
     let (model, optim) = checkpoint_names(state.epoch);
     let named = |f: &Option<String>, want: &str| f.as_deref().is_none_or(|f| f == want);
     if !named(&state.model_file, &model) || !named(&state.optim_file, &optim) {
@@ -172,6 +180,86 @@ pub fn read_state(dir: &Path) -> Result<RunState, VggError> {
         ));
     }
     Ok(state)
+}
+
+/// A state's numbers are ones training can have written: a rate that is positive and finite,
+/// accuracies and errors within [0, 1], losses and times finite and not negative, one history
+/// row per completed epoch, in order. A crafted value (an accuracy of 1e308, a rate of -1)
+/// would otherwise be printed, or trained with, as if true.
+fn check_values(s: &RunState) -> Result<(), String> {
+    let share = |what: &str, v: f64| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "holds {what} {v}, not within [0, 1]: not written by vgg"
+            ))
+        }
+    };
+    let plain = |what: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(format!("holds {what} {v}: not written by vgg"))
+        }
+    };
+    let p = &s.schedule;
+    if !(p.lr.is_finite() && p.lr > 0.0) {
+        return Err(format!(
+            "holds a learning rate of {}: not written by vgg",
+            p.lr
+        ));
+    }
+    if !(p.factor.is_finite() && p.factor > 0.0 && p.factor <= 1.0) {
+        return Err(format!(
+            "holds a reduction factor of {}: not written by vgg",
+            p.factor
+        ));
+    }
+    plain("min_delta", p.min_delta)?;
+    for v in p.best.iter().chain(&s.best_val_accuracy) {
+        share("an accuracy of", *v)?;
+    }
+    if s.history.len() != s.epoch {
+        return Err(format!(
+            "records {} epochs of history for {} epochs done: not written by vgg",
+            s.history.len(),
+            s.epoch
+        ));
+    }
+    for (i, r) in s.history.iter().enumerate() {
+        if r.epoch != i + 1 {
+            return Err(format!(
+                "holds epoch {} in row {}: not written by vgg",
+                r.epoch,
+                i + 1
+            ));
+        }
+        if !(r.lr.is_finite() && r.lr > 0.0) {
+            return Err(format!(
+                "holds a learning rate of {} at epoch {}",
+                r.lr, r.epoch
+            ));
+        }
+        for (what, v) in [
+            ("a top-1 error of", r.train_top1_err),
+            ("a top-5 error of", r.train_top5_err),
+            ("a top-1 error of", r.val_top1_err),
+            ("a top-5 error of", r.val_top5_err),
+        ] {
+            share(what, v)?;
+        }
+        for (what, v) in [
+            ("a loss of", r.train_loss),
+            ("a loss of", r.val_loss),
+            ("a time of", r.seconds),
+            ("a rate of", r.images_per_s),
+            ("a time of", r.comm_seconds),
+        ] {
+            plain(what, v)?;
+        }
+    }
+    Ok(())
 }
 
 /// `log.csv` and `log.jsonl`, rewritten from the history (so a resumed run's log has no

@@ -24,8 +24,8 @@ use super::plateau::{Decision, Plateau};
 use super::scaler::LossScale;
 use super::sgd::{Computed, MicroBatch, Sgd, compute};
 use super::state::{
-    EpochRecord, Observer, Progress, RunState, check_size, read_config, read_state, write_json,
-    write_logs,
+    EpochRecord, Observer, Progress, RunState, check_size, read_config, read_state, to_json,
+    write_json, write_logs,
 };
 use super::validate::evaluate_shard;
 use crate::arch::names::freeze_point;
@@ -53,6 +53,8 @@ pub struct Trainer {
     layout: GradLayout,
     /// The cores a step's micro-batches run on side by side (flex).
     lanes: Lanes,
+    /// Rank 0's hold on the run folder ([`folder::lock`]): one trainer writes a run at a time.
+    lock: Option<std::fs::File>,
 }
 
 /// Sums over this rank's micro-batches of an epoch (summed over the ranks at its end).
@@ -214,6 +216,8 @@ impl Trainer {
         on_every_rank(comm.as_ref(), config.precision.check(device))?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
+        train.check_classes(&config.classes, "the run's config")?;
+        val.check_classes(&train.classes, "the training set")?;
         (config.train_images, config.val_images) = (train.len(), val.len());
         device.seed(config.seed);
         let mut model = Vgg::new(&config.model, config.init, device)?;
@@ -238,11 +242,16 @@ impl Trainer {
                 ));
             }
         }
-        // Every input is valid: only now is the folder touched.
-        if comm.rank() == 0 {
-            folder::prepare(run_dir, force)?;
-            write_json(&run_dir.join(CONFIG), &config)?;
-        }
+        // Every input is valid (the config's JSON too): only now is the folder touched, and
+        // held until the run ends.
+        let json = to_json(&run_dir.join(CONFIG), &config)?;
+        let lock = if comm.rank() == 0 {
+            let lock = folder::prepare(run_dir, force)?;
+            crate::fsio::write_atomic(&run_dir.join(CONFIG), &json)?;
+            Some(lock)
+        } else {
+            None
+        };
         let model = freeze(broadcast_model(model, comm.as_ref(), device), &config)?;
         let state = RunState {
             epoch: 0,
@@ -263,9 +272,10 @@ impl Trainer {
             loss_scale: config.precision.scales_loss().then(LossScale::default),
         };
         let sgd = optimiser(&config);
-        Ok(Self::assemble(
-            config, state, model, sgd, run_dir, train, val, device, comm,
-        ))
+        let mut trainer =
+            Self::assemble(config, state, model, sgd, run_dir, train, val, device, comm);
+        trainer.lock = lock;
+        Ok(trainer)
     }
 
     /// Continues the run in `run_dir` from its last complete checkpoint.
@@ -289,11 +299,19 @@ impl Trainer {
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
+        // Held before anything is read: a run being trained is not resumed beside it.
+        let lock = if comm.rank() == 0 {
+            Some(folder::lock(run_dir)?)
+        } else {
+            None
+        };
         let config = read_config(run_dir)?;
         let state = read_state(run_dir)?;
         on_every_rank(comm.as_ref(), config.precision.check(device))?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
+        train.check_classes(&config.classes, "the run")?;
+        val.check_classes(&config.classes, "the run")?;
         check_size(&train, config.train_images, "training", run_dir)?;
         check_size(&val, config.val_images, "validation", run_dir)?;
         let (Some(model_file), Some(optim_file)) = (&state.model_file, &state.optim_file) else {
@@ -335,9 +353,10 @@ impl Trainer {
                     format: "burn optimiser",
                     reason,
                 })?;
-        Ok(Self::assemble(
-            config, state, model, sgd, run_dir, train, val, device, comm,
-        ))
+        let mut trainer =
+            Self::assemble(config, state, model, sgd, run_dir, train, val, device, comm);
+        trainer.lock = lock;
+        Ok(trainer)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -372,6 +391,7 @@ impl Trainer {
             device: device.clone(),
             comm,
             lanes,
+            lock: None,
         }
     }
 
@@ -768,7 +788,13 @@ impl Trainer {
         write_atomic(&dir.join(&optim_file), &optim_bytes)?;
         if is_best {
             crate::checkpoint::burnpack::save(&self.model, &dir.join("best.bpk"))?;
-            self.model.save(&dir.join("best.safetensors"))?;
+            // The weights with their preset, for any tool that reads safetensors.
+            crate::checkpoint::safetensors::write_with_metadata(
+                &self.model.state_dict(),
+                &dir.join("best.safetensors"),
+                false,
+                &self.config.preset().to_metadata(),
+            )?;
         }
         self.state.model_sha256 = Some(sha256_file(&dir.join(&model_file))?);
         self.state.optim_sha256 = Some(sha256_file(&dir.join(&optim_file))?);

@@ -61,6 +61,10 @@ pub fn evaluate_shard(
     let (mut n, mut loss, mut top1, mut top5) = (0usize, 0f64, 0usize, 0usize);
     for b in loader {
         let b = b?;
+        if b.labels.is_empty() {
+            // Every image of this batch was unreadable and skipped (`skip_bad`).
+            continue;
+        }
         let x = Tensor::<4>::from_data(TensorData::new(b.images, b.shape), &device);
         let labels: Vec<i64> = b.labels.iter().map(|&l| l as i64).collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b.labels.len()]), &device);

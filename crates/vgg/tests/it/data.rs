@@ -186,3 +186,79 @@ fn the_demo_is_class_balanced_fashion_mnist() {
     assert_eq!((t.len(), v.len()), (4500, 500));
     assert_eq!(v.labels.iter().filter(|&&l| l == 3).count(), 50);
 }
+
+/// JPEGs decode strictly: a valid file as the image crate's decoder gives it (baseline colour,
+/// progressive grey), and never what the decoder would have to invent: a header declaring
+/// 8000x8000 pixels in a small file (refused before any allocation).
+#[test]
+fn jpegs_decode_strictly() {
+    use vgg::data::folder::decode;
+    for (name, channels) in [("chelsea.jpg", 3), ("chelsea_grey_progressive.jpg", 1)] {
+        let path = crate::common::fixture(name);
+        let ours = decode(&path).unwrap();
+        let theirs = image::open(&path).unwrap();
+        assert_eq!(
+            (ours.channels, ours.width, ours.height),
+            (channels, 451, 300),
+            "{name}"
+        );
+        let interleaved = if channels == 1 {
+            theirs.into_luma8().into_raw()
+        } else {
+            theirs.into_rgb8().into_raw()
+        };
+        let plane = ours.width * ours.height;
+        for (i, px) in interleaved.chunks_exact(channels).enumerate() {
+            for (c, v) in px.iter().enumerate() {
+                assert_eq!(ours.pixels[c * plane + i], *v, "{name}: pixel {i}");
+            }
+        }
+    }
+    let d = dir("strict-jpeg");
+    let whole = std::fs::read(crate::common::fixture("chelsea.jpg")).unwrap();
+    // The frame header (SOF0) rewritten to 8000x8000: 28 KB cannot hold 64 M pixels.
+    let mut bomb = whole.clone();
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x1F, 0x40, 0x1F, 0x40]);
+    let path = d.join("bomb.jpg");
+    std::fs::write(&path, &bomb).unwrap();
+    let err = decode(&path).unwrap_err().to_string();
+    assert!(err.contains("cannot hold the 8000x8000 pixels"), "{err}");
+}
+
+/// The torchvision preset rescales and crops as torchvision's `Resize(256)` + `CenterCrop(224)`
+/// (antialiased, long side truncated, offsets rounded half to even): within 1e-5 of the float
+/// pixels torchvision computed, for a downscale and an upscale; the plain bilinear resize,
+/// kept for Caffe-style weights, differs visibly on the downscale.
+#[test]
+fn torchvision_resize_as_torchvision() {
+    use vgg::data::folder::decode;
+    use vgg::data::transform::to_channels;
+    use vgg::preset::Resize;
+    let want =
+        vgg::checkpoint::read_state_dict(&crate::common::fixture("resize.io.safetensors")).unwrap();
+    for (file, key) in [("chelsea.png", "chelsea"), ("small150x100.png", "small")] {
+        let img = decode(&crate::common::fixture(file)).unwrap();
+        let x = to_channels(&img, 3, 1.0 / 255.0);
+        let got = Resize::Torchvision.center_crop(&x, 256, 224).unwrap();
+        let want = want[key].to_f32();
+        assert_eq!(got.data.len(), want.len(), "{file}");
+        let worst = got
+            .data
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{file}: off by {worst}");
+        if key == "chelsea" {
+            let plain = Resize::Bilinear.center_crop(&x, 256, 224).unwrap();
+            let off = plain
+                .data
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(off > 1e-2, "{off}");
+        }
+    }
+}

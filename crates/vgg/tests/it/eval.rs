@@ -25,6 +25,7 @@ fn classifier() -> Classifier {
             crop: 16,
             scale: 20,
             classes: (0..7).map(|i| i.to_string()).collect(),
+            resize: vgg::preset::Resize::Bilinear,
         },
         trunk: false,
     }

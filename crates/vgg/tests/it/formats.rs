@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use vgg::Vgg;
-use vgg::checkpoint::read_state_dict;
+use vgg::checkpoint::{StateDict, read_state_dict};
 
 use crate::common::{case, config_of, fixture, scratch};
 
@@ -58,6 +58,19 @@ fn caffe_models_in_both_forms() {
     let path = d.join("text.caffemodel");
     std::fs::write(&path, b"name: \"VGG_ILSVRC_16_layers\"\nlayers { }").unwrap();
     assert!(Vgg::load(&config, &path, &Device::flex()).is_err());
+}
+
+/// The Keras fixtures' network: keras.applications' VGG at widths 4 ... 32, 64x64 input (a
+/// 2x2 map before FC1), FC width 32, 10 classes; with BatchNorm after each convolution if `bn`.
+fn keras_w16(bn: bool) -> vgg::VggConfig {
+    vgg::VggConfig::from_layers(
+        "keras_w16",
+        vgg::arch::parse_layers("4,M,8,M,16,16,M,32,32,M,32,32,M").unwrap(),
+        bn,
+    )
+    .with_hidden(32)
+    .with_num_classes(10)
+    .with_pool_size(2)
 }
 
 fn logits(model: &Vgg, io: &Path) -> (Vec<f32>, Vec<f32>) {
@@ -134,14 +147,7 @@ fn onnx_models_read_and_written() {
 /// FC1's channels-last flatten reordered).
 #[test]
 fn keras_files_of_every_generation() {
-    let config = vgg::VggConfig::from_layers(
-        "keras_w16",
-        vgg::arch::parse_layers("4,M,8,M,16,16,M,32,32,M,32,32,M").unwrap(),
-        false,
-    )
-    .with_hidden(32)
-    .with_num_classes(10)
-    .with_pool_size(2);
+    let config = keras_w16(false);
     let mut first = None;
     for name in [
         "keras_w16.keras",
@@ -190,5 +196,157 @@ fn keras_files_of_every_generation() {
         std::fs::write(&path, &whole[..cut]).unwrap();
         let err = Vgg::load(&config, &path, &Device::flex()).unwrap_err();
         assert!(err.to_string().contains(&format!("cut{cut}.h5")), "{err}");
+    }
+}
+
+fn open_default(
+    path: &Path,
+    config: &vgg::VggConfig,
+) -> Result<vgg::preset::Opened, vgg::VggError> {
+    vgg::preset::open(
+        path,
+        || Ok(config.clone()),
+        &vgg::preset::Options::default(),
+        &Device::flex(),
+        &mut |_, _| {},
+    )
+}
+
+/// With no preset asked for, every format opens with its own tool's preprocessing, told by
+/// the format before any key is renamed: Caffe's for every Keras file (.keras, .weights.h5,
+/// legacy .h5, Keras 1 names, a nested trunk, Keras' ONNX export) and .caffemodel; torchvision's
+/// for torchvision's layout in .pth, .safetensors and torch.onnx's export.
+#[test]
+fn every_format_opens_with_its_own_preprocessing() {
+    let keras = keras_w16(false);
+    let tv = config_of(&case("vgg11_w16"));
+    let caffe = vgg::preset::Normalize::caffe();
+    let torch = vgg::preset::Normalize::torchvision();
+    for (name, config, want) in [
+        ("keras_w16.keras", &keras, &caffe),
+        ("keras_w16.weights.h5", &keras, &caffe),
+        ("keras_w16.h5", &keras, &caffe),
+        ("keras_w16_weights_only.h5", &keras, &caffe),
+        ("keras1_w16.h5", &keras, &caffe),
+        ("keras_nested_w16.h5", &keras, &caffe),
+        ("keras_w16.onnx", &keras, &caffe),
+        ("vgg11_w16.caffemodel", &tv, &caffe),
+        ("vgg11_w16_v1.caffemodel", &tv, &caffe),
+        ("vgg11_w16.pth", &tv, &torch),
+        ("vgg11_w16.safetensors", &tv, &torch),
+        ("vgg11_w16.onnx", &tv, &torch),
+    ] {
+        let opened = open_default(&fixture(name), config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&opened.preset.normalize, want, "{name}");
+    }
+}
+
+/// A file converted from Keras or Caffe keeps its preset: `.safetensors` carries it in its
+/// metadata, and opening it with no flag gives it back (classes included).
+#[test]
+fn converted_weights_carry_their_preset() {
+    let config = config_of(&case("vgg11_w16"));
+    let opened = open_default(&fixture("vgg11_w16.caffemodel"), &config).unwrap();
+    let d = scratch("carried");
+    let out = d.join("from_caffe.safetensors");
+    let mut preset = opened.preset.clone();
+    preset.classes = (0..10).map(|i| format!("class {i}")).collect();
+    vgg::checkpoint::safetensors::write_with_metadata(
+        &opened.state_dict(),
+        &out,
+        false,
+        &preset.to_metadata(),
+    )
+    .unwrap();
+    let back = open_default(&out, &config).unwrap();
+    assert_eq!(back.preset, preset);
+    assert!(back.model.state_dict() == opened.model.state_dict());
+    // A preset for another network's classes is an error naming the file.
+    let eleven = config.clone().with_num_classes(11);
+    let err = open_default(&out, &eleven).err().unwrap().to_string();
+    assert!(
+        err.contains("from_caffe.safetensors") && err.contains("10 classes"),
+        "{err}"
+    );
+}
+
+/// Two names for one tensor, in any format, are an error naming both: a Caffe name beside
+/// torchvision's (which would also switch the preprocessing), a Caffe layer in both of its
+/// blob namings, a layer twice in a .caffemodel, an ONNX initializer twice.
+#[test]
+fn two_names_for_one_tensor_are_refused() {
+    use vgg::checkpoint::{StateTensor, write_safetensors};
+    let config = config_of(&case("vgg11_w16"));
+    let d = scratch("two-names");
+    let mut dict = read_state_dict(&fixture("vgg11_w16.safetensors")).unwrap();
+    let stray = dict["classifier.6.weight"].clone();
+    dict.insert("fc8.weight".into(), stray);
+    let mixed = d.join("mixed.safetensors");
+    write_safetensors(&dict, &mixed).unwrap();
+    let err = open_default(&mixed, &config).err().unwrap().to_string();
+    assert!(
+        err.contains("`fc8.weight`") && err.contains("(torchvision's)"),
+        "{err}"
+    );
+    // conv1_1 as `.0` and as `.weight`: both fill features.0.weight.
+    let mut caffe = StateDict::new();
+    let w = StateTensor::f32(vec![4, 3, 3, 3], vec![0.0; 108]);
+    caffe.insert("conv1_1.0".into(), w.clone());
+    caffe.insert("conv1_1.weight".into(), w);
+    let both = d.join("both.safetensors");
+    write_safetensors(&caffe, &both).unwrap();
+    let err = Vgg::load(&config, &both, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`conv1_1.0` and `conv1_1.weight`"), "{err}");
+    // Protocol Buffers concatenated is one message with every repeated field twice: every
+    // Caffe layer, every ONNX initializer.
+    for (name, needle) in [
+        ("vgg11_w16.caffemodel", "has weights twice"),
+        ("vgg11_w16.onnx", "two initializers are named"),
+    ] {
+        let whole = std::fs::read(fixture(name)).unwrap();
+        let twice = d.join(format!("twice-{name}"));
+        std::fs::write(&twice, [whole.clone(), whole].concat()).unwrap();
+        let err = Vgg::load(&config, &twice, &Device::flex())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(needle) && err.contains("twice-"),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// Keras' BatchNorm epsilon is the one the file's model config says (0.01 here, in .keras
+/// and legacy .h5), not the default: the logits are Keras' own.
+#[test]
+fn keras_batchnorm_epsilon_from_the_files_config() {
+    let config = keras_w16(true);
+    for name in ["keras_bn_eps_w16.keras", "keras_bn_eps_w16.h5"] {
+        let model = Vgg::load(&config, &fixture(name), &Device::flex())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (got, want) = logits(&model, &fixture("keras_bn_eps_w16.io.safetensors"));
+        close(name, &got, &want);
+    }
+}
+
+/// ONNX initializers in float16 (torch.onnx's export after `.half()`) load as every other
+/// format's half-precision weights do: widened to float32, equal to the float32 weights rounded
+/// to float16.
+#[test]
+fn onnx_float16_initializers() {
+    let config = config_of(&case("vgg11_w16"));
+    let model = Vgg::load(&config, &fixture("vgg11_w16_f16.onnx"), &Device::flex())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = read_state_dict(&fixture("vgg11_w16.safetensors")).unwrap();
+    let got = model.state_dict();
+    for (k, t) in &want {
+        let rounded: Vec<f32> = t
+            .to_f32()
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        assert!(got[k].to_f32() == rounded, "{k}");
     }
 }
