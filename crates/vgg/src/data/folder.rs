@@ -169,6 +169,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>), String> {
             bytes.len()
         ));
     }
+    super::jpeg::check_scans(bytes).map_err(|e| format!("corrupt JPEG: {e}"))?;
     let grey = matches!(
         decoder.input_colorspace(),
         Some(ColorSpace::Luma | ColorSpace::LumaA)

@@ -9,6 +9,7 @@ pub mod cifar;
 pub mod demo;
 pub mod folder;
 pub mod idx;
+mod jpeg;
 pub mod loader;
 pub mod source;
 pub mod transform;

@@ -188,12 +188,17 @@ fn the_demo_is_class_balanced_fashion_mnist() {
 }
 
 /// JPEGs decode strictly: a valid file as the image crate's decoder gives it (baseline colour,
-/// progressive grey), and never what the decoder would have to invent: a header declaring
-/// 8000x8000 pixels in a small file (refused before any allocation).
+/// progressive grey, restart intervals), and never what the decoder would have to invent: a
+/// scan cut short with its end marker put back, a header declaring 8000x8000 pixels in a small
+/// file (refused before any allocation).
 #[test]
 fn jpegs_decode_strictly() {
     use vgg::data::folder::decode;
-    for (name, channels) in [("chelsea.jpg", 3), ("chelsea_grey_progressive.jpg", 1)] {
+    for (name, channels) in [
+        ("chelsea.jpg", 3),
+        ("chelsea_restart.jpg", 3),
+        ("chelsea_grey_progressive.jpg", 1),
+    ] {
         let path = crate::common::fixture(name);
         let ours = decode(&path).unwrap();
         let theirs = image::open(&path).unwrap();
@@ -215,6 +220,23 @@ fn jpegs_decode_strictly() {
         }
     }
     let d = dir("strict-jpeg");
+    // Cut in the middle of the scan (or within a restart interval), the end-of-image marker
+    // appended again: the decoder would fill the rest with what it invents.
+    for name in ["chelsea.jpg", "chelsea_restart.jpg"] {
+        let whole = std::fs::read(crate::common::fixture(name)).unwrap();
+        for cut in [whole.len() / 2, whole.len() - 200] {
+            let path = d.join(format!("cut-{cut}-{name}"));
+            std::fs::write(&path, [&whole[..cut], &[0xFF, 0xD9][..]].concat()).unwrap();
+            let Err(err) = decode(&path) else {
+                panic!("{name} cut at {cut}: decoded, not refused");
+            };
+            let err = err.to_string();
+            assert!(
+                err.contains("cut short") && err.contains(&format!("cut-{cut}")),
+                "{err}"
+            );
+        }
+    }
     let whole = std::fs::read(crate::common::fixture("chelsea.jpg")).unwrap();
     // The frame header (SOF0) rewritten to 8000x8000: 28 KB cannot hold 64 M pixels.
     let mut bomb = whole.clone();
