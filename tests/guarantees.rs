@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::{W16, fixture, refused, stderr, tiny_folder, tiny_train, tmp, vgg};
+use support::{W16, fixture, refused, resume, stderr, tiny_folder, tiny_train, tmp, vgg};
 
 /// The probabilities `vgg predict --json -k 10` gives each class index of one image.
 fn probabilities(out: &Output) -> Vec<f32> {
@@ -195,14 +195,7 @@ fn links_are_never_followed_and_runs_are_locked() {
         .open(run.join(".lock"))
         .unwrap();
     held.lock().unwrap();
-    let out = vgg(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--quiet",
-    ]);
+    let out = resume(&run, "2");
     refused(&out, &["in use by another `vgg train`"]);
     drop(held);
 }
@@ -354,4 +347,91 @@ fn features_by_default_on_every_network_and_never_nan() {
         &["negative variance", "features.1.running_var"],
     );
     assert!(!Path::new(&nan_out).exists());
+}
+
+/// The small messages: each names the real cause and the real fix.
+#[test]
+fn messages_name_the_real_cause() {
+    let photo = fixture("photo224.png");
+    let home = tmp("msg-home");
+    let cwd = tmp("msg-cwd");
+    for d in [&home, &cwd] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // A relative XDG_CACHE_HOME is ignored (XDG's rule): the cache is $HOME/.cache/vgg, not a
+    // folder in the current one. (The server is unreachable: the download itself fails.)
+    let out = Command::new(env!("CARGO_BIN_EXE_vgg"))
+        .args([
+            "predict",
+            "-w",
+            "torchvision:vgg11",
+            "--weights-url",
+            "http://127.0.0.1:9",
+        ])
+        .arg(&photo)
+        .env("XDG_CACHE_HOME", "relative-cache")
+        .env("HOME", &home)
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    refused(&out, &["127.0.0.1:9"]);
+    assert!(!cwd.join("relative-cache").exists());
+    assert!(home.join(".cache/vgg").is_dir());
+    // --cache-dir naming a file.
+    let file = tmp("msg-cache-file");
+    std::fs::write(&file, b"notes").unwrap();
+    let out = vgg(&[
+        "predict",
+        "-w",
+        "torchvision:vgg11",
+        "--cache-dir",
+        file.to_str().unwrap(),
+        photo.to_str().unwrap(),
+    ]);
+    refused(&out, &["is not a folder"]);
+    assert_eq!(std::fs::read(&file).unwrap(), b"notes");
+
+    // A limit of this machine is not blamed on a run's config.json.
+    let data = tiny_folder("msg-data", 6, false);
+    let run = tmp("msg-run");
+    let _ = std::fs::remove_dir_all(&run);
+    assert!(tiny_train(&data, &run, &[]).status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_vgg"))
+        .args(["eval", "-w"])
+        .arg(&run)
+        .arg("--data")
+        .arg(&data)
+        .env("VGG_MAX_PARAMS", "1000")
+        .output()
+        .unwrap();
+    refused(&out, &["VGG_MAX_PARAMS=N"]);
+    assert!(
+        !stderr(&out).contains("holds a bad setting"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A crafted state.json: numbers training never writes are refused, not printed or used.
+    let state = std::fs::read_to_string(run.join("state.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&state).unwrap();
+    for (pointer, value, needle) in [
+        (
+            "/best_val_accuracy",
+            serde_json::json!(1e308),
+            "accuracy of 1e308",
+        ),
+        (
+            "/schedule/lr",
+            serde_json::json!(-1.0),
+            "learning rate of -1",
+        ),
+    ] {
+        let mut crafted = json.clone();
+        *crafted.pointer_mut(pointer).unwrap() = value;
+        std::fs::write(run.join("state.json"), crafted.to_string()).unwrap();
+        let out = resume(&run, "2");
+        refused(&out, &["state.json", needle]);
+    }
+    std::fs::write(run.join("state.json"), state).unwrap();
 }

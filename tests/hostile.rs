@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{W16, fixture, refused, stderr, tiny_folder, tiny_train as train, tmp, vgg};
+use support::{W16, fixture, refused, resume, stderr, tiny_folder, tiny_train as train, tmp, vgg};
 
 fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
@@ -192,14 +192,7 @@ fn run_files_cannot_point_outside_the_run() {
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     state["model_file"] = serde_json::json!("../victim/epoch-1.bpk");
     std::fs::write(&state_path, state.to_string()).unwrap();
-    let out = vgg(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--quiet",
-    ]);
+    let out = resume(&run, "2");
     refused(&out, &["state.json", "not this run's epoch-1.bpk"]);
     assert!(victim.join("epoch-1.bpk").exists());
     // A run-file error is about the run file, not a "dataset".
@@ -500,14 +493,7 @@ fn errors_are_one_clear_line() {
     // A temporary file left by a kill is cleaned when the run is resumed.
     let orphan = run.join(".best.bpk.tmp-4194305");
     std::fs::write(&orphan, b"half a checkpoint").unwrap();
-    let out = vgg(&[
-        "train",
-        "--resume",
-        run.to_str().unwrap(),
-        "--epochs",
-        "2",
-        "--quiet",
-    ]);
+    let out = resume(&run, "2");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!orphan.exists());
 

@@ -101,6 +101,18 @@ pub fn tiny_train(data: &std::path::Path, out: &std::path::Path, extra: &[&str])
     vgg(&args)
 }
 
+/// `vgg train --resume RUN --epochs EPOCHS --quiet`.
+pub fn resume(run: &std::path::Path, epochs: &str) -> Output {
+    vgg(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        epochs,
+        "--quiet",
+    ])
+}
+
 /// The vgg11_w16 fixture's flags (torchvision layout, 10 classes).
 pub const W16: [&str; 10] = [
     "--arch",

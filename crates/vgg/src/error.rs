@@ -197,6 +197,15 @@ impl VggError {
         }
     }
 
+    /// A run file's setting that validation refused, blamed on the file, except a limit this
+    /// machine sets (`VGG_MAX_*`): the file is fine, the limit is what to raise.
+    pub(crate) fn bad_run_setting(path: impl Into<PathBuf>, err: Self) -> Self {
+        match err {
+            limit @ Self::LimitExceeded { .. } => limit,
+            other => Self::run_file(path, format!("holds a bad setting: {other}")),
+        }
+    }
+
     pub(crate) fn run_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Self::RunFile {
             path: path.into(),

@@ -925,6 +925,26 @@ mod tests {
         );
     }
 
+    /// A free dimension is named: batch, height and width apart (one name would declare them
+    /// equal), and the fixed ones are numbers.
+    #[test]
+    fn free_dimensions_have_their_own_names() {
+        let named =
+            |bytes: &[u8], name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+        let compact = VggConfig::named("vgg11").unwrap().with_pool_size(1);
+        let dict = crate::nn::Vgg::new(
+            &compact,
+            crate::nn::InitScheme::Kaiming,
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap()
+        .state_dict();
+        let bytes = write(&compact, &dict);
+        for name in ["batch", "height", "width"] {
+            assert!(named(&bytes, name), "{name}");
+        }
+    }
+
     /// A product whose weight is not 2-D is an error, not a reshaped guess.
     #[test]
     fn a_fully_connected_weight_must_be_2d() {

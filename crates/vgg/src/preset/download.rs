@@ -61,6 +61,14 @@ pub fn fetch_with(
     stall: Duration,
     progress: Progress<'_>,
 ) -> Result<PathBuf, VggError> {
+    if std::fs::symlink_metadata(cache).is_ok() && !cache.is_dir() {
+        return Err(VggError::io(
+            cache,
+            std::io::Error::other(
+                "is not a folder, so it cannot be the cache of published weights",
+            ),
+        ));
+    }
     std::fs::create_dir_all(cache).map_err(|e| VggError::io(cache, e))?;
     let file = cache.join(name);
     let present = match std::fs::symlink_metadata(&file) {

@@ -62,7 +62,7 @@ fn read_card(dir: &Path) -> Result<RunCard, VggError> {
         serde_json::from_str(&text).map_err(|e| bad(format!("not a readable run file: {e}")))?;
     card.model
         .validate()
-        .map_err(|e| bad(format!("holds a bad setting: {e}")))?;
+        .map_err(|e| VggError::bad_run_setting(&path, e))?;
     let n = &card.transform.normalize;
     let finite =
         n.mean.iter().chain(&n.std).all(|v| v.is_finite()) && n.std.iter().all(|&v| v != 0.0);

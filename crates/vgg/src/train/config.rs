@@ -172,15 +172,16 @@ impl TrainConfig {
         }
         // The smallest image at the largest scale is a square of that side.
         let side = t.scale_max.max(t.eval_scale) as u64;
-        let limit = crate::limits::get().max_image_pixels;
-        if side.saturating_mul(side) > limit {
-            return bad(
-                "scale",
+        crate::limits::check(
+            || {
                 format!(
-                    "{side} would make every image at least {side}x{side} pixels, over the limit of {limit} (max_image_pixels); use scales like 256,512"
-                ),
-            );
-        }
+                    "scale {side}: pixels of every image rescaled to it (at least {side}x{side})"
+                )
+            },
+            side.saturating_mul(side),
+            crate::limits::get().max_image_pixels,
+            "max_image_pixels",
+        )?;
         if t.normalize.mean.is_empty()
             || t.normalize.std.is_empty()
             || t.normalize

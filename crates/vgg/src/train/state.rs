@@ -118,7 +118,7 @@ pub fn read_config(dir: &Path) -> Result<TrainConfig, VggError> {
     let config: TrainConfig = read_json(&dir.join(CONFIG))?;
     config
         .validate()
-        .map_err(|e| VggError::run_file(dir.join(CONFIG), format!("holds a bad setting: {e}")))?;
+        .map_err(|e| VggError::bad_run_setting(dir.join(CONFIG), e))?;
     Ok(config)
 }
 
@@ -192,7 +192,7 @@ fn check_values(s: &RunState) -> Result<(), String> {
             Ok(())
         } else {
             Err(format!(
-                "holds {what} {v}, not within [0, 1]: not written by vgg"
+                "holds {what} {v:?}, not within [0, 1]: not written by vgg"
             ))
         }
     };
@@ -200,19 +200,19 @@ fn check_values(s: &RunState) -> Result<(), String> {
         if v.is_finite() && v >= 0.0 {
             Ok(())
         } else {
-            Err(format!("holds {what} {v}: not written by vgg"))
+            Err(format!("holds {what} {v:?}: not written by vgg"))
         }
     };
     let p = &s.schedule;
     if !(p.lr.is_finite() && p.lr > 0.0) {
         return Err(format!(
-            "holds a learning rate of {}: not written by vgg",
+            "holds a learning rate of {:?}: not written by vgg",
             p.lr
         ));
     }
     if !(p.factor.is_finite() && p.factor > 0.0 && p.factor <= 1.0) {
         return Err(format!(
-            "holds a reduction factor of {}: not written by vgg",
+            "holds a reduction factor of {:?}: not written by vgg",
             p.factor
         ));
     }
@@ -237,7 +237,7 @@ fn check_values(s: &RunState) -> Result<(), String> {
         }
         if !(r.lr.is_finite() && r.lr > 0.0) {
             return Err(format!(
-                "holds a learning rate of {} at epoch {}",
+                "holds a learning rate of {:?} at epoch {}",
                 r.lr, r.epoch
             ));
         }
