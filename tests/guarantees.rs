@@ -435,3 +435,45 @@ fn messages_name_the_real_cause() {
     }
     std::fs::write(run.join("state.json"), state).unwrap();
 }
+
+/// Fine-tuning from a Keras file with no preset flag trains (and stores in the run) Keras'
+/// preprocessing, which the run's own weights then carry.
+#[test]
+fn fine_tuning_from_keras_keeps_its_preprocessing() {
+    let data = tiny_folder("ft-keras-data", 6, false);
+    let run = tmp("ft-keras-run");
+    let _ = std::fs::remove_dir_all(&run);
+    let w = fixture("keras_224_w16.weights.h5");
+    let mut args = vec![
+        "train",
+        "--pretrained",
+        w.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--micro-batch",
+        "4",
+        "--quiet",
+        "--no-test",
+    ];
+    args.extend(&W16[..8]);
+    let out = vgg(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = vgg::train::read_config(&run).unwrap();
+    assert_eq!(config.transform.normalize, vgg::preset::Normalize::caffe());
+    let carried = vgg::preset::open(
+        &run.join("best.safetensors"),
+        || Ok(config.model.clone()),
+        &vgg::preset::Options::default(),
+        &burn::tensor::Device::flex(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(carried.preset.normalize, vgg::preset::Normalize::caffe());
+    assert_eq!(carried.preset.classes, ["bottom", "top"]);
+}

@@ -911,6 +911,15 @@ mod tests {
                 vec![node("Softmax", &["input"], &["s"]), conv(&[1; 4], &[1, 1])],
                 "node 0 (Softmax)",
             ),
+            (
+                {
+                    // A negative epsilon makes every variance below it a NaN.
+                    let mut bn = node("BatchNormalization", &["x", "g", "b", "m", "v"], &["y"]);
+                    bn.floats.insert("epsilon".into(), -1.0);
+                    vec![conv(&[1; 4], &[1, 1]), bn]
+                },
+                "epsilon -1",
+            ),
         ] {
             let err = check_graph(&nodes, &w).unwrap_err();
             assert!(

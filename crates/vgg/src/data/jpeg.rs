@@ -196,11 +196,14 @@ pub fn check_scans(b: &[u8]) -> Result<(), String> {
         i += len;
         match code {
             0xC0 | 0xC1 => {
+                let Some(&[_, h1, h0, w1, w0, n]) = seg.get(..6) else {
+                    return Ok(()); // a frame header the decoder has refused already
+                };
                 sequential = true;
                 let (h, w, n) = (
-                    u16::from_be_bytes([seg[1], seg[2]]) as usize,
-                    u16::from_be_bytes([seg[3], seg[4]]) as usize,
-                    seg[5] as usize,
+                    u16::from_be_bytes([h1, h0]) as usize,
+                    u16::from_be_bytes([w1, w0]) as usize,
+                    n as usize,
                 );
                 let comps = (0..n)
                     .filter_map(|k| seg.get(6 + 3 * k..9 + 3 * k))
@@ -238,7 +241,10 @@ pub fn check_scans(b: &[u8]) -> Result<(), String> {
                 let Some((height, width, comps)) = frame.as_ref().filter(|_| sequential) else {
                     return Ok(());
                 };
-                let n = seg[0] as usize;
+                let n = seg.first().map_or(0, |&n| n as usize);
+                if n == 0 {
+                    return Ok(()); // a scan header the decoder has refused already
+                }
                 let mut members = Vec::with_capacity(n);
                 for k in 0..n {
                     let Some(c) = seg.get(1 + 2 * k..3 + 2 * k) else {
