@@ -186,6 +186,29 @@ fn links_are_never_followed_and_runs_are_locked() {
     refused(&vgg(&args), &["exists", "--force"]);
     assert!(std::fs::symlink_metadata(&dangling).unwrap().is_symlink());
 
+    // --resume of a folder that holds no run makes nothing in it; of a link to a run, refused.
+    let empty = tmp("links-empty");
+    let _ = std::fs::remove_dir_all(&empty);
+    std::fs::create_dir_all(&empty).unwrap();
+    refused(&resume(&empty, "2"), &["config.json"]);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+
+    // A trunk converted to a whole-network format would get a random head: refused.
+    let mut trunk = vgg::checkpoint::read_state_dict(&w).unwrap();
+    trunk.retain(|k, _| k.starts_with("features."));
+    let trunk_file = tmp("links-trunk.safetensors");
+    vgg::checkpoint::write_safetensors(&trunk, &trunk_file).unwrap();
+    let onnx = tmp("links-trunk.onnx");
+    let _ = std::fs::remove_file(&onnx);
+    let mut args = vec![
+        "convert",
+        trunk_file.to_str().unwrap(),
+        onnx.to_str().unwrap(),
+    ];
+    args.extend(&W16[..8]);
+    refused(&vgg(&args), &["trunk", "write .safetensors"]);
+    assert!(!onnx.exists());
+
     // A run whose lock is held (a trainer at work in it) is not resumed beside it.
     let run = tmp("links-locked");
     let _ = std::fs::remove_dir_all(&run);
@@ -198,6 +221,10 @@ fn links_are_never_followed_and_runs_are_locked() {
     let out = resume(&run, "2");
     refused(&out, &["in use by another `vgg train`"]);
     drop(held);
+    let linked = tmp("links-run-link");
+    let _ = std::fs::remove_file(&linked);
+    std::os::unix::fs::symlink(&run, &linked).unwrap();
+    refused(&resume(&linked, "2"), &["is a link"]);
 }
 
 /// Inputs that used to panic, hang or take unbounded memory: one line and exit 2.

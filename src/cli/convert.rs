@@ -58,6 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &device,
         &mut super::weights::download_bar(),
     )?;
+    anyhow::ensure!(
+        is_safetensors || !opened.trunk,
+        "{}: these weights are a trunk (convolutions only); a .bpk or .onnx holds a whole network, whose head would be random: write .safetensors",
+        args.input.display()
+    );
     let config = opened.model.config().clone();
     let input = vgg::preset::open::run_of(&args.input)
         .map(|(_, file)| file)

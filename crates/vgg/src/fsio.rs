@@ -27,6 +27,11 @@ fn file_name(path: &Path) -> String {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VggError> {
     remove_stale_temps(path);
     let tmp = temp_path(path);
+    // A plain file at our own temporary name is a write of ours that died (in a container this
+    // process may well be PID 1 every time): removed. Anything else there (a link) is not ours.
+    if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
+        let _ = std::fs::remove_file(&tmp);
+    }
     let mut created = false;
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
@@ -137,6 +142,23 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256_file(&target).unwrap(), sha256(b"data"));
+        // A write of ours killed under this same PID (PID 1 in every container) left its
+        // temporary file: it is replaced. A link there is not ours: refused, left as it is.
+        let own = temp_path(&target);
+        std::fs::write(&own, b"half a write").unwrap();
+        write_atomic(&target, b"again").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"again");
+        assert!(!own.exists());
+        #[cfg(unix)]
+        {
+            let victim = dir.join("victim");
+            std::fs::write(&victim, b"keep").unwrap();
+            std::os::unix::fs::symlink(&victim, &own).unwrap();
+            let err = write_atomic(&target, b"third").unwrap_err().to_string();
+            assert!(err.contains("not made by vgg"), "{err}");
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+            assert!(std::fs::symlink_metadata(&own).unwrap().is_symlink());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

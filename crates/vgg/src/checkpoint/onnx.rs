@@ -471,10 +471,13 @@ fn check_graph(nodes: &[Node], weights: &HashMap<String, StateTensor>) -> Result
     };
     for (i, n) in nodes.iter().enumerate() {
         let not_vgg = |what: &str| Err(format!("{} {what}: not part of a VGG", name(i, n)));
-        let pad = n.strings.get("auto_pad").map(String::as_str);
-        if pad.is_some_and(|p| p != "NOTSET") {
-            return not_vgg(&format!("pads automatically ({})", pad.unwrap_or_default()));
-        }
+        // Automatic padding: SAME (either way) is a stride-1 convolution's own padding, VALID
+        // none; where these differ from what a VGG pads, the checks below refuse them.
+        let auto = n
+            .strings
+            .get("auto_pad")
+            .map(String::as_str)
+            .unwrap_or("NOTSET");
         match n.op.as_str() {
             "Conv" => {
                 let kernel = ints(n, "kernel_shape").or_else(|| {
@@ -492,7 +495,12 @@ fn check_graph(nodes: &[Node], weights: &HashMap<String, StateTensor>) -> Result
                 if !all(&ints(n, "group"), 1) {
                     return not_vgg("is a grouped convolution");
                 }
-                let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                let pads = match auto {
+                    "SAME_UPPER" | "SAME_LOWER" => vec![want_pad; 4],
+                    "VALID" => vec![0; 4],
+                    "NOTSET" => ints(n, "pads").unwrap_or_else(|| vec![0; 4]),
+                    other => return not_vgg(&format!("pads automatically ({other})")),
+                };
                 if pads.iter().any(|&p| p != want_pad) {
                     return not_vgg(&format!(
                         "pads by {pads:?} (a VGG's {}x{} convolutions pad by {want_pad})",
@@ -502,7 +510,8 @@ fn check_graph(nodes: &[Node], weights: &HashMap<String, StateTensor>) -> Result
                 }
             }
             "MaxPool" => {
-                if ints(n, "kernel_shape").as_deref() != Some(&[2, 2])
+                if !matches!(auto, "NOTSET" | "VALID")
+                    || ints(n, "kernel_shape").as_deref() != Some(&[2, 2])
                     || ints(n, "strides").as_deref() != Some(&[2, 2])
                     || !all(&ints(n, "pads"), 0)
                     || !all(&ints(n, "dilations"), 1)
@@ -562,8 +571,9 @@ fn check_graph(nodes: &[Node], weights: &HashMap<String, StateTensor>) -> Result
                     return not_vgg(&format!("permutes the axes as {perm:?}"));
                 }
             }
+            // To float32, or (on the shape computations of a Reshape) to int32/int64.
             "Cast" => {
-                if ints(n, "to").as_deref() != Some(&[1]) {
+                if !matches!(ints(n, "to").as_deref(), Some(&[1] | &[6] | &[7])) {
                     return not_vgg("casts to a type other than float32");
                 }
             }
@@ -890,9 +900,22 @@ mod tests {
             pool(2),
         ];
         assert_eq!(check_graph(&good, &w), Ok(()));
+        // tf2onnx's SAME on a 3x3 convolution of stride 1 is its padding of 1.
+        let mut same = conv(&[], &[1, 1]);
+        same.ints.remove("pads");
+        same.strings.insert("auto_pad".into(), "SAME_UPPER".into());
+        assert_eq!(check_graph(&[same], &w), Ok(()));
         for (nodes, needle) in [
             (vec![conv(&[1; 4], &[2, 2])], "stride"),
             (vec![conv(&[0; 4], &[1, 1])], "pads by [0, 0, 0, 0]"),
+            (
+                {
+                    let mut valid = conv(&[1; 4], &[1, 1]);
+                    valid.strings.insert("auto_pad".into(), "VALID".into());
+                    vec![valid]
+                },
+                "pads by [0, 0, 0, 0]",
+            ),
             (vec![conv(&[1; 4], &[1, 1]), pool(3)], "2x2 max pool"),
             (
                 vec![conv(&[1; 4], &[1, 1]), node("Sigmoid", &["x"], &["s"])],

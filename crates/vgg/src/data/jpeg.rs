@@ -146,6 +146,10 @@ impl<'a> Bits<'a> {
         self.acc = 0;
         self.count = 0;
         self.pos = next_marker(self.data, self.pos);
+        // Fill bytes (0xFF) may precede any marker (T.81 B.1.1.2).
+        while self.data.get(self.pos + 1) == Some(&0xFF) {
+            self.pos += 1;
+        }
         match (self.data.get(self.pos), self.data.get(self.pos + 1)) {
             (Some(0xFF), Some(0xD0..=0xD7)) => {
                 self.pos += 2;

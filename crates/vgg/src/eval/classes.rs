@@ -25,33 +25,19 @@ pub fn are_named(classes: &[String]) -> bool {
 /// The output of every class of a dataset named `data` (for errors) whose classes, indexed by
 /// label, are `data_classes`, in a network of `preset`'s classes. A dataset class matches an
 /// output by its whole name, by its WordNet id (`n01440764`, ImageNet's folder names), or by
-/// the first of an ImageNet name's synonyms (`tabby` for "tabby, tabby cat") where that is
-/// unique. A dataset may hold fewer classes than the network.
+/// the first of an ImageNet name's synonyms (`tabby` for "tabby, tabby cat"), each where it
+/// picks out one output. When some class matches none, positions are used if either side only
+/// numbers its classes (a file of other than 1000 outputs, an IDX file's labels). A dataset
+/// may hold fewer classes than the network.
 ///
 /// `Err` naming the classes the weights lack (and a few of theirs), or two dataset classes that
-/// name one output; for unnamed weights, a dataset of more classes than outputs.
+/// name one output; by position, a dataset of more classes than outputs.
 pub fn map_classes(
     data: &str,
     data_classes: &[String],
     preset: &Preset,
 ) -> Result<ClassMap, VggError> {
     let outputs = &preset.classes;
-    if !are_named(outputs) || !are_named(data_classes) {
-        if data_classes.len() > outputs.len() {
-            return Err(mismatch(
-                data,
-                format!(
-                    "{} classes for a network of {} outputs",
-                    data_classes.len(),
-                    outputs.len()
-                ),
-            ));
-        }
-        return Ok(ClassMap {
-            outputs: (0..data_classes.len()).collect(),
-            by_name: false,
-        });
-    }
     let ids = (*outputs == imagenet_classes()).then(imagenet_wnids);
     let first = |name: &str| name.split(',').next().unwrap_or(name).trim().to_string();
     // The one output `matches` picks out, if exactly one.
@@ -75,6 +61,24 @@ pub fn map_classes(
         .map(|(c, _)| c.as_str())
         .collect();
     if !missing.is_empty() {
+        // Numbered outputs (a file that names no classes), or numbered data (an IDX file's
+        // labels): positions are all there is.
+        if !are_named(outputs) || !are_named(data_classes) {
+            if data_classes.len() > outputs.len() {
+                return Err(mismatch(
+                    data,
+                    format!(
+                        "{} classes for a network of {} outputs",
+                        data_classes.len(),
+                        outputs.len()
+                    ),
+                ));
+            }
+            return Ok(ClassMap {
+                outputs: (0..data_classes.len()).collect(),
+                by_name: false,
+            });
+        }
         return Err(mismatch(
             data,
             format!(
@@ -190,6 +194,13 @@ mod tests {
         let m = map_classes("d", &names(&["b", "a"]), &p).unwrap();
         assert_eq!((m.outputs, m.by_name), (vec![0, 1], false));
         assert!(map_classes("d", &names(&["a", "b", "c", "d"]), &p).is_err());
+        // Numbered folders are matched by their numbers: `0` missing does not shift the rest.
+        let m = map_classes("d", &names(&["1", "2"]), &p).unwrap();
+        assert_eq!((m.outputs, m.by_name), (vec![1, 2], true));
+        // An IDX file's numbered labels on named weights: positions.
+        let named = preset(&["cat", "dog", "fox"]);
+        let m = map_classes("d", &names(&["0", "1", "2"]), &named).unwrap();
+        assert_eq!((m.outputs, m.by_name), (vec![0, 1, 2], false));
     }
 
     #[test]

@@ -149,7 +149,8 @@ fn download(
         code => return Err(failed(url, format!("the server answered HTTP {code}"))),
     };
     let length = response.body().content_length();
-    let total = length.map(|n| n + start);
+    // A length that overflows with what we have is no weight file either.
+    let total = length.map(|n| n.saturating_add(start));
     if let Some(total) = total
         && total > max_bytes
     {

@@ -195,7 +195,16 @@ pub fn open(
     // names overrides it; otherwise the layout's own, told before any renaming.
     let mut preset = match (options.convention, carried) {
         (None, Some(preset)) => preset,
-        (convention, _) => Preset::published(
+        // The caller's preprocessing; the file's classes, crop and scale stay.
+        (Some(convention), Some(carried)) => {
+            let published = Preset::published(convention, config.num_classes);
+            Preset {
+                normalize: published.normalize,
+                resize: published.resize,
+                ..carried
+            }
+        }
+        (convention, None) => Preset::published(
             convention.unwrap_or(match layout {
                 Layout::Torchvision => Convention::Torchvision,
                 Layout::Caffe | Layout::Keras => Convention::Caffe,

@@ -30,24 +30,43 @@ pub const LOCK: &str = ".lock";
 /// resume beside it) holds it. The lock lasts as long as the file returned is open. The lock
 /// file is created where missing, never truncated, and never through a link.
 pub fn lock(dir: &Path) -> Result<std::fs::File, VggError> {
-    let path = dir.join(LOCK);
-    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_symlink()) {
         return Err(VggError::run_file(
-            &path,
-            "is not the lock file vgg makes (a link?); remove it",
+            dir,
+            "is a link; a run is written into a folder, not through a link: give the folder itself",
         ));
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| VggError::io(&path, e))?;
+    let path = dir.join(LOCK);
+    let mut open = std::fs::OpenOptions::new();
+    open.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = open.open(&path).map_err(|e| match e.raw_os_error() {
+        #[cfg(unix)]
+        Some(libc::ELOOP) => {
+            VggError::run_file(&path, "is a link, not the lock file vgg makes; remove it")
+        }
+        _ => VggError::io(&path, e),
+    })?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(VggError::run_file(
+            &path,
+            "is not the lock file vgg makes; remove it",
+        ));
+    }
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(VggError::run_file(
             dir,
             "is in use by another `vgg train` (its lock is held); wait for it, or give another --out",
         )),
+        // A file system without locks (some network mounts): the run goes on unguarded.
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            Ok(file)
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(VggError::io(&path, e)),
     }
 }

@@ -299,7 +299,9 @@ impl Trainer {
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
-        // Held before anything is read: a run being trained is not resumed beside it.
+        // A run's folder (checked before anything is made in it), then held before its state is
+        // read: a run being trained is not resumed beside it.
+        read_config(run_dir)?;
         let lock = if comm.rank() == 0 {
             Some(folder::lock(run_dir)?)
         } else {

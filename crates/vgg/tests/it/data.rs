@@ -237,6 +237,23 @@ fn jpegs_decode_strictly() {
             );
         }
     }
+    // Fill bytes (0xFF) before each restart marker are allowed (T.81 B.1.1.2).
+    let restart = std::fs::read(crate::common::fixture("chelsea_restart.jpg")).unwrap();
+    let mut filled = Vec::with_capacity(restart.len() + 4096);
+    let sos = restart.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    for (k, &byte) in restart.iter().enumerate() {
+        if k > sos && byte == 0xFF && matches!(restart.get(k + 1), Some(0xD0..=0xD7)) {
+            filled.push(0xFF);
+        }
+        filled.push(byte);
+    }
+    let path = d.join("filled.jpg");
+    std::fs::write(&path, &filled).unwrap();
+    let (a, b) = (
+        decode(&path).unwrap(),
+        decode(&crate::common::fixture("chelsea_restart.jpg")).unwrap(),
+    );
+    assert!(a.pixels == b.pixels, "fill bytes changed the picture");
     let whole = std::fs::read(crate::common::fixture("chelsea.jpg")).unwrap();
     // The frame header (SOF0) rewritten to 8000x8000: 28 KB cannot hold 64 M pixels.
     let mut bomb = whole.clone();

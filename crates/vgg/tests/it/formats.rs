@@ -260,6 +260,23 @@ fn converted_weights_carry_their_preset() {
     .unwrap();
     let back = open_default(&out, &config).unwrap();
     assert_eq!(back.preset, preset);
+    // A preprocessing asked for replaces the carried one; the classes, crop and scale stay.
+    let asked = vgg::preset::open(
+        &out,
+        || Ok(config.clone()),
+        &vgg::preset::Options {
+            convention: Some(vgg::preset::Convention::Torchvision),
+            ..Default::default()
+        },
+        &Device::flex(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        asked.preset.normalize,
+        vgg::preset::Normalize::torchvision()
+    );
+    assert_eq!(asked.preset.classes, preset.classes);
     assert!(back.model.state_dict() == opened.model.state_dict());
     // A preset for another network's classes is an error naming the file.
     let eleven = config.clone().with_num_classes(11);
