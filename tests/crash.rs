@@ -28,10 +28,14 @@ fn fresh_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
 /// and every checkpoint reads into the run's network.
 fn check_consistent(run: &Path) {
     let Ok(config) = vgg::train::read_config(run) else {
-        // Killed before config.json was complete: only temporary files may be there.
+        // Killed before config.json was complete: only temporary files (and the folder's
+        // lock file, taken first) may be there.
         for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            assert!(name.contains(".tmp-"), "{name} without a config.json");
+            assert!(
+                name.contains(".tmp-") || name == ".lock",
+                "{name} without a config.json"
+            );
         }
         return;
     };

@@ -50,39 +50,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     // A run's checkpoint is read as the network its config.json describes; any file with the
     // preset it carries or its layout implies, which a .safetensors output carries on.
-    let device = super::device();
-    let opened = vgg::preset::open(
+    let weights = vgg::Weights::open(
         &args.input,
         || args.net.config(&args.arch),
         &vgg::preset::Options::default(),
-        &device,
         &mut super::weights::download_bar(),
     )?;
     anyhow::ensure!(
-        is_safetensors || !opened.trunk,
+        is_safetensors || !weights.trunk,
         "{}: these weights are a trunk (convolutions only); a .bpk or .onnx holds a whole network, whose head would be random: write .safetensors",
         args.input.display()
     );
-    let config = opened.model.config().clone();
-    let input = vgg::preset::open::run_of(&args.input)
-        .map(|(_, file)| file)
-        .unwrap_or_else(|| args.input.clone());
+    let (config, input) = (&weights.config, &weights.origin.file);
     if is_safetensors {
         vgg::checkpoint::safetensors::write_with_metadata(
-            &opened.state_dict(),
+            &weights.dict,
             &args.output,
             args.f16,
-            &opened.preset.to_metadata(),
+            &weights.preset.to_metadata(),
         )
     } else {
-        if opened.preset.normalize != vgg::preset::Normalize::torchvision() {
+        if weights.preset.normalize != vgg::preset::Normalize::torchvision() {
             note!(
                 "note: {} will not carry these weights' preprocessing ({}); load it with --preset caffe, or --mean/--std/--pixel-scale/--bgr, or write .safetensors, which carries it",
                 args.output.display(),
-                opened.preset.normalize.describe()
+                weights.preset.normalize.describe()
             );
         }
-        opened.model.save(&args.output)
+        vgg::Vgg::from_weights(&weights, &super::device())?.save(&args.output)
     }
     .with_context(|| format!("writing {}", args.output.display()))?;
     note!(

@@ -497,22 +497,21 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
             let mut recipe = recipe(&args)?;
             let pretrained = match &args.pretrained {
                 Some(source) => {
-                    let opened = vgg::preset::open(
+                    let weights = vgg::Weights::open(
                         source,
                         || args.net.config(&args.arch),
                         &args.source.options(),
-                        &plain,
                         &mut super::weights::download_bar(),
                     )?;
                     recipe.fine_tune = Some(FineTune {
-                        source: source.display().to_string(),
+                        source: weights.origin.given.clone(),
                         no_top: args.source.no_top,
-                        net: opened.model.config().clone(),
-                        normalize: opened.preset.normalize.clone(),
+                        net: weights.config.clone(),
+                        normalize: weights.preset.normalize.clone(),
                         freeze: args.freeze.clone(),
                         lr_scale: args.lr_pretrained.unwrap_or(1.0),
                     });
-                    Some(opened.state_dict())
+                    Some(weights.dict)
                 }
                 None => None,
             };

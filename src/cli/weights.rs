@@ -172,17 +172,22 @@ pub enum Purpose {
     Features,
 }
 
-/// The network at `path` with its preset, and `--labels` applied.
-pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<Classifier> {
-    let opened = vgg::preset::open(
+/// The weights at `path` (a file read as `--arch` and the network flags, a run, a published
+/// name), with the preprocessing flags applied.
+pub fn open(args: &WeightArgs, path: &Path) -> anyhow::Result<vgg::Weights> {
+    Ok(vgg::Weights::open(
         path,
         || args.net.config(&args.arch),
         &args.source.options(),
-        &args.device.open()?,
         &mut download_bar(),
-    )?;
+    )?)
+}
+
+/// The network at `path` with its preset, and `--labels` applied.
+pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<Classifier> {
+    let weights = open(args, path)?;
     anyhow::ensure!(
-        !(opened.trunk && purpose == Purpose::Classify),
+        !(weights.trunk && purpose == Purpose::Classify),
         "{}: these weights are a trunk (convolutions only, no classifier{}): they classify nothing; use them with `vgg features` or `vgg train --pretrained`",
         path.display(),
         if args.source.no_top {
@@ -191,7 +196,8 @@ pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<
             ""
         }
     );
-    let (model, mut preset) = (opened.model, opened.preset);
+    let model = vgg::Vgg::from_weights(&weights, &args.device.open()?)?;
+    let (trunk, mut preset) = (weights.trunk, weights.preset);
     if let Some(file) = &args.labels {
         // 16 MiB: ImageNet-21k's names are 1 MiB.
         let text = super::read_text_file(file, 16 << 20, "a class-name list")
@@ -204,7 +210,7 @@ pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<
     }
     let n = model.config().num_classes;
     anyhow::ensure!(
-        opened.trunk || preset.classes.len() == n,
+        trunk || preset.classes.len() == n,
         "{}: the weights have {n} classes but there are {} labels; give --labels with one name per class",
         path.display(),
         preset.classes.len()
@@ -212,7 +218,7 @@ pub fn load(args: &WeightArgs, path: &Path, purpose: Purpose) -> anyhow::Result<
     Ok(Classifier {
         model,
         preset,
-        trunk: opened.trunk,
+        trunk,
     })
 }
 

@@ -42,3 +42,4 @@ pub use arch::{Layer, VggConfig};
 pub use checkpoint::{StateDict, StateTensor};
 pub use error::VggError;
 pub use nn::{InitScheme, Vgg};
+pub use preset::Weights;

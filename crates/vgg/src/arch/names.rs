@@ -111,6 +111,18 @@ pub fn names(config: &VggConfig) -> Vec<Named> {
     out
 }
 
+/// Whether a torchvision key is the head's (`classifier.N.*`): what a trunk lacks, and what
+/// `--no-top` drops.
+pub fn is_head(key: &str) -> bool {
+    key.starts_with("classifier.")
+}
+
+/// Whether a torchvision key is the last layer's (`classifier.6.*`, fc8): the one whose width
+/// is the number of classes, drawn fresh when fine-tuning on other classes.
+pub fn is_last_layer(key: &str) -> bool {
+    key.starts_with("classifier.6.")
+}
+
 /// The point a name (Caffe, torchvision or Keras) refers to in `config`'s network.
 pub fn find(config: &VggConfig, name: &str) -> Option<Named> {
     names(config).into_iter().find(|n| {

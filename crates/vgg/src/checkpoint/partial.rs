@@ -113,7 +113,7 @@ pub fn transfer(model: Vgg, source: &StateDict, device: &Device) -> (Vgg, Transf
             .get(&key)
             .filter(|t| t.shape == shape || (shape.is_empty() && t.shape == [1]));
         match fits {
-            Some(t) if !key.starts_with("classifier.6.") => {
+            Some(t) if !crate::arch::names::is_last_layer(&key) => {
                 picked.insert(key.clone(), t.clone());
                 if !key.ends_with("num_batches_tracked") {
                     loaded.push(key);

@@ -24,7 +24,7 @@ pub fn check_state_dict(config: &VggConfig, dict: &StateDict, path: &Path) -> Re
 /// Whether a state dict holds a trunk: the convolutions and no classifier (Keras'
 /// `include_top=False`, torchvision's `IMAGENET1K_FEATURES`).
 pub fn is_trunk(dict: &StateDict) -> bool {
-    !dict.keys().any(|k| k.starts_with("classifier."))
+    !dict.keys().any(|k| crate::arch::names::is_head(k))
 }
 
 /// [`check_state_dict`] for a trunk: every key of `features`, exactly, and nothing else.

@@ -9,7 +9,7 @@ pub mod zoo;
 
 use serde::{Deserialize, Serialize};
 
-pub use open::{Opened, Options, open};
+pub use open::{Opened, Options, Origin, Weights, open};
 
 /// How pixels become network inputs: `(pixel * scale - mean) / std`, channel by channel, after
 /// an optional RGB -> BGR swap. Carried with the weights, so evaluation preprocesses as training.

@@ -1,6 +1,8 @@
-//! Opening weights with their preset, from what a user points at: a run folder, a checkpoint
-//! in one, a weight file in torchvision's, the authors' Caffe or Keras' layout (a trunk when it
-//! holds no classifier), or a published name (`torchvision:vgg16`, fetched into the cache).
+//! Weights as one value ([`Weights`]): the network's config, its tensors in torchvision's
+//! layout and its preset, from whatever a user points at (a run folder, a checkpoint in one, a
+//! weight file in torchvision's, the authors' Caffe or Keras' layout, a published name such as
+//! `torchvision:vgg16`, fetched into the cache), nothing on a device yet;
+//! [`Vgg::from_weights`] puts them on one.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +13,13 @@ use super::download::{self, Progress};
 use super::zoo::{self, Published};
 use super::{Convention, Normalize, NormalizeOverrides, Preset};
 use crate::arch::VggConfig;
+use crate::arch::names::is_head;
 use crate::checkpoint::layouts::{Layout, to_torchvision};
 use crate::checkpoint::run_files::{CONFIG, is_run_file};
-use crate::checkpoint::{Format, is_trunk, read_state_dict, read_weight_file};
+use crate::checkpoint::strict::{check_state_dict, check_trunk};
+use crate::checkpoint::{
+    Format, StateDict, check_finite, is_trunk, read_state_dict, read_weight_file,
+};
 use crate::error::VggError;
 use crate::nn::Vgg;
 
@@ -78,25 +84,40 @@ fn read_card(dir: &Path) -> Result<RunCard, VggError> {
     Ok(card)
 }
 
-/// Weights opened with their preset.
+/// Weights as a value, nothing on a device yet: the network they fit, their tensors in
+/// torchvision's layout (a trunk's hold `features.*` only), what they expect of their input and
+/// where they came from. Every source opens to one ([`Weights::open`]); a network is made of
+/// them by [`Vgg::from_weights`]; training starts from them (`train --pretrained`).
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub config: VggConfig,
+    pub dict: StateDict,
+    pub preset: Preset,
+    /// The convolutions only (Keras' `include_top=False`, torchvision's `IMAGENET1K_FEATURES`,
+    /// or any head dropped by [`Options::no_top`]): they classify nothing.
+    pub trunk: bool,
+    pub origin: Origin,
+}
+
+/// Where weights came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    /// What the user named: a path, a run folder, `torchvision:vgg16`.
+    pub given: String,
+    /// The file read (the cached download, a run's checkpoint).
+    pub file: PathBuf,
+    /// The layout the file was in, before renaming to torchvision's.
+    pub layout: Layout,
+    /// A training run's folder, when the weights are a run's.
+    pub run: Option<PathBuf>,
+}
+
+/// Weights opened with their preset onto a device ([`open`]).
 pub struct Opened {
     pub model: Vgg,
     pub preset: Preset,
-    /// The weights are a trunk: the convolutions only (Keras' `include_top=False`,
-    /// torchvision's `IMAGENET1K_FEATURES`, or any head dropped by [`Options::no_top`]). The
-    /// network's head is fresh and means nothing: it classifies nothing.
+    /// The weights are a trunk: the network's head is fresh and means nothing.
     pub trunk: bool,
-}
-
-impl Opened {
-    /// The weights as a state dict, without a trunk's meaningless head.
-    pub fn state_dict(&self) -> crate::checkpoint::StateDict {
-        let mut dict = self.model.state_dict();
-        if self.trunk {
-            dict.retain(|k, _| !k.starts_with("classifier."));
-        }
-        dict
-    }
 }
 
 /// How to read weights that do not say it themselves.
@@ -114,13 +135,62 @@ pub struct Options {
     pub base_url: Option<String>,
 }
 
-/// Opens the weights at `path` with their preset: a run folder or a run's checkpoint carries
-/// its own network and preset; any other file is read as `config` (asked for only then), with
-/// the preset it carries (files `vgg convert` wrote), else its layout's: the authors' Caffe
-/// preprocessing for every Keras file and `.caffemodel` (keras.applications' VGG16/19 take
-/// `preprocess_input`'s "caffe" mode), a Keras ONNX export and Caffe- or Keras-named dicts,
-/// torchvision's for the rest; `options.convention` overrides both. A file without a
-/// classifier opens as a trunk (strict for every convolution).
+impl Weights {
+    /// Opens the weights `source` names with their preset: a run folder or a run's checkpoint
+    /// carries its own network and preset; a published name (`torchvision:NAME`) its own,
+    /// fetched into the cache unless it is there; any other file is read as `config` (asked for
+    /// only then), with the preset it carries (files `vgg convert` wrote), else its layout's:
+    /// the authors' Caffe preprocessing for every Keras file and `.caffemodel`
+    /// (keras.applications' VGG16/19 take `preprocess_input`'s "caffe" mode), a Keras ONNX
+    /// export and Caffe- or Keras-named dicts, torchvision's for the rest; `options.convention`
+    /// overrides both. A file without a classifier opens as a trunk. Strict: every tensor the
+    /// network has, with its shape, finite, and no other.
+    pub fn open(
+        source: &Path,
+        config: impl FnOnce() -> Result<VggConfig, VggError>,
+        options: &Options,
+        progress: Progress<'_>,
+    ) -> Result<Self, VggError> {
+        let given = source.display().to_string();
+        let mut weights =
+            if let Some(name) = source.to_str().and_then(|p| p.strip_prefix("torchvision:")) {
+                open_published(name, options, progress)?
+            } else if let Some((dir, file)) = run_of(source) {
+                open_run(&dir, &file)?
+            } else {
+                open_file(source, config()?, options)?
+            };
+        weights.origin.given = given;
+        if options.no_top || weights.trunk {
+            weights.dict.retain(|k, _| !is_head(k));
+            weights.trunk = true;
+        }
+        let file = weights.origin.file.clone();
+        if weights.trunk {
+            check_trunk(&weights.config, &weights.dict, &file)?;
+        } else {
+            check_state_dict(&weights.config, &weights.dict, &file)?;
+        }
+        check_finite(&weights.dict, &file)?;
+        weights.preset.normalize = weights.preset.normalize.with(&options.overrides)?;
+        Ok(weights)
+    }
+}
+
+impl Vgg {
+    /// The network `weights` make, on `device` (strict, as they were opened; a trunk's head is
+    /// drawn fresh).
+    pub fn from_weights(weights: &Weights, device: &Device) -> Result<Self, VggError> {
+        let file = &weights.origin.file;
+        if weights.trunk {
+            Vgg::from_trunk_dict(&weights.config, &weights.dict, file, device)
+        } else {
+            Vgg::from_state_dict(&weights.config, &weights.dict, file, device)
+        }
+    }
+}
+
+/// [`Weights::open`] and [`Vgg::from_weights`] at once: the network on `device` with its preset.
 pub fn open(
     path: &Path,
     config: impl FnOnce() -> Result<VggConfig, VggError>,
@@ -128,26 +198,44 @@ pub fn open(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Opened, VggError> {
-    if let Some(name) = path.to_str().and_then(|p| p.strip_prefix("torchvision:")) {
-        return open_published(name, options, device, progress);
-    }
-    if let Some((dir, file)) = run_of(path) {
-        let card = read_card(&dir)?;
-        let model = Vgg::load(&card.model, &file, device)?;
-        let preset = Preset {
-            normalize: card.transform.normalize.with(&options.overrides)?,
-            crop: card.transform.crop,
-            scale: card.transform.eval_scale,
-            classes: card.classes,
-            // Our training pipeline's rescaling ([`crate::train::TrainConfig::preset`]).
-            resize: super::Resize::Bilinear,
-        };
-        return Ok(Opened {
-            model,
-            preset,
-            trunk: options.no_top,
-        });
-    }
+    let weights = Weights::open(path, config, options, progress)?;
+    Ok(Opened {
+        model: Vgg::from_weights(&weights, device)?,
+        preset: weights.preset,
+        trunk: weights.trunk,
+    })
+}
+
+/// A run's checkpoint (burn's record) with the network and preset its `config.json` records.
+fn open_run(dir: &Path, file: &Path) -> Result<Weights, VggError> {
+    let card = read_card(dir)?;
+    // The record is read onto the CPU and handed on as tensors.
+    let dict = Vgg::load(&card.model, file, &Device::flex())?.state_dict();
+    // A run carries its own preset ([`crate::train::TrainConfig::preset`]); only the caller's
+    // corrections ([`Options::overrides`]) apply.
+    let preset = Preset {
+        normalize: card.transform.normalize,
+        crop: card.transform.crop,
+        scale: card.transform.eval_scale,
+        classes: card.classes,
+        resize: super::Resize::Bilinear,
+    };
+    Ok(Weights {
+        config: card.model,
+        dict,
+        preset,
+        trunk: false,
+        origin: Origin {
+            given: String::new(),
+            file: file.to_path_buf(),
+            layout: Layout::Torchvision,
+            run: Some(dir.to_path_buf()),
+        },
+    })
+}
+
+/// A weight file of any format, read as `config`.
+fn open_file(path: &Path, config: VggConfig, options: &Options) -> Result<Weights, VggError> {
     if !path.exists() {
         return Err(VggError::io(
             path,
@@ -157,14 +245,9 @@ pub fn open(
             ),
         ));
     }
-    let config = config()?;
-    let (model, layout, carried, trunk) = if Format::of(path)? == Format::Burn {
-        (
-            Vgg::load(&config, path, device)?,
-            Layout::Torchvision,
-            None,
-            options.no_top,
-        )
+    let (dict, layout, carried) = if Format::of(path)? == Format::Burn {
+        let dict = Vgg::load(&config, path, &Device::flex())?.state_dict();
+        (dict, Layout::Torchvision, None)
     } else {
         let file = read_weight_file(path)?;
         let corrupt = |reason: String| VggError::CorruptWeights {
@@ -174,7 +257,7 @@ pub fn open(
         };
         let mut dict = to_torchvision(file.dict, file.layout, &config).map_err(corrupt)?;
         if options.no_top {
-            dict.retain(|k, _| !k.starts_with("classifier."));
+            dict.retain(|k, _| !is_head(k));
         }
         let trunk = is_trunk(&dict);
         let mut carried =
@@ -184,18 +267,13 @@ pub fn open(
             // A trunk classifies nothing: its head's names do not carry over.
             p.classes = Preset::published(Convention::None, config.num_classes).classes;
         }
-        let model = if trunk {
-            Vgg::from_trunk_dict(&config, &dict, path, device)?
-        } else {
-            Vgg::from_state_dict(&config, &dict, path, device)?
-        };
-        (model, file.layout, carried, trunk)
+        (dict, file.layout, carried)
     };
     // A preset the file carries (one we wrote) is the file's word; a convention the caller
-    // names overrides it; otherwise the layout's own, told before any renaming.
-    let mut preset = match (options.convention, carried) {
+    // names overrides its preprocessing (its classes, crop and scale stay); otherwise the
+    // layout's own, told before any renaming.
+    let preset = match (options.convention, carried) {
         (None, Some(preset)) => preset,
-        // The caller's preprocessing; the file's classes, crop and scale stay.
         (Some(convention), Some(carried)) => {
             let published = Preset::published(convention, config.num_classes);
             Preset {
@@ -212,23 +290,27 @@ pub fn open(
             config.num_classes,
         ),
     };
-    preset.normalize = preset.normalize.with(&options.overrides)?;
-    Ok(Opened {
-        model,
+    Ok(Weights {
+        trunk: is_trunk(&dict),
+        config,
+        dict,
         preset,
-        trunk,
+        origin: Origin {
+            given: String::new(),
+            file: path.to_path_buf(),
+            layout,
+            run: None,
+        },
     })
 }
 
-/// `torchvision:NAME`: the published file, fetched into the cache unless it is there, opened
-/// with its own network and preprocessing (a trunk for `vgg16_features`, whose classifier is
-/// NaN).
+/// `torchvision:NAME`: the published file, fetched into the cache unless it is there, with its
+/// own network and preprocessing (a trunk for `vgg16_features`, whose classifier is NaN).
 fn open_published(
     name: &str,
     options: &Options,
-    device: &Device,
     progress: Progress<'_>,
-) -> Result<Opened, VggError> {
+) -> Result<Weights, VggError> {
     let published = Published::find(name)?;
     let cache = options
         .cache
@@ -237,7 +319,7 @@ fn open_published(
         .ok_or_else(|| {
             VggError::bad_config(
                 "cache",
-                "has no default here (neither XDG_CACHE_HOME nor HOME is set)",
+                "has no default here (neither XDG_CACHE_HOME nor HOME is an absolute path)",
             )
         })?;
     let base = options.base_url.as_deref().unwrap_or(zoo::TORCHVISION_URL);
@@ -254,21 +336,18 @@ fn open_published(
         limit,
         progress,
     )?;
-    let mut dict = read_state_dict(&file)?;
-    let trunk = published.trunk || options.no_top;
-    if trunk {
-        dict.retain(|k, _| !k.starts_with("classifier."));
-    }
-    let model = if trunk {
-        Vgg::from_trunk_dict(&config, &dict, &file, device)?
-    } else {
-        Vgg::from_state_dict(&config, &dict, &file, device)?
-    };
-    let mut preset = published.preset();
-    preset.normalize = preset.normalize.with(&options.overrides)?;
-    Ok(Opened {
-        model,
-        preset,
-        trunk,
+    // Published weights carry their own preset; only the caller's corrections apply.
+    let dict = read_state_dict(&file)?;
+    Ok(Weights {
+        preset: published.preset(),
+        config,
+        dict,
+        trunk: published.trunk,
+        origin: Origin {
+            given: String::new(),
+            file,
+            layout: Layout::Torchvision,
+            run: None,
+        },
     })
 }

@@ -1,10 +1,12 @@
 //! The run folder and the only files a run ever writes or removes there.
 //!
 //! A run owns `config.json`, `state.json`, `epoch-N.bpk`, `epoch-N-optim.bpk`, `best.bpk`,
-//! `best.safetensors`, `log.csv`, `log.jsonl`, `curves.png` and the temporary files of their
-//! atomic writes. Replacing a run (`force`) removes those and nothing else, and only in a folder
-//! that holds a run's `config.json` (or nothing at all); names read back from `state.json` must
-//! be of the `epoch-N` form, so a crafted file cannot point outside the folder.
+//! `best.safetensors`, `log.csv`, `log.jsonl`, `curves.png`, the temporary files of their
+//! atomic writes, and `.lock`, on which the trainer writing the run holds a lock (kept when the
+//! run is replaced). Replacing a run (`force`) removes the others and nothing else, and only in
+//! a folder that holds a run's `config.json` (or nothing at all); names read back from
+//! `state.json` must be of the `epoch-N` form, so a crafted file cannot point outside the
+//! folder.
 
 use std::path::Path;
 

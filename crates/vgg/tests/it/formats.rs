@@ -246,13 +246,26 @@ fn every_format_opens_with_its_own_preprocessing() {
 #[test]
 fn converted_weights_carry_their_preset() {
     let config = config_of(&case("vgg11_w16"));
-    let opened = open_default(&fixture("vgg11_w16.caffemodel"), &config).unwrap();
+    let weights = vgg::Weights::open(
+        &fixture("vgg11_w16.caffemodel"),
+        || Ok(config.clone()),
+        &vgg::preset::Options::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    // One value: the network, torchvision's tensors, the preset, where they came from.
+    assert_eq!(weights.config, config);
+    assert_eq!(
+        weights.origin.layout,
+        vgg::checkpoint::layouts::Layout::Caffe
+    );
+    assert!(!weights.trunk && weights.dict.contains_key("classifier.6.weight"));
     let d = scratch("carried");
     let out = d.join("from_caffe.safetensors");
-    let mut preset = opened.preset.clone();
+    let mut preset = weights.preset.clone();
     preset.classes = (0..10).map(|i| format!("class {i}")).collect();
     vgg::checkpoint::safetensors::write_with_metadata(
-        &opened.state_dict(),
+        &weights.dict,
         &out,
         false,
         &preset.to_metadata(),
@@ -260,6 +273,12 @@ fn converted_weights_carry_their_preset() {
     .unwrap();
     let back = open_default(&out, &config).unwrap();
     assert_eq!(back.preset, preset);
+    assert!(
+        back.model.state_dict()
+            == Vgg::from_weights(&weights, &Device::flex())
+                .unwrap()
+                .state_dict()
+    );
     // A preprocessing asked for replaces the carried one; the classes, crop and scale stay.
     let asked = vgg::preset::open(
         &out,
@@ -277,7 +296,7 @@ fn converted_weights_carry_their_preset() {
         vgg::preset::Normalize::torchvision()
     );
     assert_eq!(asked.preset.classes, preset.classes);
-    assert!(back.model.state_dict() == opened.model.state_dict());
+
     // A preset for another network's classes is an error naming the file.
     let eleven = config.clone().with_num_classes(11);
     let err = open_default(&out, &eleven).err().unwrap().to_string();
