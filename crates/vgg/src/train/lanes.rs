@@ -4,7 +4,7 @@
 //! end. Each core then keeps its own micro-batch's activations in its caches, and nothing waits
 //! between operations: on 2 cores, two ranks of one thread trained the demo 1.10-1.17x faster
 //! than one process splitting each operation over two threads; with lanes, ranks are 1.02-1.07x
-//! faster (README, "Data-parallel training").
+//! faster (docs/mpi.md).
 //!
 //! Results are added in micro-batch order ([`super::sgd::Sgd::add`]) and dropout masks are
 //! drawn per micro-batch ([`crate::nn::Vgg::forward_train`]), so a step is the same whichever
@@ -21,7 +21,7 @@ use crate::nn::summary::estimate;
 /// Where lanes are used: what one lane holds, a micro-batch's training activations (each
 /// layer's output, three times over for what the backward keeps) and a gradient of every
 /// parameter (twice: the backward's and the micro-batch's), takes at most this. Lanes were
-/// measured on 32x32 images (README, "Data-parallel training"), where a micro-batch stays near
+/// measured on 32x32 images (docs/mpi.md), where a micro-batch stays near
 /// its core; on large micro-batches each operation is big enough to split well, and every lane
 /// holds its own (16 lanes of VGG-16 micro-batches of 64 at 224x224 would hold over 100 GB, of
 /// micro-batches of 1 over 10 GB of gradients).
