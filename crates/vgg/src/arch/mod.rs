@@ -486,7 +486,7 @@ impl VggConfig {
         add(total, &[hidden, classes])?.checked_add(classes)
     }
 
-    /// How many entries of torchvision's `features` a layer makes: conv, [BN,] ReLU; or one.
+    /// How many entries of torchvision's `features` a layer makes: conv, (BN,) ReLU; or one.
     pub fn stages_of(&self, layer: &Layer) -> usize {
         match layer {
             Layer::Conv3(_) | Layer::Conv1(_) => 2 + self.batch_norm as usize,

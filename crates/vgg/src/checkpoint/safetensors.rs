@@ -44,7 +44,7 @@ pub fn write(dict: &StateDict, path: &Path) -> Result<(), VggError> {
     write_as(dict, path, false, None)
 }
 
-/// [`write`] (or [`write_f16`] with `f16`) with text metadata in the header (`__metadata__`):
+/// [`write()`] (or [`write_f16`] with `f16`) with text metadata in the header (`__metadata__`):
 /// the preset a file carries ([`crate::preset::PRESET_KEY`]).
 pub fn write_with_metadata(
     dict: &StateDict,
@@ -58,7 +58,7 @@ pub fn write_with_metadata(
     write_as(dict, path, f16, Some(metadata))
 }
 
-/// [`write`] with the floats stored as IEEE half precision (half the file; readers widen them
+/// [`write()`] with the floats stored as IEEE half precision (half the file; readers widen them
 /// back to float32, as PyTorch's `.half()` weights). A value beyond f16's range (65504) is an
 /// error, not an infinity.
 pub fn write_f16(dict: &StateDict, path: &Path) -> Result<(), VggError> {

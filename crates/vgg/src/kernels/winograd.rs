@@ -240,7 +240,7 @@ fn untransform_kernels_body(s: &mut GradScratch, out: &mut [f32]) {
 
 /// `x [N, C_in, H, W]` * `weight [C_out, C_in, 3, 3]` (padding 1) + `bias`, then ReLU when `relu`.
 /// With `cache`, the transformed weights are kept for the next call with the same weights
-/// ([`cached_transform`]): inference and evaluation run the same weights many times.
+/// (`cached_transform`): inference and evaluation run the same weights many times.
 pub fn forward(
     x: &[f32],
     weight: &[f32],

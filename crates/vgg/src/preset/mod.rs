@@ -1,7 +1,7 @@
 //! What travels with weights (torchvision's `Weights` idea): the preprocessing they expect,
-//! the crop and scale they were trained at, and their class names ([`Preset`]); opening a
-//! network with its preset from what a user points at ([`open`]); torchvision's published VGG
-//! weights by name ([`zoo`]) and their download into a cache ([`download`]).
+//! the crop and scale they were trained at, and their class names ([`Preset`]); weights with
+//! their preset from what a user points at ([`Weights`], [`open()`]); torchvision's published
+//! VGG weights by name ([`zoo`]) and their download into a cache ([`download`]).
 
 pub mod download;
 pub mod open;
