@@ -1187,3 +1187,51 @@ fn train_on_wgpu_cpu_then_predict_and_resume_on_flex() {
     let log = std::fs::read_to_string(out.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
 }
+
+/// The small things a user meets first (issue 27): `--batch N` alone picks a micro-batch that
+/// divides it, `features --list` needs neither images nor -o, and the help says what each
+/// flag and command does.
+#[test]
+fn first_touch_defaults_and_help() {
+    let data = tiny_folder("first-touch", 6, false);
+    let run = tmp("first-touch-run");
+    let _ = std::fs::remove_dir_all(&run);
+    let mut args = vec![
+        "train".to_string(),
+        "--data".into(),
+        data.to_str().unwrap().into(),
+        "--out".into(),
+        run.to_str().unwrap().into(),
+        "--epochs".into(),
+        "1".into(),
+        "--batch".into(),
+        "12".into(),
+    ];
+    // TINY without its --batch and --micro-batch.
+    let mut tiny = TINY.iter();
+    while let Some(a) = tiny.next() {
+        if *a == "--batch" || *a == "--micro-batch" {
+            tiny.next();
+        } else {
+            args.push(a.to_string());
+        }
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = vgg(&argv);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = vgg::train::read_config(&run).unwrap();
+    assert_eq!((config.batch, config.micro_batch), (12, 12));
+
+    let list = vgg(&["features", "-w", run.to_str().unwrap(), "--list"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("relu1_1") && text.contains("fc8"), "{text}");
+
+    let help = String::from_utf8_lossy(&vgg(&["--help"]).stdout).into_owned();
+    assert!(
+        help.contains(".caffemodel") && help.contains(".onnx"),
+        "{help}"
+    );
+    let help = String::from_utf8_lossy(&vgg(&["predict", "--help"]).stdout).into_owned();
+    assert!(help.contains("Test scale Q"), "{help}");
+}

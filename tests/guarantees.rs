@@ -488,9 +488,18 @@ fn fine_tuning_from_keras_keeps_its_preprocessing() {
         "--quiet",
         "--no-test",
     ];
-    args.extend(&W16[..8]);
+    // The W16 trunk under a wider head (ImageNet's head shape): --no-top drops the file's.
+    args.extend(&W16[..4]);
+    args.extend(["--hidden", "1024", "--num-classes", "10", "--no-top"]);
     let out = vgg(&args);
     assert!(out.status.success(), "{}", stderr(&out));
+    // ImageNet's 7x7 head on 32x32 crops is said, with the compact head's size.
+    assert!(
+        stderr(&out).contains("note: the head is ImageNet's (7x7 map -> 1024 -> 1024")
+            && stderr(&out).contains("--pool-size 1 --hidden 512"),
+        "{}",
+        stderr(&out)
+    );
     let config = vgg::train::read_config(&run).unwrap();
     assert_eq!(config.transform.normalize, vgg::preset::Normalize::caffe());
     let carried = vgg::preset::open(

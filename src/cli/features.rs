@@ -13,8 +13,8 @@ use super::weights::{Purpose, WeightArgs, load};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// JPEG or PNG images, stacked into one batch in this order.
-    #[arg(required = true)]
+    /// Images (JPEG, PNG, BMP, GIF, TIFF, WebP, PPM/PGM), stacked into one batch in this order.
+    #[arg(required_unless_present = "list")]
     pub images: Vec<PathBuf>,
     #[command(flatten)]
     pub weights: WeightArgs,
@@ -27,8 +27,8 @@ pub struct Args {
     #[arg(long = "at", value_name = "LAYERS")]
     pub at: Option<String>,
     /// Output: FILE.safetensors (one tensor per layer) or a folder for LAYER.npy files.
-    #[arg(long, short)]
-    pub output: PathBuf,
+    #[arg(long, short, required_unless_present = "list")]
+    pub output: Option<PathBuf>,
     /// Every image is resized (shorter side) and centre-cropped to this square side; default:
     /// the weights' crop (224).
     #[arg(long, value_parser = super::arch_args::positive)]
@@ -95,14 +95,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let is_st = args.output.extension().is_some_and(|e| e == "safetensors");
+    let output = args
+        .output
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("give -o FILE.safetensors or -o FOLDER"))?;
+    let is_st = output.extension().is_some_and(|e| e == "safetensors");
     // Nothing is overwritten without --force, and this is known before any work is done.
     let targets: Vec<PathBuf> = if is_st {
-        vec![args.output.clone()]
+        vec![output.clone()]
     } else {
         names
             .iter()
-            .map(|k| args.output.join(format!("{k}.npy")))
+            .map(|k| output.join(format!("{k}.npy")))
             .collect()
     };
     if let Some(existing) = targets
@@ -116,14 +120,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(
-        std::fs::symlink_metadata(&args.output).map_or(true, |m| !m.is_symlink()) || is_st,
+        std::fs::symlink_metadata(&output).map_or(true, |m| !m.is_symlink()) || is_st,
         "{} is a link; give the folder itself (vgg writes into folders, not through links)",
-        args.output.display()
+        output.display()
     );
     anyhow::ensure!(
-        is_st || !args.output.is_file(),
+        is_st || !output.is_file(),
         "{} is a file; give a .safetensors name or a folder for the .npy files",
-        args.output.display()
+        output.display()
     );
     let side = args.size.unwrap_or(classifier.preset.crop);
     let channels = model.config().in_channels;
@@ -154,20 +158,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 )
             })
             .collect();
-        write_safetensors(&dict, &args.output)?;
+        write_safetensors(&dict, &output)?;
     } else {
-        std::fs::create_dir_all(&args.output)
-            .with_context(|| format!("creating {}", args.output.display()))?;
+        std::fs::create_dir_all(&output)
+            .with_context(|| format!("creating {}", output.display()))?;
         for (k, a) in &acts {
-            write_atomic(
-                &args.output.join(format!("{k}.npy")),
-                &npy(&a.shape, &a.values),
-            )?;
+            write_atomic(&output.join(format!("{k}.npy")), &npy(&a.shape, &a.values))?;
         }
     }
     for (k, a) in &acts {
         note!("{k:<12} {:?}", a.shape);
     }
-    note!("wrote {}", args.output.display());
+    note!("wrote {}", output.display());
     Ok(())
 }

@@ -52,7 +52,9 @@ pub enum Command {
     Features(Box<features::Args>),
     /// Time inference and training steps: median ms, images/s, GFLOP/s, % of FP32 peak, memory.
     Bench(Box<bench::Args>),
-    /// Convert weights between .pth, .safetensors (torchvision layout) and .bpk (burn).
+    /// Convert weights: reads every format -w reads (.pth, .safetensors, .bpk, .caffemodel,
+    /// Keras' .h5/.weights.h5/.keras, .onnx, runs); writes .safetensors (with its preset), .bpk
+    /// or .onnx.
     Convert(convert::Args),
 }
 

@@ -11,7 +11,7 @@ use super::weights::{WeightArgs, load_all};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// JPEG or PNG images.
+    /// Images: JPEG, PNG, BMP, GIF (its first frame), TIFF, WebP, PPM/PGM.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     #[command(flatten)]
@@ -23,6 +23,8 @@ pub struct Args {
     /// network's input size is used as is with `center`.
     #[arg(long, default_value = "center")]
     pub method: String,
+    /// Test scale Q: images are rescaled so their shorter side is Q (default: the weights'
+    /// own, 256 for ImageNet weights, a run's evaluation scale).
     #[arg(long, value_parser = super::arch_args::positive)]
     pub scale: Option<usize>,
     /// One JSON object per image: path and top-k (index, label, probability).

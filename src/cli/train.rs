@@ -45,9 +45,10 @@ pub struct Args {
     /// Images per SGD step (the paper's 256), reached by gradient accumulation.
     #[arg(long, default_value_t = 256, value_parser = positive)]
     pub batch: usize,
-    /// Images per forward/backward pass; --batch must be a multiple of it.
-    #[arg(long, default_value_t = 64, value_parser = positive)]
-    pub micro_batch: usize,
+    /// Images per forward/backward pass; --batch must be a multiple of it. Default: the largest
+    /// divisor of --batch up to 64 (64 for the paper's 256).
+    #[arg(long, value_parser = positive)]
+    pub micro_batch: Option<usize>,
     /// Initial learning rate.
     #[arg(long, default_value_t = 1e-2)]
     pub lr: f64,
@@ -251,7 +252,7 @@ fn check_resume_flags(
             "seed" => args.seed == config.seed,
             "lr" => args.lr == config.lr,
             "batch" => args.batch == config.batch,
-            "micro_batch" => args.micro_batch == config.micro_batch,
+            "micro_batch" => args.micro_batch == Some(config.micro_batch),
             "precision" => args.precision == config.precision,
             _ => false,
         };
@@ -318,7 +319,12 @@ fn recipe(args: &Args) -> anyhow::Result<Recipe> {
     r.init_from = args.init_from.clone();
     r.epochs = args.epochs;
     r.batch = args.batch;
-    r.micro_batch = args.micro_batch;
+    r.micro_batch = args.micro_batch.unwrap_or_else(|| {
+        (1..=args.batch.min(64))
+            .rev()
+            .find(|m| args.batch.is_multiple_of(*m))
+            .unwrap_or(1)
+    });
     r.lr = args.lr;
     r.sgd = SgdSettings {
         momentum: args.momentum,
@@ -551,6 +557,33 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
             };
             if let (true, Some(p)) = (leader, &trainer.config.pretrained) {
                 note!("{}", fine_tune_note(p));
+                let model = &trainer.config.model;
+                // ImageNet's head on small images: almost all of the network, to little use.
+                let compact = model.clone().with_pool_size(1).with_hidden(512);
+                if model.pool_size > 1
+                    && trainer.config.transform.crop <= 64
+                    && compact.num_params() < model.num_params()
+                {
+                    note!(
+                        "note: the head is ImageNet's ({}x{} map -> {} -> {}: {} of the {} parameters) on {}x{} crops; --pool-size 1 --hidden 512 (the compact head) makes the network {} parameters",
+                        model.pool_size,
+                        model.pool_size,
+                        model.hidden,
+                        model.hidden,
+                        super::summary::thousands(
+                            model
+                                .state_keys()
+                                .iter()
+                                .filter(|(k, _)| vgg::arch::names::is_head(k))
+                                .map(|(_, shape)| shape.iter().product::<usize>() as u64)
+                                .sum()
+                        ),
+                        super::summary::thousands(model.num_params() as u64),
+                        trainer.config.transform.crop,
+                        trainer.config.transform.crop,
+                        super::summary::thousands(compact.num_params() as u64)
+                    );
+                }
             }
             (trainer, test)
         }

@@ -8,7 +8,11 @@ use super::{Dataset, Image, Images};
 use crate::error::VggError;
 use crate::limits;
 
-const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// The image files of a folder dataset: torchvision's `IMG_EXTENSIONS` (and GIF, its first
+/// frame).
+const EXTENSIONS: [&str; 10] = [
+    "jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "ppm", "pgm",
+];
 
 pub fn read(root: &Path) -> Result<Dataset, VggError> {
     let list = |dir: &Path| -> Result<Vec<PathBuf>, VggError> {

@@ -301,3 +301,37 @@ fn torchvision_resize_as_torchvision() {
         }
     }
 }
+
+/// Every image format torchvision's `ImageFolder` reads (and GIF): the lossless ones give the
+/// PNG's pixels exactly, GIF (a palette) its size; a folder of them is a dataset.
+#[test]
+fn bmp_tiff_webp_pnm_gif_images() {
+    use vgg::data::folder::decode;
+    let png = crate::common::fixture("small150x100.png");
+    let want = decode(&png).unwrap();
+    let img = image::open(&png).unwrap();
+    let d = dir("formats");
+    for (ext, exact) in [
+        ("bmp", true),
+        ("tiff", true),
+        ("webp", true),
+        ("ppm", true),
+        ("gif", false),
+    ] {
+        let class = d.join("all");
+        std::fs::create_dir_all(&class).unwrap();
+        let path = class.join(format!("x.{ext}"));
+        img.save(&path).unwrap_or_else(|e| panic!("{ext}: {e}"));
+        let got = decode(&path).unwrap_or_else(|e| panic!("{ext}: {e}"));
+        assert_eq!(
+            (got.width, got.height, got.channels),
+            (150, 100, 3),
+            "{ext}"
+        );
+        if exact {
+            assert!(got.pixels == want.pixels, "{ext}: pixels differ");
+        }
+    }
+    let set = data::open(&d, Split::Train).unwrap();
+    assert_eq!(set.len(), 5);
+}
