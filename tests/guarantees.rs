@@ -513,3 +513,43 @@ fn fine_tuning_from_keras_keeps_its_preprocessing() {
     assert_eq!(carried.preset.normalize, vgg::preset::Normalize::caffe());
     assert_eq!(carried.preset.classes, ["bottom", "top"]);
 }
+
+/// An ONNX model written by `convert` carries its preset in `metadata_props` (as JSON, and as
+/// plain `mean`, `std`, `channel_order`, ... entries for other runtimes): read back with no flag,
+/// it has Keras' preprocessing and the file's classes.
+#[test]
+fn onnx_exports_carry_their_preset() {
+    let onnx = tmp("keras-converted.onnx");
+    let _ = std::fs::remove_file(&onnx);
+    let w = fixture("keras_224_w16.keras");
+    let mut args = vec!["convert", w.to_str().unwrap(), onnx.to_str().unwrap()];
+    args.extend(&W16[..8]);
+    let out = vgg(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without the metadata this graph (no NHWC transposes) would open with torchvision's
+    // preset: the probabilities are Keras' only if the preset travelled.
+    let photo = fixture("photo224.png");
+    let mut args = vec!["predict", "-w", onnx.to_str().unwrap()];
+    args.extend(&W16[..8]);
+    args.extend(["--json", "-k", "10", photo.to_str().unwrap()]);
+    let out = vgg(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = vgg::checkpoint::read_state_dict(&fixture("default_presets.io.safetensors"))
+        .unwrap()["keras_probs"]
+        .to_f32();
+    for g in json[0]["top"].as_array().unwrap() {
+        let (i, p) = (
+            g["index"].as_u64().unwrap() as usize,
+            g["probability"].as_f64().unwrap(),
+        );
+        assert!((p as f32 - want[i]).abs() <= 1e-5, "{json}");
+    }
+    let bytes = std::fs::read(&onnx).unwrap();
+    for needle in ["channel_order", "BGR", "pixel_scale", "vgg.preset"] {
+        assert!(
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle}"
+        );
+    }
+}

@@ -70,14 +70,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &weights.preset.to_metadata(),
         )
     } else {
-        if weights.preset.normalize != vgg::preset::Normalize::torchvision() {
+        let is_bpk = !args
+            .output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        if is_bpk && weights.preset.normalize != vgg::preset::Normalize::torchvision() {
             note!(
-                "note: {} will not carry these weights' preprocessing ({}); load it with --preset caffe, or --mean/--std/--pixel-scale/--bgr, or write .safetensors, which carries it",
+                "note: {} will not carry these weights' preprocessing ({}); load it with --preset caffe, or --mean/--std/--pixel-scale/--bgr, or write .safetensors or .onnx, which carry it",
                 args.output.display(),
                 weights.preset.normalize.describe()
             );
         }
-        vgg::Vgg::from_weights(&weights, &super::device())?.save(&args.output)
+        // An ONNX model carries the preset in its metadata_props.
+        vgg::Vgg::from_weights(&weights, &super::device())?
+            .save_with(&args.output, &weights.preset.to_onnx_metadata())
     }
     .with_context(|| format!("writing {}", args.output.display()))?;
     note!(

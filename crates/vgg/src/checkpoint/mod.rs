@@ -78,7 +78,7 @@ pub(crate) fn corrupt(path: &Path, format: &'static str, reason: impl ToString) 
 }
 
 /// A weight file as read: its tensors under the file's own names, the layout they are in, and
-/// the text metadata the file carries (safetensors' `__metadata__`).
+/// the text metadata the file carries (safetensors' `__metadata__`, ONNX's `metadata_props`).
 #[derive(Debug, Clone)]
 pub struct WeightFile {
     pub dict: StateDict,
@@ -111,9 +111,9 @@ pub fn read_weight_file(path: &Path) -> Result<WeightFile, VggError> {
             BTreeMap::new(),
         ),
         Format::Onnx => {
-            let (dict, channels_last) = onnx::read_with_layout(path)?;
+            let (dict, channels_last, metadata) = onnx::read_all(path)?;
             let told = channels_last.then_some(layouts::Layout::Keras);
-            (dict, told, BTreeMap::new())
+            (dict, told, metadata)
         }
         Format::Keras => (
             keras::read(path)?,
@@ -199,8 +199,20 @@ impl Vgg {
     /// layout), `.onnx` (a model onnxruntime runs) or `.bpk` (burn's record). PyTorch pickles
     /// and Caffe models are read, not written.
     pub fn save(&self, path: &Path) -> Result<(), VggError> {
+        self.save_with(path, &BTreeMap::new())
+    }
+
+    /// [`Vgg::save`] with text metadata where the format holds it (`.safetensors`' header,
+    /// ONNX's `metadata_props`; burn's record holds none): the preset the weights carry.
+    pub fn save_with(
+        &self,
+        path: &Path,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), VggError> {
         match Format::of(path)? {
-            Format::Safetensors => self.save_safetensors(path),
+            Format::Safetensors => {
+                safetensors::write_with_metadata(&self.state_dict(), path, false, metadata)
+            }
             Format::Burn => burnpack::save(self, path),
             // Protocol Buffers (and so onnxruntime) read no message of 2 GiB or more.
             Format::Onnx if self.config().num_params() as u64 * 4 >= (2 << 30) - (1 << 20) => {
@@ -213,9 +225,10 @@ impl Vgg {
                     ),
                 })
             }
-            Format::Onnx => {
-                crate::fsio::write_atomic(path, &onnx::write(self.config(), &self.state_dict()))
-            }
+            Format::Onnx => crate::fsio::write_atomic(
+                path,
+                &onnx::write_with_metadata(self.config(), &self.state_dict(), metadata),
+            ),
             Format::Pytorch | Format::Caffe | Format::Keras => Err(VggError::BadConfig {
                 what: "output format".into(),
                 reason: format!(

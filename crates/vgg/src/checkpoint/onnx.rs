@@ -38,6 +38,15 @@ pub fn read(path: &Path) -> Result<StateDict, VggError> {
 /// [`read`], and whether the graph moves between NCHW and NHWC (an NHWC input, a channels-last
 /// flatten before FC1): a Keras export, whose weights expect Keras' preprocessing.
 pub fn read_with_layout(path: &Path) -> Result<(StateDict, bool), VggError> {
+    let (dict, keras, _) = read_all(path)?;
+    Ok((dict, keras))
+}
+
+/// The model's `metadata_props` (key -> value): where our exports carry their preset.
+pub type Metadata = std::collections::BTreeMap<String, String>;
+
+/// [`read_with_layout`] and the model's `metadata_props`.
+pub fn read_all(path: &Path) -> Result<(StateDict, bool, Metadata), VggError> {
     let size = read_bounded_size(path, None)?;
     let file = std::fs::File::open(path).map_err(|e| VggError::io(path, e))?;
     let limit = crate::limits::get().max_params.saturating_mul(2) as usize;
@@ -45,12 +54,30 @@ pub fn read_with_layout(path: &Path) -> Result<(StateDict, bool), VggError> {
     let mut model = Message::sized(BufReader::with_capacity(1 << 20, file), size);
     let (mut nodes, mut weights) = (Vec::new(), HashMap::new());
     let mut graphs = 0;
+    let mut metadata = Metadata::new();
     while let Some((field, wire)) = model.field().map_err(bad)? {
         match (field, wire) {
             (7, Wire::Len(n)) => {
                 graphs += 1;
                 let g = model.sub(n).map_err(bad)?;
                 graph(g, &mut nodes, &mut weights, limit).map_err(bad)?
+            }
+            // metadata_props: StringStringEntryProto { key = 1, value = 2 }
+            (14, Wire::Len(n)) => {
+                if metadata.len() >= 1024 {
+                    return Err(bad(WireError("more than 1024 metadata entries".into())));
+                }
+                let mut entry = model.sub(n).map_err(bad)?;
+                let (mut key, mut value) = (String::new(), String::new());
+                while let Some((f, w)) = entry.field().map_err(bad)? {
+                    match (f, w) {
+                        (1, Wire::Len(n)) => key = entry.string(n).map_err(bad)?,
+                        (2, Wire::Len(n)) => value = entry.string(n).map_err(bad)?,
+                        (_, Wire::Len(n)) => entry.skip(n).map_err(bad)?,
+                        _ => {}
+                    }
+                }
+                metadata.insert(key, value);
             }
             (_, Wire::Len(n)) => model.skip(n).map_err(bad)?,
             _ => {}
@@ -68,7 +95,7 @@ pub fn read_with_layout(path: &Path) -> Result<(StateDict, bool), VggError> {
             "no Conv, BatchNormalization or Gemm/MatMul with weights",
         ));
     }
-    Ok((dict, channels_last))
+    Ok((dict, channels_last, metadata))
 }
 
 fn graph<R: std::io::Read>(
@@ -652,6 +679,11 @@ fn channels_first(w: &StateTensor, c: usize) -> StateTensor {
 /// 224 for torchvision's head; any size with the compact head of pool 1), output `logits`
 /// `[N, classes]`; the weights are initializers named by torchvision's keys.
 pub fn write(config: &VggConfig, dict: &StateDict) -> Vec<u8> {
+    write_with_metadata(config, dict, &Metadata::new())
+}
+
+/// [`write`] with `metadata_props` (the preset, [`crate::preset::Preset::to_onnx_metadata`]).
+pub fn write_with_metadata(config: &VggConfig, dict: &StateDict, metadata: &Metadata) -> Vec<u8> {
     let mut g = Writer::default();
     g.string(2, &config.name);
     let mut nodes: Vec<Writer> = Vec::new();
@@ -820,6 +852,11 @@ pub fn write(config: &VggConfig, dict: &StateDict) -> Vec<u8> {
         .string(2, "vgg")
         .message(7, &g)
         .message(8, &opset);
+    for (key, value) in metadata {
+        let mut entry = Writer::default();
+        entry.string(1, key).string(2, value);
+        m.message(14, &entry);
+    }
     m.buf
 }
 

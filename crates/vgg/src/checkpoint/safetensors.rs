@@ -117,7 +117,9 @@ fn write_as(
             .map_err(|e| corrupt(path, "safetensors", e))?;
         views.push((k.as_str(), view));
     }
-    let metadata = metadata.map(|m| m.clone().into_iter().collect());
+    let metadata = metadata
+        .filter(|m| !m.is_empty())
+        .map(|m| m.clone().into_iter().collect());
     let bytes =
         safetensors::serialize(views, metadata).map_err(|e| corrupt(path, "safetensors", e))?;
     crate::fsio::write_atomic(path, &bytes)

@@ -234,6 +234,40 @@ impl Preset {
         [(PRESET_KEY.to_string(), json)].into()
     }
 
+    /// [`Preset::to_metadata`] plus the same facts as plain entries, for an ONNX model's
+    /// `metadata_props` that people and other runtimes read: `mean`, `std` and `pixel_scale`
+    /// (`(pixel * pixel_scale - mean) / std`), `channel_order` (RGB or BGR), `resize`, `crop`,
+    /// `scale` (the shorter side before the crop) and `classes` (one per line).
+    pub fn to_onnx_metadata(&self) -> std::collections::BTreeMap<String, String> {
+        let list = |v: &[f32]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let n = &self.normalize;
+        let mut m = self.to_metadata();
+        m.insert("mean".into(), list(&n.mean));
+        m.insert("std".into(), list(&n.std));
+        m.insert("pixel_scale".into(), n.scale.to_string());
+        m.insert(
+            "channel_order".into(),
+            if n.bgr { "BGR" } else { "RGB" }.into(),
+        );
+        m.insert(
+            "resize".into(),
+            match self.resize {
+                Resize::Bilinear => "bilinear",
+                Resize::Torchvision => "torchvision (antialiased bilinear)",
+            }
+            .into(),
+        );
+        m.insert("crop".into(), self.crop.to_string());
+        m.insert("scale".into(), self.scale.to_string());
+        m.insert("classes".into(), self.classes.join("\n"));
+        m
+    }
+
     /// The preset a file's metadata carries, if any; `Err` (the reason) for one that is not
     /// readable, or whose class names do not fit a network of `num_classes` outputs (`None`
     /// for a trunk, whose head and so whose classes are not used).
