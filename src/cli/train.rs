@@ -509,6 +509,9 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                         &args.source.options(),
                         &mut super::weights::download_bar(),
                     )?;
+                    if leader {
+                        super::weights::note_dropped(&weights);
+                    }
                     recipe.fine_tune = Some(FineTune {
                         source: weights.origin.given.clone(),
                         no_top: args.source.no_top,

@@ -175,12 +175,28 @@ pub enum Purpose {
 /// The weights at `path` (a file read as `--arch` and the network flags, a run, a published
 /// name), with the preprocessing flags applied.
 pub fn open(args: &WeightArgs, path: &Path) -> anyhow::Result<vgg::Weights> {
-    Ok(vgg::Weights::open(
+    let weights = vgg::Weights::open(
         path,
         || args.net.config(&args.arch),
         &args.source.options(),
         &mut download_bar(),
-    )?)
+    )?;
+    note_dropped(&weights);
+    Ok(weights)
+}
+
+/// Says which layers `--no-top` dropped (a head of any shape).
+pub fn note_dropped(weights: &vgg::Weights) {
+    let mut layers: Vec<&str> = weights
+        .origin
+        .dropped
+        .iter()
+        .map(|k| k.rsplit_once('.').map_or(k.as_str(), |(layer, _)| layer))
+        .collect();
+    layers.dedup();
+    if !layers.is_empty() {
+        note!("--no-top dropped the head: {}", layers.join(", "));
+    }
 }
 
 /// The network at `path` with its preset, and `--labels` applied.

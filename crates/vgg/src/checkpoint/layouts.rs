@@ -21,6 +21,10 @@ pub enum Layout {
     Torchvision,
     Caffe,
     Keras,
+    /// timm's VGG (`vgg16.tv_in1k` ...): torchvision's `features`, then its head as
+    /// convolutions, `pre_logits.fc1` (a `pool x pool` kernel), `pre_logits.fc2` (1x1) and
+    /// `head.fc`; torchvision's preprocessing.
+    Timm,
 }
 
 /// `(caffe name, keras name, torchvision features index)` of every conv, in order
@@ -56,6 +60,11 @@ pub fn detect(dict: &StateDict) -> Layout {
         Layout::Keras
     } else if layers.iter().any(|l| l == "conv1_1" || l == "fc8") {
         Layout::Caffe
+    } else if dict
+        .keys()
+        .any(|k| k.starts_with("pre_logits.fc") || k.starts_with("head.fc."))
+    {
+        Layout::Timm
     } else {
         Layout::Torchvision
     }
@@ -66,7 +75,7 @@ pub fn detect(dict: &StateDict) -> Layout {
 /// nor fill a tensor twice. The error names a key of each.
 pub fn detect_strict(dict: &StateDict) -> Result<Layout, String> {
     let layout = detect(dict);
-    if layout == Layout::Torchvision {
+    if matches!(layout, Layout::Torchvision | Layout::Timm) {
         return Ok(layout);
     }
     let foreign = dict.keys().find(|k| {
@@ -164,6 +173,9 @@ pub fn to_torchvision(
     if layout == Layout::Torchvision {
         return Ok(dict);
     }
+    if layout == Layout::Timm {
+        return Ok(from_timm(dict, config));
+    }
     let mut from: std::collections::HashMap<String, String> = Default::default();
     let convs = conv_names(config);
     let fc_names: [(&str, &str, usize); 3] = [
@@ -227,6 +239,40 @@ pub fn to_torchvision(
         out.insert(name, value);
     }
     Ok(out)
+}
+
+/// timm's head as torchvision's: `pre_logits.fc1` (`[out, c, p, p]`, the pool's `p`) is FC1 over
+/// the map flattened as torchvision flattens it (`c, h, w`), so a reshape; `pre_logits.fc2`
+/// (`[out, in, 1, 1]`) is FC2, `head.fc` FC3. A kernel of another size is left as it is, for
+/// the strict check to report.
+fn from_timm(dict: StateDict, config: &VggConfig) -> StateDict {
+    let p = config.pool_size;
+    dict.into_iter()
+        .map(|(key, t)| {
+            let renamed = match key.as_str() {
+                "pre_logits.fc1.weight" if t.shape.len() == 4 && t.shape[2..] == [p, p] => {
+                    let shape = vec![t.shape[0], t.shape[1] * p * p];
+                    return (
+                        "classifier.0.weight".to_string(),
+                        StateTensor { shape, ..t },
+                    );
+                }
+                "pre_logits.fc2.weight" if t.shape.len() == 4 && t.shape[2..] == [1, 1] => {
+                    let shape = vec![t.shape[0], t.shape[1]];
+                    return (
+                        "classifier.3.weight".to_string(),
+                        StateTensor { shape, ..t },
+                    );
+                }
+                "pre_logits.fc1.bias" => "classifier.0.bias",
+                "pre_logits.fc2.bias" => "classifier.3.bias",
+                "head.fc.weight" => "classifier.6.weight",
+                "head.fc.bias" => "classifier.6.bias",
+                _ => return (key, t),
+            };
+            (renamed.to_string(), t)
+        })
+        .collect()
 }
 
 /// Records that `source` fills `name`; an error if another key already does.

@@ -13,7 +13,6 @@ use super::download::{self, Progress};
 use super::zoo::{self, Published};
 use super::{Convention, Normalize, NormalizeOverrides, Preset};
 use crate::arch::VggConfig;
-use crate::arch::names::is_head;
 use crate::checkpoint::layouts::{Layout, to_torchvision};
 use crate::checkpoint::run_files::{CONFIG, is_run_file};
 use crate::checkpoint::strict::{check_state_dict, check_trunk};
@@ -110,6 +109,23 @@ pub struct Origin {
     pub layout: Layout,
     /// A training run's folder, when the weights are a run's.
     pub run: Option<PathBuf>,
+    /// The keys a dropped head held ([`Options::no_top`]): whatever follows the convolutions,
+    /// of any count and width.
+    pub dropped: Vec<String>,
+}
+
+/// Drops everything but the convolutions (`features.*`): a head of any shape, as renamed or
+/// left unknown by its layout. Returns the keys dropped.
+fn drop_head(dict: &mut StateDict) -> Vec<String> {
+    let dropped: Vec<String> = dict
+        .keys()
+        .filter(|k| !k.starts_with("features."))
+        .cloned()
+        .collect();
+    for k in &dropped {
+        dict.remove(k);
+    }
+    dropped
 }
 
 /// Weights opened with their preset onto a device ([`open`]).
@@ -162,7 +178,7 @@ impl Weights {
             };
         weights.origin.given = given;
         if options.no_top || weights.trunk {
-            weights.dict.retain(|k, _| !is_head(k));
+            weights.origin.dropped.extend(drop_head(&mut weights.dict));
             weights.trunk = true;
         }
         let file = weights.origin.file.clone();
@@ -230,6 +246,7 @@ fn open_run(dir: &Path, file: &Path) -> Result<Weights, VggError> {
             file: file.to_path_buf(),
             layout: Layout::Torchvision,
             run: Some(dir.to_path_buf()),
+            dropped: Vec::new(),
         },
     })
 }
@@ -245,6 +262,7 @@ fn open_file(path: &Path, config: VggConfig, options: &Options) -> Result<Weight
             ),
         ));
     }
+    let mut dropped = Vec::new();
     let (dict, layout, carried) = if Format::of(path)? == Format::Burn {
         let dict = Vgg::load(&config, path, &Device::flex())?.state_dict();
         (dict, Layout::Torchvision, None)
@@ -257,7 +275,7 @@ fn open_file(path: &Path, config: VggConfig, options: &Options) -> Result<Weight
         };
         let mut dict = to_torchvision(file.dict, file.layout, &config).map_err(corrupt)?;
         if options.no_top {
-            dict.retain(|k, _| !is_head(k));
+            dropped = drop_head(&mut dict);
         }
         let trunk = is_trunk(&dict);
         let mut carried =
@@ -284,7 +302,7 @@ fn open_file(path: &Path, config: VggConfig, options: &Options) -> Result<Weight
         }
         (convention, None) => Preset::published(
             convention.unwrap_or(match layout {
-                Layout::Torchvision => Convention::Torchvision,
+                Layout::Torchvision | Layout::Timm => Convention::Torchvision,
                 Layout::Caffe | Layout::Keras => Convention::Caffe,
             }),
             config.num_classes,
@@ -300,6 +318,7 @@ fn open_file(path: &Path, config: VggConfig, options: &Options) -> Result<Weight
             file: path.to_path_buf(),
             layout,
             run: None,
+            dropped,
         },
     })
 }
@@ -348,6 +367,7 @@ fn open_published(
             file,
             layout: Layout::Torchvision,
             run: None,
+            dropped: Vec::new(),
         },
     })
 }

@@ -386,3 +386,74 @@ fn onnx_float16_initializers() {
         assert!(got[k].to_f32() == rounded, "{k}");
     }
 }
+
+/// timm's VGG checkpoint (its head as convolutions, `pre_logits.fc1/fc2`, and `head.fc`) loads
+/// with torchvision's preprocessing and computes timm's own logits; `--no-top` keeps its trunk.
+#[test]
+fn timm_checkpoints() {
+    let config = config_of(&case("vgg11_w16"));
+    let weights = vgg::Weights::open(
+        &fixture("timm_w16.safetensors"),
+        || Ok(config.clone()),
+        &vgg::preset::Options::default(),
+        &mut |_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        weights.origin.layout,
+        vgg::checkpoint::layouts::Layout::Timm
+    );
+    assert_eq!(
+        weights.preset.normalize,
+        vgg::preset::Normalize::torchvision()
+    );
+    let model = Vgg::from_weights(&weights, &Device::flex()).unwrap();
+    let (got, want) = logits(&model, &fixture("timm_w16.io.safetensors"));
+    close("timm", &got, &want);
+    let trunk = vgg::Weights::open(
+        &fixture("timm_w16.safetensors"),
+        || Ok(config.clone()),
+        &vgg::preset::Options {
+            no_top: true,
+            ..Default::default()
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(trunk.trunk && trunk.dict.keys().all(|k| k.starts_with("features.")));
+    assert_eq!(trunk.origin.dropped.len(), 6);
+}
+
+/// `--no-top` drops a head of any count and width: weights with a fourth fully connected layer
+/// (refused whole without it, naming the key) load as their trunk, the dropped keys listed.
+#[test]
+fn no_top_drops_any_head() {
+    let config = config_of(&case("vgg11_w16"));
+    let mut dict = read_state_dict(&fixture("vgg11_w16.safetensors")).unwrap();
+    let extra = vgg::checkpoint::StateTensor::f32(vec![5, 10], vec![0.1; 50]);
+    dict.insert("classifier.9.weight".into(), extra);
+    let d = scratch("no-top");
+    let path = d.join("four_fc.safetensors");
+    vgg::checkpoint::write_safetensors(&dict, &path).unwrap();
+    let open = |no_top| {
+        vgg::Weights::open(
+            &path,
+            || Ok(config.clone()),
+            &vgg::preset::Options {
+                no_top,
+                ..Default::default()
+            },
+            &mut |_, _| {},
+        )
+    };
+    let err = open(false).unwrap_err().to_string();
+    assert!(err.contains("classifier.9.weight"), "{err}");
+    let trunk = open(true).unwrap();
+    assert!(trunk.trunk);
+    assert!(
+        trunk
+            .origin
+            .dropped
+            .contains(&"classifier.9.weight".to_string())
+    );
+}
