@@ -124,8 +124,16 @@ try:
     buf = io.BytesIO()
     Image.new("L", (16, 12), 90).save(buf, "JPEG", progressive=True)
     out("image", "progressive.jpg", buf.getvalue())
+    # The other formats a folder dataset reads: 12x8 of chelsea.png.
+    small = Image.open(os.path.join(ROOT, "..", "fixtures", "chelsea.png")).convert("RGB").resize((12, 8))
+    for ext, options in [("bmp", {}), ("gif", {}), ("tiff", {}), ("webp", {"lossless": True}), ("ppm", {})]:
+        buf = io.BytesIO()
+        small.save(buf, ext.upper() if ext != "tiff" else "TIFF", **options)
+        out("image", "rgb." + ext, buf.getvalue())
 except ImportError:
     pass
+# seed-restart.jpg: a 40x24 JPEG with a restart marker after every MCU, by libjpeg-turbo's
+# `cjpeg -quality 80 -restart 1B` (not made here).
 
 
 def idx(dims, data):

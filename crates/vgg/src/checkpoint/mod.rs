@@ -7,7 +7,7 @@
 
 pub mod burnpack;
 pub mod caffe;
-mod contain;
+pub(crate) mod contain;
 pub mod keras;
 pub mod layouts;
 pub mod onnx;

@@ -89,9 +89,16 @@ pub fn decode(path: &Path) -> Result<Image, VggError> {
             .with_guessed_format()
             .map_err(|e| bad(e.to_string()))
     };
-    let (width, height) = reader()?
-        .into_dimensions()
-        .map_err(|e| bad(e.to_string()))?;
+    // Third-party decoders run contained: one that panics on a malformed file is an error
+    // naming the file, not a crash.
+    use crate::checkpoint::contain::contained;
+    let (width, height) = contained(|| {
+        reader()
+            .map_err(|e| e.to_string())?
+            .into_dimensions()
+            .map_err(|e| e.to_string())
+    })
+    .map_err(bad)?;
     limits::check(
         || format!("{}: pixels ({width}x{height})", path.display()),
         width as u64 * height as u64,
@@ -108,10 +115,11 @@ pub fn decode(path: &Path) -> Result<Image, VggError> {
         ));
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) {
-        let (channels, height, width, interleaved) = decode_jpeg(&bytes).map_err(bad)?;
+        let (channels, height, width, interleaved) =
+            contained(|| decode_jpeg(&bytes)).map_err(bad)?;
         return Ok(planar(channels, height, width, interleaved));
     }
-    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?;
+    let decoded = contained(|| reader.decode().map_err(|e| e.to_string())).map_err(bad)?;
     let grey = matches!(
         decoded.color(),
         image::ColorType::L8
