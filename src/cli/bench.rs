@@ -144,7 +144,8 @@ pub fn standard() -> Vec<Workload> {
 /// AVX2, 4 else). AMD's Zen 4 (family 25 with AVX-512) runs each AVX-512 instruction on its
 /// 256-bit units in two halves, so it counts as 8 lanes. The clock is the one /proc/cpuinfo
 /// reports (in a VM, often the nominal one): a CPU that boosts above it can exceed this "peak"
-/// (on the Zen 4 of docs/performance.md our direct convolutions ran at 91-110% of it).
+/// (on the Zen 4 of docs/results/2026-12-06-performance.md our direct convolutions ran at
+/// 91-110% of it).
 pub fn peak_flops() -> (f64, String) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {

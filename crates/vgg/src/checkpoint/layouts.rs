@@ -49,16 +49,23 @@ fn split(key: &str) -> (String, String) {
     )
 }
 
+/// The layout a layer name belongs to, where it is one only Keras' or the authors' use.
+fn foreign(layer: &str) -> Option<Layout> {
+    match layer {
+        "block1_conv1" | "predictions" => Some(Layout::Keras),
+        "conv1_1" | "fc8" => Some(Layout::Caffe),
+        _ => None,
+    }
+}
+
 /// The layout of a dict by its names: Keras' if any layer is named as keras.applications names
-/// them, the authors' if any is named as in their Caffe release, torchvision's otherwise.
+/// them, the authors' if any is named as in their Caffe release, timm's if its head is there,
+/// torchvision's otherwise.
 pub fn detect(dict: &StateDict) -> Layout {
-    let layers: Vec<String> = dict.keys().map(|k| split(k).0).collect();
-    if layers
-        .iter()
-        .any(|l| l == "block1_conv1" || l == "predictions")
-    {
+    let found: Vec<Layout> = dict.keys().filter_map(|k| foreign(&split(k).0)).collect();
+    if found.contains(&Layout::Keras) {
         Layout::Keras
-    } else if layers.iter().any(|l| l == "conv1_1" || l == "fc8") {
+    } else if found.contains(&Layout::Caffe) {
         Layout::Caffe
     } else if dict
         .keys()
@@ -78,13 +85,7 @@ pub fn detect_strict(dict: &StateDict) -> Result<Layout, String> {
     if matches!(layout, Layout::Torchvision | Layout::Timm) {
         return Ok(layout);
     }
-    let foreign = dict.keys().find(|k| {
-        let layer = split(k).0;
-        matches!(
-            layer.as_str(),
-            "block1_conv1" | "predictions" | "conv1_1" | "fc8"
-        )
-    });
+    let foreign = dict.keys().find(|k| foreign(&split(k).0).is_some());
     let torch = dict
         .keys()
         .find(|k| k.starts_with("features.") || k.starts_with("classifier."));
