@@ -923,12 +923,16 @@ fn fine_tune_a_run_and_use_its_trunk() {
         "{}",
         stderr(&out)
     );
-    let config = vgg::train::read_config(&tuned).unwrap();
+    let config = vgg::train::RunFolder::open(&tuned)
+        .and_then(|f| f.config())
+        .unwrap();
     let p = config.pretrained.unwrap();
     assert_eq!(p.fresh, ["classifier.6.weight", "classifier.6.bias"]);
     assert_eq!((p.freeze.as_deref(), p.lr_scale), (Some("conv4_1"), 0.1));
     // The source's preprocessing is kept: no mean was measured on the new data.
-    let src = vgg::train::read_config(&source).unwrap();
+    let src = vgg::train::RunFolder::open(&source)
+        .and_then(|f| f.config())
+        .unwrap();
     assert_eq!(config.transform.normalize, src.transform.normalize);
     // The frozen convolutions (before conv4_1 = features.15) are the source's, bit for bit.
     let (a, b) = (
@@ -1219,7 +1223,9 @@ fn first_touch_defaults_and_help() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = vgg(&argv);
     assert!(out.status.success(), "{}", stderr(&out));
-    let config = vgg::train::read_config(&run).unwrap();
+    let config = vgg::train::RunFolder::open(&run)
+        .and_then(|f| f.config())
+        .unwrap();
     assert_eq!((config.batch, config.micro_batch), (12, 12));
 
     let list = vgg(&["features", "-w", run.to_str().unwrap(), "--list"]);

@@ -27,7 +27,7 @@ fn fresh_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
 /// Every file the run left loads: the state names files that exist with the hashes it records,
 /// and every checkpoint reads into the run's network.
 fn check_consistent(run: &Path) {
-    let Ok(config) = vgg::train::read_config(run) else {
+    let Ok(config) = vgg::train::RunFolder::open(run).and_then(|f| f.config()) else {
         // Killed before config.json was complete: only temporary files (and the folder's
         // lock file, taken first) may be there.
         for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
@@ -50,7 +50,9 @@ fn check_consistent(run: &Path) {
         }
     }
     if run.join("state.json").exists() {
-        let state = vgg::train::read_state(run).unwrap();
+        let state = vgg::train::RunFolder::open(run)
+            .and_then(|f| f.state())
+            .unwrap();
         for (file, hash) in [
             (&state.model_file, &state.model_sha256),
             (&state.optim_file, &state.optim_sha256),
@@ -68,7 +70,8 @@ fn check_consistent(run: &Path) {
 
 /// The numbers of a run's log, without its timings.
 fn history(run: &Path) -> Vec<String> {
-    vgg::train::read_state(run)
+    vgg::train::RunFolder::open(run)
+        .and_then(|f| f.state())
         .unwrap()
         .history
         .iter()
@@ -110,7 +113,11 @@ fn killed_at_random_moments_the_run_loads_and_resumes_to_the_same_result() {
     // Pseudo-random moments within a window that starts at 5% of a whole run and widens by half
     // after each attempt that got no further (a kill during startup), so that attempts die in
     // startup, in epochs and in checkpoint writes, and yet the run moves on.
-    let epoch_of = || vgg::train::read_state(&run).map_or(0, |s| s.epoch);
+    let epoch_of = || {
+        vgg::train::RunFolder::open(&run)
+            .and_then(|f| f.state())
+            .map_or(0, |s| s.epoch)
+    };
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let (mut kills, mut finished, mut window) = (0, false, 0.05);
     for _ in 0..80 {

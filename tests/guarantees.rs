@@ -142,10 +142,11 @@ fn classes_are_matched_by_name() {
     for e in std::fs::read_dir(&run).unwrap().flatten() {
         std::fs::copy(e.path(), swapped.join(e.file_name())).unwrap();
     }
-    let config = std::fs::read_to_string(swapped.join("config.json")).unwrap();
-    let mut json: serde_json::Value = serde_json::from_str(&config).unwrap();
-    json["classes"] = serde_json::json!(["top", "bottom"]);
-    std::fs::write(swapped.join("config.json"), json.to_string()).unwrap();
+    // The run's weights card says what its outputs are.
+    let card = std::fs::read_to_string(swapped.join("weights.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&card).unwrap();
+    json["preset"]["classes"] = serde_json::json!(["top", "bottom"]);
+    std::fs::write(swapped.join("weights.json"), json.to_string()).unwrap();
     refused(
         &vgg(&[
             "eval",
@@ -500,7 +501,9 @@ fn fine_tuning_from_keras_keeps_its_preprocessing() {
         "{}",
         stderr(&out)
     );
-    let config = vgg::train::read_config(&run).unwrap();
+    let config = vgg::train::RunFolder::open(&run)
+        .and_then(|f| f.config())
+        .unwrap();
     assert_eq!(config.transform.normalize, vgg::preset::Normalize::caffe());
     let carried = vgg::preset::open(
         &run.join("best.safetensors"),

@@ -75,7 +75,9 @@ fn ties_are_not_hits_and_nan_is_never_an_accuracy() {
     let _ = std::fs::remove_dir_all(&run);
     assert!(train(&data, &run, &[]).status.success());
     // The run's network with every weight zero: every class scores the same.
-    let config = vgg::train::read_config(&run).unwrap();
+    let config = vgg::train::RunFolder::open(&run)
+        .and_then(|f| f.config())
+        .unwrap();
     let device = burn::tensor::Device::flex();
     let model = vgg::Vgg::load(&config.model, &run.join("best.bpk"), &device).unwrap();
     let zero: vgg::StateDict = model
@@ -154,7 +156,9 @@ fn resume_continues_the_run_it_names() {
     assert!(out.status.success(), "{}", stderr(&out));
     let log = std::fs::read_to_string(run.join("log.csv")).unwrap();
     assert_eq!(log.lines().count(), 3, "{log}");
-    let config = vgg::train::read_config(&run).unwrap();
+    let config = vgg::train::RunFolder::open(&run)
+        .and_then(|f| f.config())
+        .unwrap();
     assert_eq!(config.epochs, 2);
     assert_eq!(config.train_images + config.val_images, 12);
 
@@ -497,10 +501,20 @@ fn errors_are_one_clear_line() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!orphan.exists());
 
-    std::fs::write(run.join("config.json"), b"{ not json").unwrap();
+    // The run's weights card, for its weights; its config, for training it on.
+    let card = std::fs::read(run.join("weights.json")).unwrap();
+    std::fs::write(run.join("weights.json"), b"{ not json").unwrap();
     let out = eval(&[]);
-    refused(&out, &["config.json", "not a readable run file"]);
+    refused(&out, &["weights.json", "not a readable card"]);
     assert!(!stderr(&out).contains("unknown weight format"));
+    std::fs::remove_file(run.join("weights.json")).unwrap();
+    refused(&eval(&[]), &["weights.json", "is missing", "older than its weights card"]);
+    std::fs::write(run.join("weights.json"), card).unwrap();
+    std::fs::write(run.join("config.json"), b"{ not json").unwrap();
+    refused(
+        &resume(&run, "3"),
+        &["config.json", "not a readable run file"],
+    );
 
     // Diverging in the first epoch: no checkpoint is promised.
     let nan = tmp("errors-nan");

@@ -2,13 +2,14 @@
 //! printed like its Tables 3-5.
 
 use std::path::{Path, PathBuf};
+use vgg::train::RunFolder;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use vgg::data::Split;
+use vgg::eval::Method;
 use vgg::eval::classes::map_classes;
-use vgg::eval::metrics::rank;
-use vgg::eval::{Method, average_probs_each};
+use vgg::eval::dataset::{Protocol, Tick, score};
 
 use super::arch_args::positive;
 use super::weights::{WeightArgs, load_all};
@@ -115,8 +116,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
     let n = args.limit.unwrap_or(data.len()).min(data.len());
-    // One pass over the images for every method: each image is decoded once, and
-    // dense+multicrop reuses the dense and multi-crop passes.
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
@@ -133,64 +132,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    // (top-1 hits, top-5 hits) per method.
-    let mut hits = vec![(0usize, 0usize); methods.len()];
-    let (mut seen, mut skipped) = (0usize, 0usize);
-    for i in 0..n {
-        let path = data.item_path(i);
-        let probs = data
-            .image(i)
-            .and_then(|img| average_probs_each(&models, &img, &path, &methods, &scales));
-        let probs = match probs {
-            Ok(p) => p,
-            Err(e @ (vgg::VggError::BadImage { .. } | vgg::VggError::Io { .. }))
-                if args.skip_bad =>
-            {
-                bar.println(format!("skipped: {e}"));
-                skipped += 1;
-                bar.inc(1);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for (h, p) in hits.iter_mut().zip(&probs) {
-            // average_probs_each refuses non-finite probabilities, so the rank exists.
-            let r = rank(p, map.outputs[data.labels[i]]).expect("finite probabilities");
-            h.0 += (r == 0) as usize;
-            h.1 += (r < 5) as usize;
+    let protocol = Protocol {
+        methods,
+        scales: scales.clone(),
+        limit: args.limit,
+        skip_bad: args.skip_bad,
+    };
+    let scores = score(&models, &data, &map, &protocol, &mut |tick| {
+        match tick {
+            Tick::Scored(s) => bar.set_message(format!(
+                "top-1 err {:.2}% ({})",
+                100.0 * s.top1_err(),
+                s.method.name()
+            )),
+            Tick::Skipped(e) => bar.println(format!("skipped: {e}")),
         }
-        seen += 1;
         bar.inc(1);
-        bar.set_message(format!(
-            "top-1 err {:.2}% ({})",
-            100.0 * (1.0 - hits[0].0 as f64 / seen as f64),
-            methods[0].name()
-        ));
-    }
+    });
     bar.finish_and_clear();
-    anyhow::ensure!(
-        seen > 0,
-        "{}: none of the {n} images could be evaluated ({skipped} skipped)",
-        data.name
-    );
-    let d = seen as f64;
-    let rows: Vec<Row> = methods
+    let rows: Vec<Row> = scores?
         .iter()
-        .zip(&hits)
-        .map(|(method, &(t1, t5))| Row {
+        .map(|s| Row {
             split: match args.split {
                 EvalSplit::Test => "test",
                 EvalSplit::Val => "val",
             },
-            method: method.name().into(),
+            method: s.method.name().into(),
             scales: scales.clone(),
             models: models.len(),
-            images: seen,
-            skipped,
-            top1_err: 1.0 - t1 as f64 / d,
-            top5_err: 1.0 - t5 as f64 / d,
-            top1_acc: t1 as f64 / d,
-            top5_acc: t5 as f64 / d,
+            images: s.images,
+            skipped: s.skipped,
+            top1_err: s.top1_err(),
+            top5_err: s.top5_err(),
+            top1_acc: s.top1 as f64 / s.images as f64,
+            top5_acc: s.top5 as f64 / s.images as f64,
         })
         .collect();
     if args.json {
@@ -250,10 +225,10 @@ fn run_validation(weights: &[PathBuf]) -> anyhow::Result<vgg::data::Dataset> {
             )
         })
     };
-    let first = run(&weights[0])?;
-    let config = vgg::train::read_config(&first)?;
+    let first = RunFolder::open(&run(&weights[0])?)?;
+    let config = first.config()?;
     for w in &weights[1..] {
-        let other = vgg::train::read_config(&run(w)?)?;
+        let other = RunFolder::open(&run(w)?)?.config()?;
         // A held-out split is drawn with the seed; a separate --val set is the same whatever it.
         let held_out = |c: &vgg::train::TrainConfig| {
             c.data.as_ref().is_some_and(|d| {
@@ -267,5 +242,5 @@ fn run_validation(weights: &[PathBuf]) -> anyhow::Result<vgg::data::Dataset> {
             w.display()
         );
     }
-    Ok(vgg::train::validation_set(&first)?)
+    Ok(first.validation_set()?)
 }

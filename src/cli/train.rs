@@ -13,9 +13,9 @@ use vgg::InitScheme;
 use vgg::data::Dataset;
 use vgg::data::source::{DataSpec, Sets, Source, Validation};
 use vgg::nn::Precision;
-use vgg::train::recipe::FineTune;
 use vgg::train::{
-    EpochRecord, Observer, Progress, Recipe, RunState, SgdSettings, TrainConfig, Trainer, evaluate,
+    EpochRecord, Observer, Progress, Recipe, RunFolder, RunSpec, RunState, SgdSettings, Start,
+    TrainConfig, Trainer,
 };
 
 use super::arch_args::{ArchArgs, positive};
@@ -316,7 +316,6 @@ fn recipe(args: &Args) -> anyhow::Result<Recipe> {
     r.flip = !args.no_flip;
     r.pca_std = args.pca_std;
     r.init = args.init.into();
-    r.init_from = args.init_from.clone();
     r.epochs = args.epochs;
     r.batch = args.batch;
     r.micro_batch = args.micro_batch.unwrap_or_else(|| {
@@ -438,6 +437,37 @@ pub fn run(args: Args, matches: &ArgMatches) -> anyhow::Result<()> {
     train(args, matches, &ranks).map_err(|e| ranks.fail(e))
 }
 
+/// The weights a new run starts from: `--pretrained` (fine-tuning), `--init-from` (the
+/// paper's net A, its network told by its keys where the file does not carry it), or none.
+fn start(args: &Args, leader: bool) -> anyhow::Result<Start> {
+    let mut bar = super::weights::download_bar();
+    if let Some(source) = &args.pretrained {
+        let weights = vgg::Weights::open(
+            source,
+            || args.net.config(&args.arch),
+            &args.source.options(),
+            &mut bar,
+        )?;
+        if leader {
+            super::weights::note_dropped(&weights);
+        }
+        return Ok(Start::FineTune {
+            weights,
+            freeze: args.freeze.clone(),
+            lr_scale: args.lr_pretrained.unwrap_or(1.0),
+        });
+    }
+    match &args.init_from {
+        Some(path) => Ok(Start::FromNetA(vgg::Weights::open(
+            path,
+            || vgg::preset::open::infer_config(path),
+            &Default::default(),
+            &mut bar,
+        )?)),
+        None => Ok(Start::Fresh),
+    }
+}
+
 /// A resumed run's trainer: its own config's data, checked against the flags typed.
 fn resume(
     args: &Args,
@@ -446,7 +476,7 @@ fn resume(
     ranks: &Ranks,
     device: &burn::tensor::Device,
 ) -> anyhow::Result<(Trainer, Option<Dataset>)> {
-    let config = vgg::train::read_config(dir)?;
+    let config = RunFolder::open(dir)?.config()?;
     check_resume_flags(args, matches, &config)?;
     let spec = match &config.data {
         Some(spec) => spec.clone(),
@@ -462,7 +492,7 @@ fn resume(
         }
     };
     let Sets { train, val, test } = spec.open(config.seed)?;
-    let mut trainer = Trainer::resume_distributed(dir, train, val, device, ranks.comm())?;
+    let mut trainer = Trainer::resume(dir, train, val, device, ranks.comm())?;
     if matches.value_source("epochs") == Some(ValueSource::CommandLine) {
         trainer.set_epochs(args.epochs)?;
     }
@@ -500,31 +530,8 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                 // Checked now, not after the training it would end.
                 test.check_classes(&train.classes, "the training set")?;
             }
-            let mut recipe = recipe(&args)?;
-            let pretrained = match &args.pretrained {
-                Some(source) => {
-                    let weights = vgg::Weights::open(
-                        source,
-                        || args.net.config(&args.arch),
-                        &args.source.options(),
-                        &mut super::weights::download_bar(),
-                    )?;
-                    if leader {
-                        super::weights::note_dropped(&weights);
-                    }
-                    recipe.fine_tune = Some(FineTune {
-                        source: weights.origin.given.clone(),
-                        no_top: args.source.no_top,
-                        net: weights.config.clone(),
-                        normalize: weights.preset.normalize.clone(),
-                        freeze: args.freeze.clone(),
-                        lr_scale: args.lr_pretrained.unwrap_or(1.0),
-                    });
-                    Some(weights.dict)
-                }
-                None => None,
-            };
-            let mut config = recipe.config(spec, &train, &val, || {
+            let start = start(&args, leader)?;
+            let mut config = recipe(&args)?.config(spec, &train, &val, &start, || {
                 if leader {
                     note!("measuring the training set's mean and colour covariance ...");
                 }
@@ -537,27 +544,15 @@ fn train(args: Args, matches: &ArgMatches, ranks: &Ranks) -> anyhow::Result<()> 
                     .unwrap_or(0);
                 PathBuf::from(format!("runs/{}-{secs}", config.model.name))
             });
-            let trainer = match &pretrained {
-                Some(dict) => Trainer::fine_tune(
-                    config,
-                    dict,
-                    train,
-                    val,
-                    &out,
-                    args.force,
-                    &device,
-                    ranks.comm(),
-                )?,
-                None => Trainer::new_distributed(
-                    config,
-                    train,
-                    val,
-                    &out,
-                    args.force,
-                    &device,
-                    ranks.comm(),
-                )?,
+            let spec = RunSpec {
+                config,
+                start,
+                train,
+                val,
+                out,
+                force: args.force,
             };
+            let trainer = Trainer::start(spec, &device, ranks.comm())?;
             if let (true, Some(p)) = (leader, &trainer.config.pretrained) {
                 note!("{}", fine_tune_note(p));
                 let model = &trainer.config.model;
@@ -665,22 +660,7 @@ fn score_test(
     plain: &burn::tensor::Device,
     test: Dataset,
 ) -> anyhow::Result<()> {
-    let cfg = &trainer.config;
-    test.check_classes(&cfg.classes, "the run")?;
-    let model =
-        vgg::checkpoint::burnpack::load(&cfg.model, &trainer.run_dir().join("best.bpk"), plain)?;
-    let result = evaluate(
-        &model,
-        &std::sync::Arc::new(test),
-        &cfg.transform,
-        256,
-        cfg.workers,
-        cfg.skip_bad,
-    )?;
-    anyhow::ensure!(
-        result.images > 0,
-        "the test set: none of its images could be read (all skipped); no test score"
-    );
+    let result = trainer.test_score(test, plain)?;
     note!(
         "test set ({} images), best checkpoint: top-1 accuracy {:.2}% (error {:.2}%), top-5 error {:.2}%",
         result.images,

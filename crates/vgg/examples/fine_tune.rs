@@ -3,11 +3,11 @@
 //! `torchvision:vgg16 vgg16 flowers/ runs/flowers` (a weight file of any format, a run, a name).
 
 use std::path::Path;
+use std::rc::Rc;
 
 use burn::tensor::Device;
 use vgg::data::source::{DataSpec, Source, Validation};
-use vgg::train::recipe::FineTune;
-use vgg::train::{Observer, Recipe, Single, Trainer};
+use vgg::train::{Observer, Recipe, RunSpec, Single, Start, Trainer};
 use vgg::{VggConfig, Weights};
 
 fn main() -> Result<(), vgg::VggError> {
@@ -27,28 +27,24 @@ fn main() -> Result<(), vgg::VggError> {
         validation: Validation::HeldOut { fraction: 0.1 },
     };
     let sets = spec.open(42)?;
-    let mut recipe = Recipe::paper(weights.config.clone());
-    recipe.fine_tune = Some(FineTune {
-        source: weights.origin.given.clone(),
-        no_top: weights.trunk,
-        net: weights.config.clone(),
-        normalize: weights.preset.normalize.clone(),
-        freeze: Some("features".into()), // train the head only
+    // Train the head only; the run keeps the weights' network and preprocessing.
+    let start = Start::FineTune {
+        weights,
+        freeze: Some("features".into()),
         lr_scale: 1.0,
-    });
-    let config = recipe.config(spec, &sets.train, &sets.val, || {})?;
-    let device = Device::flex().autodiff();
-    let comm = std::rc::Rc::new(Single);
-    let mut trainer = Trainer::fine_tune(
+    };
+    let recipe = Recipe::paper(VggConfig::named(arch)?);
+    let config = recipe.config(spec, &sets.train, &sets.val, &start, || {})?;
+    let run = RunSpec {
         config,
-        &weights.dict,
-        sets.train,
-        sets.val,
-        Path::new(out),
-        false,
-        &device,
-        comm,
-    )?;
+        start,
+        train: sets.train,
+        val: sets.val,
+        out: out.into(),
+        force: false,
+    };
+    let device = Device::flex().autodiff();
+    let mut trainer = Trainer::start(run, &device, Rc::new(Single))?;
     struct Print;
     impl Observer for Print {}
     trainer.run(&mut Print)?;

@@ -82,7 +82,7 @@ pub fn run(parser: &str, bytes: &[u8]) -> Result<(), String> {
         "state" => {
             let dir = scratch_dir();
             let _ = std::fs::write(dir.join(crate::train::folder::STATE), bytes);
-            let _ = crate::train::read_state(&dir);
+            let _ = crate::train::RunFolder::unheld(&dir).state();
             let _ = serde_json::from_slice::<RunState>(bytes);
         }
         "layers" => {

@@ -9,8 +9,8 @@ use burn::tensor::Device;
 use vgg::arch::parse_layers;
 use vgg::data::transform::{Normalize, Pca, Stats, Transform};
 use vgg::data::{Dataset, Image, Images, Rng};
-use vgg::train::{Observer, SgdSettings, TrainConfig, Trainer};
-use vgg::{InitScheme, VggConfig, VggError};
+use vgg::train::{Observer, RunSpec, SgdSettings, Single, Start, TrainConfig, Trainer};
+use vgg::{InitScheme, VggConfig, VggError, Weights};
 
 /// Held by every test here, so that none draws random numbers while another runs.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -21,6 +21,47 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 struct Silent;
 impl Observer for Silent {}
+
+/// A new run of `config` from fresh weights, in one process.
+fn new(
+    config: TrainConfig,
+    train: Dataset,
+    val: Dataset,
+    out: &std::path::Path,
+    force: bool,
+    device: &Device,
+) -> Result<Trainer, VggError> {
+    start(config, Start::Fresh, train, val, out, force, device)
+}
+
+fn start(
+    config: TrainConfig,
+    start: Start,
+    train: Dataset,
+    val: Dataset,
+    out: &std::path::Path,
+    force: bool,
+    device: &Device,
+) -> Result<Trainer, VggError> {
+    let spec = RunSpec {
+        config,
+        start,
+        train,
+        val,
+        out: out.to_path_buf(),
+        force,
+    };
+    Trainer::start(spec, device, std::rc::Rc::new(Single))
+}
+
+fn resume(
+    dir: &std::path::Path,
+    train: Dataset,
+    val: Dataset,
+    device: &Device,
+) -> Result<Trainer, VggError> {
+    Trainer::resume(dir, train, val, device, std::rc::Rc::new(Single))
+}
 
 /// `n` grey 36x36 images of 3 classes: noise plus a class-dependent bright square.
 pub fn toy_dataset(n: usize) -> Dataset {
@@ -156,7 +197,7 @@ fn float16_training_moves_the_weights_as_float32_does() {
     let update = |precision: vgg::nn::Precision, tag: &str| -> Vec<f64> {
         let mut config = toy_config();
         config.precision = precision;
-        let mut trainer = Trainer::new(
+        let mut trainer = new(
             config,
             toy_dataset(40),
             toy_dataset(12),
@@ -209,7 +250,7 @@ fn float16_training_moves_the_weights_as_float32_does() {
 fn straight_equals_resumed(config: TrainConfig, tag: &str) -> (Trainer, Trainer) {
     let device = Device::flex().autodiff();
     let (a, b) = (dir(&format!("{tag}-a")), dir(&format!("{tag}-b")));
-    let mut straight = Trainer::new(
+    let mut straight = new(
         config.clone(),
         toy_dataset(40),
         toy_dataset(12),
@@ -221,11 +262,10 @@ fn straight_equals_resumed(config: TrainConfig, tag: &str) -> (Trainer, Trainer)
     straight.run(&mut Silent).unwrap();
     assert_eq!(straight.state.epoch, 2);
 
-    let mut first =
-        Trainer::new(config, toy_dataset(40), toy_dataset(12), &b, true, &device).unwrap();
+    let mut first = new(config, toy_dataset(40), toy_dataset(12), &b, true, &device).unwrap();
     first.run_epochs(1, &mut Silent).unwrap();
     drop(first);
-    let mut resumed = Trainer::resume(&b, toy_dataset(40), toy_dataset(12), &device).unwrap();
+    let mut resumed = resume(&b, toy_dataset(40), toy_dataset(12), &device).unwrap();
     assert_eq!(resumed.state.epoch, 1);
     resumed.run(&mut Silent).unwrap();
 
@@ -253,7 +293,7 @@ fn an_existing_run_folder_is_not_overwritten() {
     let path = dir("exists");
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join("precious.txt"), "keep me").unwrap();
-    let err = Trainer::new(
+    let err = new(
         toy_config(),
         toy_dataset(12),
         toy_dataset(6),
@@ -276,7 +316,7 @@ fn labels_out_of_range_and_empty_sets_are_refused() {
     let device = Device::flex().autodiff();
     let mut bad = toy_dataset(6);
     bad.labels[4] = 7;
-    let err = Trainer::new(
+    let err = new(
         toy_config(),
         bad,
         toy_dataset(6),
@@ -304,7 +344,7 @@ fn labels_out_of_range_and_empty_sets_are_refused() {
         labels: vec![],
         classes: vec![],
     };
-    let err = Trainer::new(
+    let err = new(
         toy_config(),
         empty,
         toy_dataset(6),
@@ -324,7 +364,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let mut config = toy_config();
     config.epochs = 3;
     let path = dir("nan");
-    let mut trainer = Trainer::new(
+    let mut trainer = new(
         config,
         toy_dataset(24),
         toy_dataset(6),
@@ -363,7 +403,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     );
     // One trainer writes a run at a time: the diverged one lets go of the folder first.
     drop(trainer);
-    let resumed = Trainer::resume(&path, toy_dataset(24), toy_dataset(6), &device).unwrap();
+    let resumed = resume(&path, toy_dataset(24), toy_dataset(6), &device).unwrap();
     assert_eq!((resumed.state.epoch, resumed.state.history.len()), (1, 1));
 }
 
@@ -379,7 +419,7 @@ fn training_is_bit_reproducible_whatever_the_threads() {
             .build()
             .unwrap()
             .install(|| {
-                let mut t = Trainer::new(
+                let mut t = new(
                     toy_config(),
                     toy_dataset(40),
                     toy_dataset(12),
@@ -412,12 +452,11 @@ fn training_is_bit_reproducible_whatever_the_threads() {
 /// 1: what loads, what is new, what stays frozen, and that it pays against training from scratch.
 #[test]
 fn fine_tuning_loads_what_fits_freezes_and_pays() {
-    use vgg::train::config::Pretrained;
     let _serial = serial();
     let device = Device::flex().autodiff();
     let mut pre_config = toy_config();
     pre_config.epochs = 4;
-    let mut pre = Trainer::new(
+    let mut pre = new(
         pre_config,
         toy_task(60, 0, 1),
         toy_task(12, 0, 2),
@@ -427,7 +466,23 @@ fn fine_tuning_loads_what_fits_freezes_and_pays() {
     )
     .unwrap();
     pre.run(&mut Silent).unwrap();
-    let source = pre.model.state_dict();
+    // A run's checkpoint is a source of weights like any file (the run's weights card gives
+    // its network and preset): the last epoch's, as the run ended.
+    let last = dir("pretrain").join(pre.state.model_file.as_ref().unwrap());
+    let weights = Weights::open(
+        &last,
+        || unreachable!("a run carries its network"),
+        &Default::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(weights.config, pre.config.model);
+    assert_eq!(weights.preset, pre.config.preset());
+    assert_eq!(
+        weights.origin.run.as_deref(),
+        Some(dir("pretrain").as_path())
+    );
+    let source = weights.dict.clone();
 
     let few = |seed| toy_task(12, 1, seed);
     // Few images, small batches, a constant learning rate: the same for every run below.
@@ -438,24 +493,19 @@ fn fine_tuning_loads_what_fits_freezes_and_pays() {
         config
     };
     let fine = |freeze: Option<&str>, lr_scale: f64, name: &str| {
-        let mut config = short();
-        config.pretrained = Some(Pretrained {
-            source: "pretrain".into(),
-            no_top: false,
-            loaded: vec![],
-            fresh: vec![],
+        let tune = Start::FineTune {
+            weights: weights.clone(),
             freeze: freeze.map(String::from),
             lr_scale,
-        });
-        let mut t = Trainer::fine_tune(
-            config,
-            &source,
+        };
+        let mut t = start(
+            short(),
+            tune,
             few(3),
             toy_task(30, 1, 4),
             &dir(name),
             true,
             &device,
-            std::rc::Rc::new(vgg::train::Single),
         )
         .unwrap();
         t.run(&mut Silent).unwrap();
@@ -500,7 +550,7 @@ fn fine_tuning_loads_what_fits_freezes_and_pays() {
     }
     assert_ne!(after["classifier.6.bias"].to_f32(), vec![0.0; 3]);
     // It pays: the same 12 images and epochs from scratch do worse.
-    let mut scratch = Trainer::new(
+    let mut scratch = new(
         short(),
         few(3),
         toy_task(30, 1, 4),
@@ -526,30 +576,24 @@ fn fine_tuning_loads_what_fits_freezes_and_pays() {
 
     // A frozen fine-tuned run resumes exactly (the freeze and the learning rates come back).
     let straight = fine(Some("conv3_1"), 0.5, "fine-resume").model.state_dict();
-    let mut config = short();
-    config.pretrained = Some(Pretrained {
-        source: "pretrain".into(),
-        no_top: false,
-        loaded: vec![],
-        fresh: vec![],
+    let tune = Start::FineTune {
+        weights: weights.clone(),
         freeze: Some("conv3_1".into()),
         lr_scale: 0.5,
-    });
-    let mut part = Trainer::fine_tune(
-        config,
-        &source,
+    };
+    let mut part = start(
+        short(),
+        tune,
         few(3),
         toy_task(30, 1, 4),
         &dir("fine-part"),
         true,
         &device,
-        std::rc::Rc::new(vgg::train::Single),
     )
     .unwrap();
     part.run_epochs(2, &mut Silent).unwrap();
     drop(part);
-    let mut resumed =
-        Trainer::resume(&dir("fine-part"), few(3), toy_task(30, 1, 4), &device).unwrap();
+    let mut resumed = resume(&dir("fine-part"), few(3), toy_task(30, 1, 4), &device).unwrap();
     resumed.run(&mut Silent).unwrap();
     let resumed = resumed.model.state_dict();
     for (k, t) in &straight {

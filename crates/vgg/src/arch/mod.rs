@@ -5,6 +5,7 @@
 //! summary, the checkpoint keys and every layer name ([`names`]) are derived from the token
 //! list by [`VggConfig::plan`], so they cannot disagree.
 
+mod infer;
 pub mod names;
 
 use serde::{Deserialize, Serialize};

@@ -5,17 +5,20 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::read_state_dict;
 use super::state_dict::{StateDict, check_finite};
 use crate::error::VggError;
 use crate::nn::Vgg;
 
 /// The paper's initialisation of deeper nets (Section 3.1): the first four conv layers and
-/// the three FC layers from a trained net (a torchvision-layout `.safetensors`/`.pth`, such as a
-/// run's `best.safetensors`); each conv goes to the next layer of the same shape (A's conv1_1,
-/// conv2_1, conv3_1, conv3_2 to the deeper net's layers of those names); the rest stays random.
-pub fn init_from(model: Vgg, source: &Path, device: &Device) -> Result<Vgg, VggError> {
-    let src = read_state_dict(source)?;
+/// the three FC layers from a trained net's tensors `src` (torchvision's layout, read from
+/// `source`); each conv goes to the next layer of the same shape (A's conv1_1, conv2_1,
+/// conv3_1, conv3_2 to the deeper net's layers of those names); the rest stays random.
+pub fn init_from(
+    model: Vgg,
+    src: &StateDict,
+    source: &Path,
+    device: &Device,
+) -> Result<Vgg, VggError> {
     let conv_keys = |keys: Vec<String>| -> Vec<String> {
         let mut convs: Vec<(usize, String)> = keys
             .into_iter()

@@ -5,11 +5,17 @@
 pub const CONFIG: &str = "config.json";
 /// Where the run stands; written last after each epoch.
 pub const STATE: &str = "state.json";
+/// The network and preset of the run's weights ([`crate::preset::Card`]): what makes a run a
+/// source of weights like any file.
+pub const CARD: &str = "weights.json";
+/// The best checkpoint (burn's record), which a run folder given as weights stands for.
+pub const BEST: &str = "best.bpk";
 /// The fixed names of a run's other files.
-pub const FIXED: [&str; 7] = [
+pub const FIXED: [&str; 8] = [
     CONFIG,
     STATE,
-    "best.bpk",
+    CARD,
+    BEST,
     "best.safetensors",
     "log.csv",
     "log.jsonl",

@@ -9,7 +9,9 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub mod center;
 pub mod classes;
+pub mod dataset;
 pub mod metrics;
 
 use crate::data::Image;

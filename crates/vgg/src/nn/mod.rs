@@ -5,12 +5,14 @@
 
 pub mod activations;
 pub mod dense;
+pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod precision;
 pub mod summary;
 
 pub use activations::Activation;
+pub use loss::cross_entropy;
 pub use model::{BN_MOMENTUM, ConvBlock, InitScheme, Seen, Vgg};
 pub use ops::BatchStats;
 pub use precision::{PRECISION_NAMES, Precision};

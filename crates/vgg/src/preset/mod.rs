@@ -3,12 +3,14 @@
 //! their preset from what a user points at ([`Weights`], [`open()`]); torchvision's published
 //! VGG weights by name ([`zoo`]) and their download into a cache ([`download`]).
 
+pub mod card;
 pub mod download;
 pub mod open;
 pub mod zoo;
 
 use serde::{Deserialize, Serialize};
 
+pub use card::Card;
 pub use open::{Opened, Options, Origin, Weights, open};
 
 /// How pixels become network inputs: `(pixel * scale - mean) / std`, channel by channel, after
@@ -268,6 +270,35 @@ impl Preset {
         m
     }
 
+    /// Refuses what no weights can expect: a mean, std or scale that is not usable, a crop
+    /// larger than the scale, class names that do not fit `num_classes` outputs (`None`: a
+    /// trunk's, whose classes are not used). `Err` says what is wrong.
+    pub fn check(&self, num_classes: Option<usize>) -> Result<(), String> {
+        let n = &self.normalize;
+        let finite = n.mean.iter().chain(&n.std).all(|v| v.is_finite())
+            && !n.std.contains(&0.0)
+            && n.scale.is_finite()
+            && n.scale > 0.0;
+        if n.mean.is_empty() || n.std.is_empty() || !finite {
+            return Err("holds a mean, std or scale that is not usable".into());
+        }
+        if self.crop == 0 || self.scale < self.crop {
+            return Err(format!(
+                "holds crop {} and scale {}; the scale must be at least the crop",
+                self.crop, self.scale
+            ));
+        }
+        if let Some(num_classes) = num_classes
+            && self.classes.len() != num_classes
+        {
+            return Err(format!(
+                "names {} classes for a network of {num_classes}",
+                self.classes.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// The preset a file's metadata carries, if any; `Err` (the reason) for one that is not
     /// readable, or whose class names do not fit a network of `num_classes` outputs (`None`
     /// for a trunk, whose head and so whose classes are not used).
@@ -280,31 +311,9 @@ impl Preset {
         };
         let preset: Self = serde_json::from_str(json)
             .map_err(|e| format!("its `{PRESET_KEY}` metadata is not a preset: {e}"))?;
-        let n = &preset.normalize;
-        let finite = n.mean.iter().chain(&n.std).all(|v| v.is_finite())
-            && !n.std.contains(&0.0)
-            && n.scale.is_finite()
-            && n.scale > 0.0;
-        if n.mean.is_empty() || n.std.is_empty() || !finite {
-            return Err(format!(
-                "its `{PRESET_KEY}` metadata holds a mean, std or scale that is not usable"
-            ));
-        }
-        if preset.crop == 0 || preset.scale < preset.crop {
-            return Err(format!(
-                "its `{PRESET_KEY}` metadata holds crop {} and scale {}; the scale must be at \
-                 least the crop",
-                preset.crop, preset.scale
-            ));
-        }
-        if let Some(num_classes) = num_classes
-            && preset.classes.len() != num_classes
-        {
-            return Err(format!(
-                "its `{PRESET_KEY}` metadata names {} classes for a network of {num_classes}",
-                preset.classes.len()
-            ));
-        }
+        preset
+            .check(num_classes)
+            .map_err(|e| format!("its `{PRESET_KEY}` metadata {e}"))?;
         Ok(Some(preset))
     }
 }

@@ -6,81 +6,32 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
-use serde::Deserialize;
-
+use super::card::Card;
 use super::download::{self, Progress};
 use super::zoo::{self, Published};
-use super::{Convention, Normalize, NormalizeOverrides, Preset};
+use super::{Convention, NormalizeOverrides, Preset};
 use crate::arch::VggConfig;
 use crate::checkpoint::layouts::{Layout, to_torchvision};
-use crate::checkpoint::run_files::{CONFIG, is_run_file};
+use crate::checkpoint::run_files::{BEST, CARD, is_run_file};
 use crate::checkpoint::strict::{check_state_dict, check_trunk};
 use crate::checkpoint::{
     Format, StateDict, check_finite, is_trunk, read_state_dict, read_weight_file,
 };
 use crate::error::VggError;
 use crate::nn::Vgg;
-
-/// What a training run's `config.json` says about its weights (the rest of it is training's).
-#[derive(Deserialize)]
-struct RunCard {
-    model: VggConfig,
-    transform: RunTransform,
-    classes: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct RunTransform {
-    normalize: Normalize,
-    crop: usize,
-    eval_scale: usize,
-}
+use burn::tensor::Device;
 
 /// The run a weight path belongs to: a run folder (its `best.bpk`), or one of a run's own
-/// checkpoint files in its folder. Any other file is not a run's, even beside a `config.json`
-/// (a folder of someone else's with a config of its own). Returns `(run folder, weight file)`.
+/// checkpoint files in its folder, beside the run's weights card. Any other file is not a
+/// run's, even beside a `config.json` (a folder of someone else's with a config of its own).
+/// Returns `(run folder, weight file)`.
 pub fn run_of(path: &Path) -> Option<(PathBuf, PathBuf)> {
     if path.is_dir() {
-        return Some((path.to_path_buf(), path.join("best.bpk")));
+        return Some((path.to_path_buf(), path.join(BEST)));
     }
     let name = path.file_name()?.to_string_lossy();
     let dir = path.parent()?;
-    (is_run_file(&name) && dir.join(CONFIG).exists())
-        .then(|| (dir.to_path_buf(), path.to_path_buf()))
-}
-
-fn read_card(dir: &Path) -> Result<RunCard, VggError> {
-    let path = dir.join(CONFIG);
-    let bad = |reason: String| VggError::RunFile {
-        path: path.clone(),
-        reason,
-    };
-    let size = std::fs::metadata(&path)
-        .map_err(|e| VggError::io(&path, e))?
-        .len();
-    if size > 64 << 20 {
-        return Err(bad(format!("{size} bytes is too large for a run file")));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| VggError::io(&path, e))?;
-    let card: RunCard =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not a readable run file: {e}")))?;
-    card.model
-        .validate()
-        .map_err(|e| VggError::bad_run_setting(&path, e))?;
-    let n = &card.transform.normalize;
-    let finite =
-        n.mean.iter().chain(&n.std).all(|v| v.is_finite()) && n.std.iter().all(|&v| v != 0.0);
-    if n.mean.is_empty()
-        || n.std.is_empty()
-        || !finite
-        || card.classes.len() != card.model.num_classes
-    {
-        return Err(bad(
-            "holds a preprocessing or class list that does not fit its network".into(),
-        ));
-    }
-    Ok(card)
+    (is_run_file(&name) && dir.join(CARD).exists()).then(|| (dir.to_path_buf(), path.to_path_buf()))
 }
 
 /// Weights as a value, nothing on a device yet: the network they fit, their tensors in
@@ -222,23 +173,16 @@ pub fn open(
     })
 }
 
-/// A run's checkpoint (burn's record) with the network and preset its `config.json` records.
+/// A run's checkpoint (burn's record) with the network and preset of its weights card.
 fn open_run(dir: &Path, file: &Path) -> Result<Weights, VggError> {
-    let card = read_card(dir)?;
+    let Card { model, preset } = Card::read(dir)?;
     // The record is read onto the CPU and handed on as tensors.
-    let dict = Vgg::load(&card.model, file, &Device::flex())?.state_dict();
-    // A run carries its own preset ([`crate::train::TrainConfig::preset`]); only the caller's
-    // corrections ([`Options::overrides`]) apply.
-    let preset = Preset {
-        normalize: card.transform.normalize,
-        crop: card.transform.crop,
-        scale: card.transform.eval_scale,
-        classes: card.classes,
-        resize: super::Resize::Bilinear,
-    };
+    let dict = Vgg::load(&model, file, &Device::flex())?.state_dict();
     Ok(Weights {
-        config: card.model,
+        config: model,
         dict,
+        // A run carries its own preset; only the caller's corrections
+        // ([`Options::overrides`]) apply.
         preset,
         trunk: false,
         origin: Origin {
@@ -369,5 +313,21 @@ fn open_published(
             run: None,
             dropped: Vec::new(),
         },
+    })
+}
+
+/// The network of a weight file in torchvision's layout, told by its keys and shapes alone
+/// ([`VggConfig::infer`]): for weights whose network nobody names, such as the paper's net A
+/// handed to a deeper net.
+pub fn infer_config(path: &Path) -> Result<VggConfig, VggError> {
+    let dict = read_state_dict(path)?;
+    VggConfig::infer(dict.iter().map(|(k, t)| (k.as_str(), t.shape.as_slice()))).ok_or_else(|| {
+        VggError::CorruptWeights {
+            path: path.to_path_buf(),
+            format: "weights",
+            reason: "its keys and shapes are not those of a VGG in torchvision's layout, so its \
+                     network cannot be told"
+                .into(),
+        }
     })
 }

@@ -3,11 +3,12 @@
 //! validation accuracy stops improving.
 //!
 //! - [`recipe`]: the paper's choices (and the small-image ones) turned into a [`TrainConfig`]
-//!   ([`config`]) for a dataset.
+//!   ([`config`]) for a dataset; [`spec`]: a new run ([`RunSpec`]) and the weights it starts
+//!   from ([`Start`]), which [`Trainer::start`] begins.
 //! - [`sgd`]: the step (PyTorch's SGD, micro-batches, BatchNorm's running statistics), and
 //!   [`scaler`]: the loss scaling of float16 mixed precision.
-//! - [`trainer`]: epochs, validation ([`validate`]), the schedule ([`plateau`]), checkpoints
-//!   in the run folder ([`folder`], [`state`]).
+//! - [`trainer`]: epochs, validation ([`crate::eval::center`]), the schedule ([`plateau`]), checkpoints
+//!   in the run folder ([`RunFolder`], [`state`]).
 //! - [`lanes`]: a step's micro-batches side by side on the CPU's cores.
 //! - [`collective`]: what the trainer needs of data-parallel ranks (MPI is in
 //!   [`crate::dist`]).
@@ -20,18 +21,17 @@ pub mod plateau;
 pub mod recipe;
 pub mod scaler;
 pub mod sgd;
+pub mod spec;
 pub mod state;
 pub mod trainer;
-pub mod validate;
 
 pub use collective::{Collective, GradLayout, Single};
 pub use config::TrainConfig;
+pub use folder::RunFolder;
 pub use plateau::Plateau;
 pub use recipe::Recipe;
 pub use scaler::LossScale;
-pub use sgd::{FusedSgd, MicroBatch, Sgd, SgdSettings, cross_entropy};
-pub use state::{
-    EpochRecord, Observer, Progress, RunState, read_config, read_state, validation_set,
-};
+pub use sgd::{FusedSgd, MicroBatch, Sgd, SgdSettings};
+pub use spec::{RunSpec, Start};
+pub use state::{EpochRecord, Observer, Progress, RunState};
 pub use trainer::Trainer;
-pub use validate::{Evaluation, evaluate, evaluate_shard};

@@ -2,10 +2,9 @@
 //! defaults that fit small images (Fashion-MNIST's 28x28, CIFAR's 32x32): what `vgg train`
 //! runs, and what a library user calls to rebuild the README's demo.
 
-use std::path::PathBuf;
-
-use super::config::{Pretrained, TrainConfig};
+use super::config::TrainConfig;
 use super::sgd::SgdSettings;
+use super::spec::Start;
 use crate::arch::{Overrides, VggConfig};
 use crate::data::Dataset;
 use crate::data::source::DataSpec;
@@ -30,8 +29,6 @@ pub struct Recipe {
     /// Standard deviation of Krizhevsky's PCA colour shift (0 turns it off).
     pub pca_std: f32,
     pub init: InitScheme,
-    /// The paper's trick: the first four convs and the FC layers of a trained net A.
-    pub init_from: Option<PathBuf>,
     pub epochs: usize,
     pub batch: usize,
     pub micro_batch: usize,
@@ -44,28 +41,8 @@ pub struct Recipe {
     /// Threads preparing batches.
     pub workers: usize,
     pub skip_bad: bool,
-    /// Fine-tuning: start from pretrained weights.
-    pub fine_tune: Option<FineTune>,
     /// The dtype of the training forward (mixed precision; float32 is the paper's).
     pub precision: Precision,
-}
-
-/// Fine-tuning's choices: the run keeps the pretrained network (with the data's classes) and
-/// its preprocessing (no new mean is measured).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FineTune {
-    /// The weights as given, for the record.
-    pub source: String,
-    /// Their head was dropped.
-    pub no_top: bool,
-    /// The pretrained network; its class count is replaced by the data's.
-    pub net: VggConfig,
-    /// The pretrained weights' preprocessing.
-    pub normalize: Normalize,
-    /// The first layer that trains (every one before it frozen).
-    pub freeze: Option<String>,
-    /// The learning rate of the loaded tensors is the run's times this.
-    pub lr_scale: f64,
 }
 
 impl Recipe {
@@ -82,7 +59,6 @@ impl Recipe {
             flip: true,
             pca_std: 0.1,
             init: InitScheme::Glorot,
-            init_from: None,
             epochs: 5,
             batch: 256,
             micro_batch: 64,
@@ -94,21 +70,23 @@ impl Recipe {
             seed: 42,
             workers: 2,
             skip_bad: false,
-            fine_tune: None,
             precision: Precision::F32,
         }
     }
 
-    /// The run's configuration for `data` (opened as `train` and `val`). Small images (at most
-    /// 64 pixels a side, judged by the first readable one) get a quarter of the paper's widths
-    /// and the compact head, so the demo trains in about a minute on two cores. Every setting is
-    /// checked before the training set's mean and colour covariance are measured (over up to
-    /// 10,000 images; `measuring` is called first, for a progress note).
+    /// The run's configuration for `data` (opened as `train` and `val`), starting as `start`
+    /// says. Small images (at most 64 pixels a side, judged by the first readable one) get a
+    /// quarter of the paper's widths and the compact head, so the demo trains in about a minute
+    /// on two cores; fine-tuning keeps the weights' network (with the data's classes) and their
+    /// preprocessing. Every setting is checked before the training set's mean and colour
+    /// covariance are measured (over up to 10,000 images; `measuring` is called first, for a
+    /// progress note).
     pub fn config(
         &self,
         data: DataSpec,
         train: &Dataset,
         val: &Dataset,
+        start: &Start,
         measuring: impl FnOnce(),
     ) -> Result<TrainConfig, VggError> {
         if train.is_empty() {
@@ -122,9 +100,13 @@ impl Recipe {
             .find(|r| r.is_ok() || !self.skip_bad)
             .unwrap_or_else(|| train.image(0))?;
         let small = first.height.max(first.width) <= 64;
-        let model = match &self.fine_tune {
+        let tuned = match start {
+            Start::FineTune { weights, .. } => Some(weights),
+            _ => None,
+        };
+        let model = match tuned {
             // The pretrained network, with the new task's classes.
-            Some(ft) => ft.net.clone().with_num_classes(train.classes.len()),
+            Some(w) => w.config.clone().with_num_classes(train.classes.len()),
             None => {
                 let mut o = self.overrides.clone();
                 if small {
@@ -146,10 +128,11 @@ impl Recipe {
             (256, 256)
         });
         let channels = model.in_channels;
+        let (pretrained, init_from) = start.record();
         let mut config = TrainConfig {
             model,
             init: self.init,
-            init_from: self.init_from.clone(),
+            init_from,
             epochs: self.epochs,
             batch: self.batch,
             micro_batch: self.micro_batch,
@@ -182,20 +165,13 @@ impl Recipe {
             data: Some(data),
             train_images: train.len(),
             val_images: val.len(),
-            pretrained: self.fine_tune.as_ref().map(|ft| Pretrained {
-                source: ft.source.clone(),
-                no_top: ft.no_top,
-                loaded: Vec::new(),
-                fresh: Vec::new(),
-                freeze: ft.freeze.clone(),
-                lr_scale: ft.lr_scale,
-            }),
+            pretrained,
         };
         config.validate()?;
         measuring();
         let stats = Stats::measure(train, channels, 10_000, self.skip_bad)?;
-        config.transform.normalize = match &self.fine_tune {
-            Some(ft) => ft.normalize.clone(),
+        config.transform.normalize = match tuned {
+            Some(w) => w.preset.normalize.clone(),
             None => Normalize::mean_only(stats.mean.clone()),
         };
         config.transform.stats = stats;

@@ -11,12 +11,12 @@ use burn::module::ParamGroup;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::{GradientsAccumulator, GradientsParams, LearningRate, ModuleOptimizer};
 use burn::optim::{Optimizer, RecordState, StateSink, StateSource, join_path};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::collective::{GradLayout, running_weight};
 use super::scaler::unscale;
+use crate::nn::cross_entropy;
 use crate::nn::{BN_MOMENTUM, Vgg};
 
 /// The optimiser's hyper-parameters; the defaults are the paper's.
@@ -33,15 +33,6 @@ impl Default for SgdSettings {
             weight_decay: 5e-4,
         }
     }
-}
-
-/// Mean softmax cross-entropy ("multinomial logistic regression") of `logits` `[N, K]`
-/// against class indices `[N]`.
-pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    let [n, _] = logits.dims();
-    let log_probs = log_softmax(logits, 1); // [N, K]
-    let picked = log_probs.gather(1, targets.reshape([n, 1])); // [N, 1]
-    picked.mean().neg()
 }
 
 /// What a micro-batch left on the device: its mean loss (unscaled) and its class scores.

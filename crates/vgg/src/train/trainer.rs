@@ -1,13 +1,14 @@
 //! A training run: epochs of SGD over a dataset, validation after each, the plateau schedule,
 //! and checkpoints a run can be resumed from exactly.
 //!
-//! The run folder ([`super::folder`]) holds `config.json` (the whole run configuration),
-//! `state.json` (epoch, schedule, history, and the names and hashes of the current checkpoint
-//! files: written last, so it always points at a complete checkpoint), `epoch-N.bpk` and
+//! The run folder ([`RunFolder`]) holds `config.json` (the whole run configuration),
+//! `weights.json` (the network and preset of its weights), `state.json` (epoch, schedule,
+//! history, and the names and hashes of the current checkpoint files: written last, so it
+//! always points at a complete checkpoint), `epoch-N.bpk` and
 //! `epoch-N-optim.bpk` (weights and momentum), `best.bpk` and `best.safetensors` (best validation
 //! accuracy, the latter in torchvision's layout), and `log.csv` / `log.jsonl` (one row per epoch).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,28 +17,26 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::collective::{Collective, GradLayout, Single, broadcast_model, owner};
+use super::collective::{Collective, GradLayout, broadcast_model, owner};
 use super::config::TrainConfig;
-use super::folder::{self, CONFIG, STATE, checkpoint_names};
+use super::folder::{RunFolder, STATE, checkpoint_names};
 use super::lanes::Lanes;
 use super::plateau::{Decision, Plateau};
 use super::scaler::LossScale;
 use super::sgd::{Computed, MicroBatch, Sgd, compute};
-use super::state::{
-    EpochRecord, Observer, Progress, RunState, check_size, read_config, read_state, to_json,
-    write_json, write_logs,
-};
-use super::validate::evaluate_shard;
+use super::spec::{RunSpec, Start};
+use super::state::{EpochRecord, Observer, Progress, RunState};
 use crate::arch::names::freeze_point;
-use crate::checkpoint::StateDict;
 use crate::checkpoint::partial::{init_from, transfer};
 use crate::checkpoint::strict::module_of;
 use crate::data::loader::{Batch, Loader, Prepare, epoch_order};
 use crate::data::{Dataset, Rng};
 use crate::error::VggError;
+use crate::eval::center::{Evaluation, evaluate, evaluate_shard};
 use crate::eval::metrics::topk_hits;
 use crate::fsio::{sha256_file, write_atomic};
 use crate::nn::Vgg;
+use crate::preset::Card;
 
 /// A training run in progress.
 pub struct Trainer {
@@ -45,7 +44,8 @@ pub struct Trainer {
     pub state: RunState,
     pub model: Vgg,
     sgd: Sgd,
-    run_dir: PathBuf,
+    /// The run's folder, held by rank 0 ([`RunFolder`]): one trainer writes a run at a time.
+    folder: RunFolder,
     train: Arc<Dataset>,
     val: Arc<Dataset>,
     device: Device,
@@ -53,8 +53,6 @@ pub struct Trainer {
     layout: GradLayout,
     /// The cores a step's micro-batches run on side by side (flex).
     lanes: Lanes,
-    /// Rank 0's hold on the run folder ([`folder::lock`]): one trainer writes a run at a time.
-    lock: Option<std::fs::File>,
 }
 
 /// Sums over this rank's micro-batches of an epoch (summed over the ranks at its end).
@@ -146,72 +144,27 @@ fn optimiser(config: &TrainConfig) -> Sgd {
 }
 
 impl Trainer {
-    /// Starts a new run in `run_dir`, which must not exist unless `force`.
-    pub fn new(
-        config: TrainConfig,
-        train: Dataset,
-        val: Dataset,
-        run_dir: &Path,
-        force: bool,
-        device: &Device,
-    ) -> Result<Self, VggError> {
-        Self::new_distributed(config, train, val, run_dir, force, device, Rc::new(Single))
-    }
-
-    /// [`Trainer::new`] as one rank of `comm`: rank 0 alone creates the run folder and writes
-    /// to it; every rank starts from rank 0's weights. Every setting and input is checked before
-    /// the folder is touched; `force` replaces only a run's own files ([`folder::prepare`]).
-    pub fn new_distributed(
-        config: TrainConfig,
-        train: Dataset,
-        val: Dataset,
-        run_dir: &Path,
-        force: bool,
+    /// Starts the run `spec` describes, as one rank of `comm` ([`Single`] for one process):
+    /// every setting and input is checked first (the data's classes against the config's, the
+    /// device against the precision, the start's weights against the network), then rank 0
+    /// alone makes the run folder ([`RunFolder::create`]: `force` replaces only a run's own
+    /// files) and writes the config and the weights card; every rank starts from rank 0's
+    /// weights, frozen where a fine-tuning start says.
+    pub fn start(
+        spec: RunSpec,
         device: &Device,
         comm: Rc<dyn Collective>,
     ) -> Result<Self, VggError> {
-        Self::start(config, None, train, val, run_dir, force, device, comm)
-    }
-
-    /// [`Trainer::new_distributed`] for fine-tuning (`config.pretrained`): every tensor of
-    /// `pretrained` (a torchvision-layout state dict) that fits is loaded, the last FC layer is
-    /// new, and what was loaded and what is new is recorded in the run's config; the layers
-    /// before `pretrained.freeze` are frozen.
-    #[allow(clippy::too_many_arguments)]
-    pub fn fine_tune(
-        config: TrainConfig,
-        pretrained: &StateDict,
-        train: Dataset,
-        val: Dataset,
-        run_dir: &Path,
-        force: bool,
-        device: &Device,
-        comm: Rc<dyn Collective>,
-    ) -> Result<Self, VggError> {
-        Self::start(
-            config,
-            Some(pretrained),
+        let RunSpec {
+            mut config,
+            start,
             train,
             val,
-            run_dir,
+            out,
             force,
-            device,
-            comm,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        config: TrainConfig,
-        pretrained: Option<&StateDict>,
-        train: Dataset,
-        val: Dataset,
-        run_dir: &Path,
-        force: bool,
-        device: &Device,
-        comm: Rc<dyn Collective>,
-    ) -> Result<Self, VggError> {
-        let mut config = config;
+        } = spec;
+        // The start is the record: a config made for another start is told by it.
+        (config.pretrained, config.init_from) = start.record();
         config.validate()?;
         on_every_rank(comm.as_ref(), config.precision.check(device))?;
         train.check(config.model.num_classes)?;
@@ -221,36 +174,27 @@ impl Trainer {
         (config.train_images, config.val_images) = (train.len(), val.len());
         device.seed(config.seed);
         let mut model = Vgg::new(&config.model, config.init, device)?;
-        if let Some(source) = &config.init_from {
-            model = init_from(model, source, device)?;
-        }
-        match (config.pretrained.as_mut(), pretrained) {
-            (Some(record), Some(dict)) => {
-                let (loaded, moved) = transfer(model, dict, device);
-                (model, record.loaded, record.fresh) = (loaded, moved.loaded, moved.fresh);
+        match &start {
+            Start::Fresh => {}
+            Start::FromNetA(net_a) => {
+                model = init_from(model, &net_a.dict, &net_a.origin.file, device)?;
             }
-            (None, None) => {}
-            (record, _) => {
-                return Err(VggError::bad_config(
-                    "pretrained",
-                    match record {
-                        Some(_) => "names pretrained weights, but none were given",
-                        None => {
-                            "weights were given to a run whose config has no `pretrained` entry"
-                        }
-                    },
-                ));
+            Start::FineTune { weights, .. } => {
+                let (loaded, moved) = transfer(model, &weights.dict, device);
+                let record = config.pretrained.as_mut().expect("recorded above");
+                (model, record.loaded, record.fresh) = (loaded, moved.loaded, moved.fresh);
             }
         }
         // Every input is valid (the config's JSON too): only now is the folder touched, and
         // held until the run ends.
-        let json = to_json(&run_dir.join(CONFIG), &config)?;
-        let lock = if comm.rank() == 0 {
-            let lock = folder::prepare(run_dir, force)?;
-            crate::fsio::write_atomic(&run_dir.join(CONFIG), &json)?;
-            Some(lock)
+        let card = Card {
+            model: config.model.clone(),
+            preset: config.preset(),
+        };
+        let folder = if comm.rank() == 0 {
+            RunFolder::create(&out, force, &config, &card)?
         } else {
-            None
+            RunFolder::unheld(&out)
         };
         let model = freeze(broadcast_model(model, comm.as_ref(), device), &config)?;
         let state = RunState {
@@ -272,28 +216,18 @@ impl Trainer {
             loss_scale: config.precision.scales_loss().then(LossScale::default),
         };
         let sgd = optimiser(&config);
-        let mut trainer =
-            Self::assemble(config, state, model, sgd, run_dir, train, val, device, comm);
-        trainer.lock = lock;
-        Ok(trainer)
+        Ok(Self::assemble(
+            config, state, model, sgd, folder, train, val, device, comm,
+        ))
     }
 
-    /// Continues the run in `run_dir` from its last complete checkpoint.
+    /// Continues the run in `dir` from its last complete checkpoint, as one rank of `comm`,
+    /// whatever the number of ranks that wrote it (a checkpoint holds no per-rank state).
+    /// Every rank reads `dir`: on several hosts it must be on a shared filesystem. The data
+    /// must be the run's own (its sizes are checked), and the checkpoint the one `state.json`
+    /// names (its hashes are checked).
     pub fn resume(
-        run_dir: &Path,
-        train: Dataset,
-        val: Dataset,
-        device: &Device,
-    ) -> Result<Self, VggError> {
-        Self::resume_distributed(run_dir, train, val, device, Rc::new(Single))
-    }
-
-    /// [`Trainer::resume`] as one rank of `comm`, whatever the number of ranks that wrote the
-    /// checkpoint (it holds no per-rank state). Every rank reads `run_dir`: on several hosts it
-    /// must be on a shared filesystem. The data must be the run's own (its sizes are checked),
-    /// and the checkpoint the one `state.json` names (its hashes are checked).
-    pub fn resume_distributed(
-        run_dir: &Path,
+        dir: &Path,
         train: Dataset,
         val: Dataset,
         device: &Device,
@@ -301,48 +235,24 @@ impl Trainer {
     ) -> Result<Self, VggError> {
         // A run's folder (checked before anything is made in it), then held before its state is
         // read: a run being trained is not resumed beside it.
-        read_config(run_dir)?;
-        let lock = if comm.rank() == 0 {
-            Some(folder::lock(run_dir)?)
-        } else {
-            None
-        };
-        let config = read_config(run_dir)?;
-        let state = read_state(run_dir)?;
+        let mut folder = RunFolder::open(dir)?;
+        if comm.rank() == 0 {
+            folder.hold()?;
+        }
+        let config = folder.config()?;
+        let state = folder.state()?;
         on_every_rank(comm.as_ref(), config.precision.check(device))?;
         train.check(config.model.num_classes)?;
         val.check(config.model.num_classes)?;
         train.check_classes(&config.classes, "the run")?;
         val.check_classes(&config.classes, "the run")?;
-        check_size(&train, config.train_images, "training", run_dir)?;
-        check_size(&val, config.val_images, "validation", run_dir)?;
-        let (Some(model_file), Some(optim_file)) = (&state.model_file, &state.optim_file) else {
-            return Err(VggError::run_file(
-                run_dir.join(STATE),
-                "the run has no checkpoint yet (it stopped in its first epoch); start it again",
-            ));
-        };
-        let (model_path, optim_path) = (run_dir.join(model_file), run_dir.join(optim_file));
-        for (path, want) in [
-            (&model_path, &state.model_sha256),
-            (&optim_path, &state.optim_sha256),
-        ] {
-            if let Some(want) = want {
-                let got = sha256_file(path)?;
-                if &got != want {
-                    return Err(VggError::run_file(
-                        path,
-                        format!(
-                            "is not the checkpoint this run wrote (SHA-256 {got}, state.json records {want}): it was replaced or damaged"
-                        ),
-                    ));
-                }
-            }
-        }
+        folder.check_size(&train, config.train_images, "training")?;
+        folder.check_size(&val, config.val_images, "validation")?;
+        let (model_path, optim_path) = folder.checkpoint(&state)?;
         if comm.rank() == 0 {
-            folder::remove_temps(run_dir);
+            folder.remove_temps();
             // A run killed between its state and its logs: the logs follow the state again.
-            write_logs(run_dir, &state.history)?;
+            folder.write_logs(&state.history)?;
         }
         let model = crate::checkpoint::burnpack::load(&config.model, &model_path, device)?;
         let model = freeze(model, &config)?;
@@ -355,10 +265,9 @@ impl Trainer {
                     format: "burn optimiser",
                     reason,
                 })?;
-        let mut trainer =
-            Self::assemble(config, state, model, sgd, run_dir, train, val, device, comm);
-        trainer.lock = lock;
-        Ok(trainer)
+        Ok(Self::assemble(
+            config, state, model, sgd, folder, train, val, device, comm,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -367,7 +276,7 @@ impl Trainer {
         state: RunState,
         model: Vgg,
         sgd: Sgd,
-        run_dir: &Path,
+        folder: RunFolder,
         train: Dataset,
         val: Dataset,
         device: &Device,
@@ -387,13 +296,12 @@ impl Trainer {
             state,
             model,
             sgd,
-            run_dir: run_dir.to_path_buf(),
+            folder,
             train: Arc::new(train),
             val: Arc::new(val),
             device: device.clone(),
             comm,
             lanes,
-            lock: None,
         }
     }
 
@@ -411,13 +319,13 @@ impl Trainer {
         }
         if self.state.finished {
             return Err(VggError::run_file(
-                self.run_dir.join(STATE),
+                self.folder.dir().join(STATE),
                 "the run is finished: its schedule stopped it after the last learning-rate reduction (Section 3.1)",
             ));
         }
         self.config.epochs = epochs;
         if self.comm.rank() == 0 {
-            write_json(&self.run_dir.join(CONFIG), &self.config)?;
+            self.folder.write_config(&self.config)?;
         }
         Ok(())
     }
@@ -433,7 +341,37 @@ impl Trainer {
     }
 
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.folder.dir()
+    }
+
+    /// The run's folder.
+    pub fn folder(&self) -> &RunFolder {
+        &self.folder
+    }
+
+    /// The end of a run: the best checkpoint's score on `test` (each image's central crop at
+    /// the run's test scale), on `device` (a plain one: no gradients). The test set must have
+    /// the run's classes; `Err` when none of its images could be read.
+    pub fn test_score(&self, test: Dataset, device: &Device) -> Result<Evaluation, VggError> {
+        let c = &self.config;
+        test.check_classes(&c.classes, "the run")?;
+        let model = crate::checkpoint::burnpack::load(&c.model, &self.folder.best(), device)?;
+        let name = test.name.clone();
+        let result = evaluate(
+            &model,
+            &Arc::new(test),
+            &c.transform,
+            256,
+            c.workers,
+            c.skip_bad,
+        )?;
+        if result.images == 0 {
+            return Err(VggError::Dataset {
+                path: name.into(),
+                reason: "none of its images could be read (all skipped): no test score".into(),
+            });
+        }
+        Ok(result)
     }
 
     /// Trains until `config.epochs` epochs are done or the schedule says stop.
@@ -770,49 +708,49 @@ impl Trainer {
         if self.comm.rank() == 0 {
             self.checkpoint(is_best)?;
         }
-        observer.on_epoch(&record, &self.state, &self.run_dir);
+        observer.on_epoch(&record, &self.state, self.folder.dir());
         Ok(())
     }
 
     /// Writes the epoch's checkpoint; `state.json` last, so that it only ever names complete files.
     fn checkpoint(&mut self, is_best: bool) -> Result<(), VggError> {
-        let dir = &self.run_dir;
+        let dir = &self.folder;
         let (model_file, optim_file) = checkpoint_names(self.state.epoch);
-        crate::checkpoint::burnpack::save(&self.model, &dir.join(&model_file))?;
+        crate::checkpoint::burnpack::save(&self.model, &dir.path(&model_file))?;
         let optim_bytes = self
             .sgd
             .state_bytes()
             .map_err(|reason| VggError::CorruptWeights {
-                path: dir.join(&optim_file),
+                path: dir.path(&optim_file),
                 format: "burn optimiser",
                 reason,
             })?;
-        write_atomic(&dir.join(&optim_file), &optim_bytes)?;
+        write_atomic(&dir.path(&optim_file), &optim_bytes)?;
         if is_best {
-            crate::checkpoint::burnpack::save(&self.model, &dir.join("best.bpk"))?;
+            crate::checkpoint::burnpack::save(&self.model, &dir.best())?;
             // The weights with their preset, for any tool that reads safetensors.
             crate::checkpoint::safetensors::write_with_metadata(
                 &self.model.state_dict(),
-                &dir.join("best.safetensors"),
+                &dir.path("best.safetensors"),
                 false,
                 &self.config.preset().to_metadata(),
             )?;
         }
-        self.state.model_sha256 = Some(sha256_file(&dir.join(&model_file))?);
-        self.state.optim_sha256 = Some(sha256_file(&dir.join(&optim_file))?);
+        self.state.model_sha256 = Some(sha256_file(&dir.path(&model_file))?);
+        self.state.optim_sha256 = Some(sha256_file(&dir.path(&optim_file))?);
         let had_previous = self.state.model_file.is_some();
         self.state.model_file = Some(model_file);
         self.state.optim_file = Some(optim_file);
-        write_json(&dir.join(STATE), &self.state)?;
+        dir.write_state(&self.state)?;
         // The previous epoch's checkpoint, by the names this run gives it: never a name read
         // from a file.
         if had_previous && self.state.epoch > 1 {
             let (model, optim) = checkpoint_names(self.state.epoch - 1);
             for old in [model, optim] {
-                let _ = std::fs::remove_file(dir.join(old));
+                let _ = std::fs::remove_file(dir.path(&old));
             }
         }
-        write_logs(dir, &self.state.history)
+        dir.write_logs(&self.state.history)
     }
 }
 

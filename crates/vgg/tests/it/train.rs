@@ -194,12 +194,27 @@ fn init_from_takes_four_convs_and_the_fcs_of_net_a() {
     let device = Device::flex();
     let a = config_of(&case("vgg11_w16"));
     let d = config_of(&case("vgg16_w16"));
-    let source = vgg::Vgg::load(&a, &fixture("vgg11_w16.safetensors"), &device).unwrap();
+    let path = fixture("vgg11_w16.safetensors");
+    let source = vgg::Vgg::load(&a, &path, &device).unwrap();
+    // Net A's file names no network: its keys and shapes tell it.
+    let net_a = vgg::Weights::open(
+        &path,
+        || vgg::preset::open::infer_config(&path),
+        &Default::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &net_a.config.layers,
+            net_a.config.hidden,
+            net_a.config.num_classes
+        ),
+        (&a.layers, a.hidden, a.num_classes)
+    );
     let fresh = vgg::Vgg::new(&d, vgg::InitScheme::Glorot, &device).unwrap();
     let before = fresh.state_dict();
-    let deeper =
-        vgg::checkpoint::partial::init_from(fresh, &fixture("vgg11_w16.safetensors"), &device)
-            .unwrap();
+    let deeper = vgg::checkpoint::partial::init_from(fresh, &net_a.dict, &path, &device).unwrap();
     let (src, dst) = (source.state_dict(), deeper.state_dict());
     // A's conv1_1, conv2_1, conv3_1, conv3_2 (features.0, 3, 6, 8) land on D's layers of
     // those names (features.0, 5, 10, 12); D's conv1_2 and conv2_2 stay random.

@@ -1,17 +1,17 @@
-//! Loss and top-1 / top-5 accuracy of a network on a dataset, with each image's central crop:
-//! the validation after every epoch.
+//! Loss and top-1 / top-5 accuracy of a network on a dataset, with each image's central crop
+//! at the training transform's scale, batched: the validation after every epoch and the test
+//! score at the end of a run.
 
 use std::sync::Arc;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::sgd::cross_entropy;
+use super::metrics::topk_hits;
 use crate::data::Dataset;
 use crate::data::loader::{Loader, Prepare};
 use crate::data::transform::Transform;
 use crate::error::VggError;
-use crate::eval::metrics::topk_hits;
-use crate::nn::Vgg;
+use crate::nn::{Vgg, cross_entropy};
 
 /// Loss and top-1 / top-5 accuracy on a dataset.
 #[derive(Debug, Clone, Copy, PartialEq)]
