@@ -508,7 +508,10 @@ fn errors_are_one_clear_line() {
     refused(&out, &["weights.json", "not a readable card"]);
     assert!(!stderr(&out).contains("unknown weight format"));
     std::fs::remove_file(run.join("weights.json")).unwrap();
-    refused(&eval(&[]), &["weights.json", "is missing", "older than its weights card"]);
+    refused(
+        &eval(&[]),
+        &["weights.json", "is missing", "older than its weights card"],
+    );
     std::fs::write(run.join("weights.json"), card).unwrap();
     std::fs::write(run.join("config.json"), b"{ not json").unwrap();
     refused(

@@ -457,8 +457,10 @@ fn workloads(args: &Args) -> Vec<Workload> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.generic {
-        // SAFETY: set before any tensor work starts a thread; read by vgg::kernels::supported.
-        unsafe { std::env::set_var("VGG_GENERIC_KERNELS", "1") };
+        vgg::kernels::policy::set(vgg::kernels::Policy {
+            ours: false,
+            ..vgg::kernels::policy::get()
+        })?;
     }
     if args.profile {
         anyhow::ensure!(

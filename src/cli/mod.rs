@@ -84,7 +84,8 @@ pub fn parse() -> (Cli, ArgMatches) {
 pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     vgg::limits::set(limits_from_env()?);
     check_rayon_env()?;
-    vgg::kernels::check_isa_env()?;
+    // The kernel policy's variables, read once here: the library reads no environment.
+    vgg::kernels::policy::set(vgg::kernels::Policy::from_env()?)?;
     let sub = matches
         .subcommand()
         .map(|(_, m)| m.clone())

@@ -603,3 +603,60 @@ fn fine_tuning_loads_what_fits_freezes_and_pays() {
         );
     }
 }
+
+/// The kernel policy is a value a program switches (no environment, no restart): Winograd off
+/// gives the direct convolution, burn's operations on request, and the same forward within
+/// float32's reach either way; the default comes back.
+#[test]
+fn the_kernel_policy_switches_without_a_restart() {
+    use vgg::kernels::{Policy, policy};
+    use vgg::nn::ops::conv_algorithm;
+    let _serial = serial();
+    let device = Device::flex();
+    let layer = [8, 64, 64, 56, 56, 3];
+    let config = toy_config().model;
+    let model = vgg::Vgg::new(&config, InitScheme::Glorot, &device).unwrap();
+    let x = burn::tensor::Tensor::<4>::random(
+        [2, 1, 32, 32],
+        burn::tensor::Distribution::Uniform(0.0, 1.0),
+        &device,
+    );
+    let forward = || -> Vec<f32> {
+        model
+            .forward(x.clone())
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(policy::get(), Policy::DEFAULT);
+    assert_eq!(conv_algorithm(&device, layer), "Winograd F(4x4,3x3)");
+    let ours = forward();
+    let mut results = Vec::new();
+    for switched in [
+        Policy {
+            winograd: false,
+            ..Policy::DEFAULT
+        },
+        Policy {
+            ours: false,
+            ..Policy::DEFAULT
+        },
+    ] {
+        policy::set(switched).unwrap();
+        results.push((conv_algorithm(&device, layer), forward()));
+    }
+    policy::set(Policy::DEFAULT).unwrap();
+    assert_eq!(results[0].0, "im2col+GEMM tiles");
+    assert_eq!(results[1].0, "burn generic");
+    for (name, other) in &results {
+        let worst = ours
+            .iter()
+            .zip(other)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+    assert_eq!(conv_algorithm(&device, layer), "Winograd F(4x4,3x3)");
+    assert_eq!(forward(), ours);
+}

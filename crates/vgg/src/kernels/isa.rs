@@ -18,8 +18,8 @@
 /// `x86-v4` feature) ran the standard workloads 0.75-1.08x as fast as its AVX2 ones on the same
 /// Zen 4 (alternating binaries), so that feature stays off.
 ///
-/// `VGG_ISA=portable|avx2|avx512` picks the set (to compare the paths, or to step around one):
-/// [`check_env`] says whether the value names a set this CPU runs.
+/// The kernel policy picks the set (to compare the paths, or to step around one): the tool takes
+/// it from `VGG_ISA=portable|avx2|avx512` ([`super::policy::Policy::from_env`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
     Portable,
@@ -65,48 +65,17 @@ impl Isa {
         }
     }
 
-    /// The set of this CPU that `name` names, if any.
-    fn named(name: &str) -> Option<Isa> {
-        Isa::available().into_iter().find(|s| s.name() == name)
-    }
-
-    /// The set our loops run on (decided once): the one `VGG_ISA` names when this CPU runs it,
-    /// else AVX2 where the CPU has it (see [`Isa`] for why not AVX-512), else the portable one.
+    /// The set our loops run on: the one the kernel policy names
+    /// ([`super::policy::Policy::isa`]), else AVX2 where the CPU has it (see [`Isa`] for why not
+    /// AVX-512), else the portable one.
     pub(crate) fn detected() -> Self {
-        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *ISA.get_or_init(|| {
-            let asked = std::env::var("VGG_ISA").ok();
-            let default = Isa::available().into_iter().rfind(|s| s.name() != "avx512");
-            asked
-                .and_then(|name| Isa::named(&name))
-                .or(default)
-                .unwrap_or(Isa::Portable)
-        })
+        super::policy::isa()
     }
 }
 
 /// The instruction set our loops run on, by name (`portable`, `avx2`, `avx512`).
 pub fn active() -> &'static str {
     Isa::detected().name()
-}
-
-/// Whether `VGG_ISA`, when set, names a set this CPU runs: the error names the value and the
-/// sets there are (the kernels would otherwise quietly take the default).
-pub fn check_env() -> Result<(), crate::VggError> {
-    let Ok(name) = std::env::var("VGG_ISA") else {
-        return Ok(());
-    };
-    if Isa::named(&name).is_some() {
-        return Ok(());
-    }
-    let sets: Vec<_> = Isa::available().iter().map(|s| s.name()).collect();
-    Err(crate::VggError::BadConfig {
-        what: "VGG_ISA".into(),
-        reason: format!(
-            "{name:?} is not an instruction set this CPU runs: one of {}",
-            sets.join(", ")
-        ),
-    })
 }
 
 /// `fn NAME(isa, args)`: runs `BODY(args)` compiled for `isa` (the body is `inline(always)`, so

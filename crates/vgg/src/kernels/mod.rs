@@ -20,13 +20,15 @@ pub mod batch_norm;
 pub mod conv;
 pub mod few_rows;
 mod isa;
+pub mod policy;
 pub mod pool;
 pub mod sgd;
 pub mod tiled;
 pub mod whole;
 pub mod winograd;
 
-pub use isa::{active as instruction_set, check_env as check_isa_env};
+pub use isa::active as instruction_set;
+pub use policy::Policy;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
@@ -284,12 +286,10 @@ pub(crate) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Whether `device` runs our kernels (flex, with or without autodiff); `VGG_GENERIC_KERNELS=1`
-/// turns them off, for comparisons.
+/// Whether `device` runs our kernels (flex, with or without autodiff, unless the kernel policy
+/// turns them off for comparisons: [`Policy::ours`], the tool's `VGG_GENERIC_KERNELS=1`).
 pub fn supported(device: &Device) -> bool {
-    // Read once: this runs for every layer of every forward pass.
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var_os("VGG_GENERIC_KERNELS").is_none_or(|v| v == "0"))
+    policy::get().ours
         && matches!(
             device.clone().inner().as_dispatch(),
             DispatchDevice::Flex(_)

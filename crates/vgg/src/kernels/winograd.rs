@@ -14,7 +14,7 @@
 //! transform point) when there are enough of them, or one chunk at a time with parallel GEMMs.
 //! Every output is computed once, by one task: the results do not depend on the thread count.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -63,11 +63,11 @@ const GRAD_CHUNK_FLOATS: usize = 1 << 23;
 /// GEMMs to dominate the transforms (VGG's first layer, with 3 input channels, stays direct),
 /// on maps of at least 8x8, or of 4x4 to 7x7 when the batch gives the GEMMs at least 16 blocks
 /// (a 4x4 map is one block: at batch 1 its 36 GEMMs would be matrix-vector products reading
-/// 4 times the weights of im2col's one). `VGG_NO_WINOGRAD=1` turns it off (to compare).
+/// 4 times the weights of im2col's one). The kernel policy turns it off
+/// ([`super::Policy::winograd`], the tool's `VGG_NO_WINOGRAD=1`), to compare.
 pub fn applies(g: &Geometry) -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
     let blocks = g.n * g.h.div_ceil(M) * g.w.div_ceil(M);
-    !switched_off(&OFF, "VGG_NO_WINOGRAD")
+    super::policy::get().winograd
         && g.k == 3
         && g.h >= M
         && g.w >= M
@@ -79,16 +79,10 @@ pub fn applies(g: &Geometry) -> bool {
 /// Whether the weight gradient is computed by [`weight_grad`]: where [`applies`] does, on maps
 /// of at most 112x112, where its error stays within a few 1e-5 of the gradient's scale
 /// (`winograd_weight_grad_matches_direct_on_vgg_layers`; at 224x224 it reaches 1.2e-4, so
-/// VGG's first block keeps the direct method). `VGG_NO_WINOGRAD_WGRAD=1` turns it off (to
-/// compare).
+/// VGG's first block keeps the direct method). The kernel policy turns it off
+/// ([`super::Policy::winograd_weight_grad`], the tool's `VGG_NO_WINOGRAD_WGRAD=1`), to compare.
 pub fn applies_to_weight_grad(g: &Geometry) -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    applies(g) && g.h <= 112 && g.w <= 112 && !switched_off(&OFF, "VGG_NO_WINOGRAD_WGRAD")
-}
-
-/// Whether the environment variable `name` is set to anything but 0 (read once, into `cell`).
-fn switched_off(cell: &OnceLock<bool>, name: &str) -> bool {
-    *cell.get_or_init(|| std::env::var_os(name).is_some_and(|v| v != "0"))
+    applies(g) && g.h <= 112 && g.w <= 112 && super::policy::get().winograd_weight_grad
 }
 
 /// Kernels per step of the kernel transforms, held as `[value][kernel]` arrays: the inner

@@ -14,8 +14,8 @@ use burn::tensor::{DType, Device, Tensor};
 use super::precision::like;
 use crate::kernels;
 
-/// Whether `device` runs our kernels (flex, with or without autodiff, unless
-/// `VGG_GENERIC_KERNELS=1`).
+/// Whether `device` runs our kernels (flex, with or without autodiff, unless the kernel policy
+/// says burn's: [`kernels::Policy::ours`]).
 fn ours(device: &Device) -> bool {
     kernels::supported(device)
 }
