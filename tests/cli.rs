@@ -392,6 +392,29 @@ fn train_in_float16_records_its_precision_and_keeps_it() {
         "{}",
         stderr(&resumed)
     );
+    // Every flag that defines the run, whichever it is, is the run's: the ones a resume
+    // applies are listed, the rest refused (the run's own value is harmless).
+    let dir = out.to_str().unwrap();
+    for (flag, value) in [
+        ("--momentum", "0.5"),
+        ("--hidden", "64"),
+        ("--init", "paper"),
+        ("--pca-std", "0"),
+        ("--mean", "0.5,0.5,0.5"),
+    ] {
+        let changed = vgg(&["train", "--resume", dir, "--epochs", "2", flag, value]);
+        assert_eq!(
+            changed.status.code(),
+            Some(2),
+            "{flag}: {}",
+            stderr(&changed)
+        );
+        assert!(
+            stderr(&changed).contains(&format!("{flag} cannot change a resumed run")),
+            "{}",
+            stderr(&changed)
+        );
+    }
     let bad = vgg(&["train", "--precision", "f8", "--epochs", "1"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(

@@ -40,31 +40,31 @@ pub struct Args {
     #[command(flatten)]
     pub net: ArchArgs,
     /// Epochs at most (the schedule may stop earlier). With --resume: a new, larger total.
-    #[arg(long, default_value_t = 5, value_parser = positive)]
+    #[arg(long, default_value_t = paper().epochs, value_parser = positive)]
     pub epochs: usize,
     /// Images per SGD step (the paper's 256), reached by gradient accumulation.
-    #[arg(long, default_value_t = 256, value_parser = positive)]
+    #[arg(long, default_value_t = paper().batch, value_parser = positive)]
     pub batch: usize,
     /// Images per forward/backward pass; --batch must be a multiple of it. Default: the largest
     /// divisor of --batch up to 64 (64 for the paper's 256).
     #[arg(long, value_parser = positive)]
     pub micro_batch: Option<usize>,
     /// Initial learning rate.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = paper().lr)]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = paper().sgd.momentum)]
     pub momentum: f64,
     /// L2 penalty.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = paper().sgd.weight_decay)]
     pub weight_decay: f64,
     /// The learning rate is multiplied by this when validation accuracy stops improving.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = paper().lr_factor)]
     pub lr_factor: f64,
     /// Epochs without improvement before a reduction.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = paper().patience)]
     pub patience: usize,
     /// Reductions in all (the paper's 3); a plateau after the last one ends the run.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = paper().max_reductions)]
     pub max_reductions: usize,
     /// Weight initialisation: glorot (which the authors note trains without pre-training),
     /// paper (N(0, 0.01), with which the paper needed net A to start its deeper nets), or
@@ -104,7 +104,7 @@ pub struct Args {
     #[arg(long)]
     pub no_flip: bool,
     /// Standard deviation of the PCA colour shift (Krizhevsky's 0.1; 0 turns it off).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = paper().pca_std)]
     pub pca_std: f32,
     /// Mixed precision: the dtype the convolutions and FC layers compute in while training
     /// (f32, f16 or bf16). Weights, BatchNorm and the loss stay float32; f16 scales the loss
@@ -112,10 +112,10 @@ pub struct Args {
     /// it on burn's generic operations, slower than its own f32 kernels. Validation is float32.
     #[arg(long, default_value = "f32", value_parser = Precision::from_str)]
     pub precision: Precision,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = paper().seed)]
     pub seed: u64,
     /// Threads preparing batches.
-    #[arg(long, default_value_t = 2, value_parser = super::arch_args::threads)]
+    #[arg(long, default_value_t = paper().workers, value_parser = super::arch_args::threads)]
     pub workers: usize,
     /// Skip unreadable images (and count them) instead of stopping.
     #[arg(long)]
@@ -147,6 +147,11 @@ pub struct Args {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub device: super::DeviceArg,
+}
+
+/// The recipe's defaults, which `--help` shows: [`Recipe::paper`] is the one place they are set.
+fn paper() -> Recipe {
+    Recipe::paper(vgg::VggConfig::from_layers("default", Vec::new(), false))
 }
 
 /// Weight initialisation (`--init`).
@@ -185,66 +190,38 @@ fn data_spec(args: &Args) -> DataSpec {
     }
 }
 
-/// The flags that define a run, by clap id and flag, which a resumed run takes from its
-/// config.json instead.
-const RUN_FLAGS: [(&str, &str); 36] = [
-    ("pretrained", "--pretrained"),
-    ("freeze", "--freeze"),
-    ("lr_pretrained", "--lr-pretrained"),
-    ("no_top", "--no-top"),
-    ("preset", "--preset"),
-    ("mean", "--mean"),
-    ("std", "--std"),
-    ("pixel_scale", "--pixel-scale"),
-    ("bgr", "--bgr"),
-    ("weights_url", "--weights-url"),
-    ("data", "--data"),
-    ("val", "--val"),
-    ("val_fraction", "--val-fraction"),
-    ("seed", "--seed"),
-    ("arch", "--arch"),
-    ("layers", "--layers"),
-    ("bn", "--bn"),
-    ("num_classes", "--num-classes"),
-    ("in_channels", "--in-channels"),
-    ("hidden", "--hidden"),
-    ("dropout", "--dropout"),
-    ("width", "--width"),
-    ("pool_size", "--pool-size"),
-    ("batch", "--batch"),
-    ("micro_batch", "--micro-batch"),
-    ("lr", "--lr"),
-    ("momentum", "--momentum"),
-    ("weight_decay", "--weight-decay"),
-    ("lr_factor", "--lr-factor"),
-    ("patience", "--patience"),
-    ("max_reductions", "--max-reductions"),
-    ("init", "--init"),
-    ("init_from", "--init-from"),
-    ("crop", "--crop"),
-    ("scale", "--scale"),
-    ("precision", "--precision"),
+/// The flags that apply to a resumed run, by clap id; every other flag defines the run, which
+/// its config.json decides instead (a flag added later is refused on resume until it is put
+/// here).
+const APPLY_ON_RESUME: [&str; 8] = [
+    "resume",
+    "epochs",
+    "workers",
+    "threads",
+    "device",
+    "quiet",
+    "no_test",
+    "cache_dir",
 ];
 
 /// Refuses every run-defining flag typed with `--resume` whose value differs from the run's
-/// (typing the run's own value is harmless); `--no-flip`, `--pca-std` and `--skip-bad` too.
+/// (typing the run's own value is harmless).
 fn check_resume_flags(
     args: &Args,
     matches: &ArgMatches,
     config: &TrainConfig,
 ) -> anyhow::Result<()> {
+    use clap::Args as _;
     let typed = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
     let spec = config.data.clone();
     let given = data_spec(args);
-    for (id, flag) in RUN_FLAGS.iter().chain(&[
-        ("no_flip", "--no-flip"),
-        ("pca_std", "--pca-std"),
-        ("skip_bad", "--skip-bad"),
-    ]) {
-        if !typed(id) {
+    let command = Args::augment_args(clap::Command::new("train"));
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if APPLY_ON_RESUME.contains(&id) || !typed(id) {
             continue;
         }
-        let same = match *id {
+        let same = match id {
             "data" => spec.as_ref().is_some_and(|s| s.train == given.train),
             "val" | "val_fraction" => spec
                 .as_ref()
@@ -258,7 +235,8 @@ fn check_resume_flags(
         };
         anyhow::ensure!(
             same,
-            "{flag} cannot change a resumed run: {}/config.json decides its data, split, seed, network and schedule; start a new run (--out) to change it",
+            "--{} cannot change a resumed run: {}/config.json decides its data, split, seed, network and schedule; start a new run (--out) to change it",
+            arg.get_long().unwrap_or(id),
             args.resume
                 .as_deref()
                 .unwrap_or(std::path::Path::new("."))
