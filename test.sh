@@ -5,7 +5,11 @@
 #     installed when run as root with apt-get, otherwise named with the command that installs
 #     them;
 #  2. the test suite, one build for every test binary: cargo test --workspace --features mpi,wgpu
+# The library as a crate that depends on it with `default-features = false` builds it: no
+# Keras, no downloads, and a clear error where they would be needed.
+cargo test -p vgg --no-default-features --lib
 #     (the wgpu tests run on lavapipe, `--device wgpu-cpu`);
+#     then the library's unit tests without its default features (no Keras, no downloads);
 #  3. every parser fuzzed for VGG_FUZZ_SECONDS seconds each (default 15; 0 skips), coverage-guided
 #     (fuzz/run.sh).
 set -euo pipefail
@@ -39,6 +43,9 @@ fi
 # The Vulkan loader wants a runtime directory; without one it warns on every device it opens.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo test --workspace --features mpi,wgpu
+# The library as a crate that depends on it with `default-features = false` builds it: no
+# Keras, no downloads, and a clear error where they would be needed.
+cargo test -p vgg --no-default-features --lib
 
 FUZZ_SECONDS="${VGG_FUZZ_SECONDS:-15}"
 if [ "$FUZZ_SECONDS" != 0 ]; then

@@ -8,6 +8,7 @@
 pub mod burnpack;
 pub mod caffe;
 pub(crate) mod contain;
+#[cfg(feature = "keras")]
 pub mod keras;
 pub mod layouts;
 pub mod onnx;
@@ -115,11 +116,20 @@ pub fn read_weight_file(path: &Path) -> Result<WeightFile, VggError> {
             let told = channels_last.then_some(layouts::Layout::Keras);
             (dict, told, metadata)
         }
+        #[cfg(feature = "keras")]
         Format::Keras => (
             keras::read(path)?,
             Some(layouts::Layout::Keras),
             BTreeMap::new(),
         ),
+        #[cfg(not(feature = "keras"))]
+        Format::Keras => {
+            return Err(corrupt(
+                path,
+                "Keras",
+                "this build of vgg reads no Keras files (the library's `keras` feature is off); convert it with a build that has it",
+            ));
+        }
         Format::Burn => {
             return Err(corrupt(
                 path,
@@ -237,5 +247,42 @@ impl Vgg {
                 ),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A library built without `keras` (a dependent crate's `default-features = false`) refuses
+    /// a Keras file saying which feature reads it.
+    #[cfg(not(feature = "keras"))]
+    #[test]
+    fn without_the_keras_feature_a_keras_file_is_refused_saying_so() {
+        let path = std::env::temp_dir().join(format!("vgg-no-keras-{}.h5", std::process::id()));
+        std::fs::write(&path, b"\x89HDF\r\n\x1a\n").unwrap();
+        let err = super::read_weight_file(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains("`keras` feature is off"), "{err}");
+    }
+
+    /// Without `download`, a published file in the cache is used, and a missing one is an
+    /// error saying why (no network is touched).
+    #[cfg(not(feature = "download"))]
+    #[test]
+    fn without_the_download_feature_nothing_is_fetched() {
+        let cache = std::env::temp_dir().join(format!("vgg-no-dl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        std::fs::create_dir_all(&cache).unwrap();
+        let err = crate::preset::download::fetch(
+            "http://127.0.0.1:9/x-0123abcd.pth",
+            &cache,
+            "x-0123abcd.pth",
+            "0123abcd",
+            1 << 20,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        let _ = std::fs::remove_dir_all(&cache);
+        assert!(err.contains("`download` feature is off"), "{err}");
     }
 }

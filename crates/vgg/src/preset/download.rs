@@ -2,7 +2,6 @@
 //! where it stopped, the SHA-256 prefix the file's name carries is checked before the file is
 //! used (a mismatch deletes it and says so), and a file in the cache needs no network.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -113,8 +112,27 @@ fn foreign(path: &Path) -> VggError {
     )
 }
 
+/// Without the library's `download` feature nothing is fetched: a file already in the cache
+/// is used, any other is an error saying so.
+#[cfg(not(feature = "download"))]
+fn download(
+    url: &str,
+    _part: &Path,
+    _max_bytes: u64,
+    _stall: Duration,
+    _progress: Progress<'_>,
+) -> Result<(), VggError> {
+    Err(VggError::bad_config(
+        "download",
+        format!(
+            "of {url}: this build of vgg fetches nothing (the library's `download` feature is off); put the file in the cache, or give a weight file"
+        ),
+    ))
+}
+
 /// Downloads `url` into `part`, appending to what a previous attempt left there. `part` must be
 /// a plain file (a previous attempt's) or absent: a link is never followed.
+#[cfg(feature = "download")]
 fn download(
     url: &str,
     part: &Path,
@@ -122,6 +140,7 @@ fn download(
     stall: Duration,
     progress: Progress<'_>,
 ) -> Result<(), VggError> {
+    use std::io::{Read, Write};
     let previous = match std::fs::symlink_metadata(part) {
         Ok(m) if m.is_file() => Some(m),
         Ok(_) => return Err(foreign(part)),
@@ -218,6 +237,7 @@ fn download(
 }
 
 /// Whether `file` is the plain file `measured` describes (its device and inode, on Unix).
+#[cfg(feature = "download")]
 fn same_file(file: &std::fs::File, measured: Option<&std::fs::Metadata>) -> bool {
     let (Ok(now), Some(then)) = (file.metadata(), measured) else {
         return false;
