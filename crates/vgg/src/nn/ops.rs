@@ -16,8 +16,43 @@ use crate::kernels;
 
 /// Whether `device` runs our kernels (flex, with or without autodiff, unless the kernel policy
 /// says burn's: [`kernels::Policy::ours`]).
-fn ours(device: &Device) -> bool {
+pub fn ours(device: &Device) -> bool {
     kernels::supported(device)
+}
+
+/// One parameter's SGD update with PyTorch's semantics, `v = m * v_old + (g + decay * w)`,
+/// `w - lr * v`, returning `(w, v)`: our two-pass kernels where they run (float32 on flex), burn's
+/// operations elsewhere (the same arithmetic). `old` is the velocity with its momentum `m`.
+pub fn sgd_update<const D: usize>(
+    w: Tensor<D>,
+    g: Tensor<D>,
+    old: Option<(Tensor<D>, f32)>,
+    decay: Option<f32>,
+    lr: f64,
+) -> (Tensor<D>, Tensor<D>) {
+    let f32s = [Some(&w), Some(&g), old.as_ref().map(|(v, _)| v)]
+        .into_iter()
+        .flatten()
+        .all(|t| t.dtype() == DType::F32);
+    if f32s && ours(&w.device()) {
+        let v = kernels::sgd_velocity(w.clone(), g, old, decay);
+        return (kernels::sgd_descend(w, v.clone(), lr as f32), v);
+    }
+    let g = match decay {
+        Some(p) => w.clone().mul_scalar(p).add(g),
+        None => g,
+    };
+    let v = match old {
+        Some((v, m)) => g.add(v.mul_scalar(m)),
+        None => g,
+    };
+    (w - v.clone().mul_scalar(lr), v)
+}
+
+/// Drops what our kernels keep for weights that will not be seen again (the Winograd
+/// transforms of a network's convolution weights).
+pub fn release_caches() {
+    kernels::winograd::clear_cache();
 }
 
 /// Whether `x` goes through our kernels: on their device, in float32 (a mixed-precision

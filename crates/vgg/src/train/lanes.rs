@@ -14,7 +14,6 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor};
 
 use crate::arch::VggConfig;
-use crate::kernels;
 use crate::nn::Vgg;
 use crate::nn::summary::estimate;
 
@@ -48,7 +47,7 @@ impl Lanes {
         let threads = rayon::current_num_threads();
         let lanes = threads.min(per_step);
         let small = lane_bytes(config, input, micro) <= MOST_BYTES_PER_LANE;
-        let pools = if kernels::supported(device) && lanes >= 2 && small {
+        let pools = if crate::nn::ops::ours(device) && lanes >= 2 && small {
             (0..lanes)
                 .map_while(|i| {
                     rayon::ThreadPoolBuilder::new()

@@ -2,7 +2,7 @@
 //!
 //! `v = momentum * v + (g + weight_decay * w); w -= lr * v` (dampening 0, no Nesterov), which
 //! is burn's SGD with `dampening: 0` (burn's default dampening is not 0), run by [`FusedSgd`]:
-//! on flex in two passes over each parameter ([`crate::kernels::sgd`]). Gradients of several
+//! on flex in two passes over each parameter ([`crate::nn::ops::sgd_update`]). Gradients of several
 //! micro-batches are summed with each loss scaled by its share of the batch, so the step equals
 //! one on the whole batch (as the paper's multi-GPU training, Section 3.3), and so are their
 //! BatchNorm statistics, weighted as PyTorch's running updates one batch after another.
@@ -11,7 +11,7 @@ use burn::module::ParamGroup;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::{GradientsAccumulator, GradientsParams, LearningRate, ModuleOptimizer};
 use burn::optim::{Optimizer, RecordState, StateSink, StateSource, join_path};
-use burn::tensor::{DType, Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::collective::{GradLayout, running_weight};
@@ -280,7 +280,7 @@ impl Sgd {
 /// burn's `Sgd` with weight decay and momentum (dampening 0, no Nesterov) as one
 /// [`Optimizer`]: `g' = w * decay + g`, `v = g' + v * momentum` (`g'` at the first step),
 /// `w - v * lr`, in float32 in that order. On flex with float32 parameters the update takes two
-/// passes over each parameter ([`crate::kernels::sgd_velocity`], [`crate::kernels::sgd_descend`])
+/// passes over each parameter ([`crate::nn::ops::sgd_update`])
 /// where burn's seven operations took a pass each; elsewhere burn's operations. The same bits as burn's
 /// `Sgd`, and the same state record (each parameter's `momentum.velocity`), so run folders saved
 /// with burn's resume with this one.
@@ -330,24 +330,7 @@ impl Optimizer for FusedSgd {
             Some(m) => (state.and_then(|s| s.0).map(|v| (v, m)), None),
             None => (None, state),
         };
-        let f32s = [Some(&w), Some(&g), old.as_ref().map(|(v, _)| v)]
-            .into_iter()
-            .flatten()
-            .all(|t| t.dtype() == DType::F32);
-        let (w, v) = if f32s && crate::kernels::supported(&w.device()) {
-            let v = crate::kernels::sgd_velocity(w.clone(), g, old, self.decay);
-            (crate::kernels::sgd_descend(w, v.clone(), lr as f32), v)
-        } else {
-            let g = match self.decay {
-                Some(p) => w.clone().mul_scalar(p).add(g),
-                None => g,
-            };
-            let v = match old {
-                Some((v, m)) => g.add(v.mul_scalar(m)),
-                None => g,
-            };
-            (w - v.clone().mul_scalar(lr), v)
-        };
+        let (w, v) = crate::nn::ops::sgd_update(w, g, old, self.decay, lr);
         let state = match self.momentum {
             Some(_) => Velocity(Some(v)),
             None => kept.unwrap_or(Velocity(None)),

@@ -658,7 +658,7 @@ impl Trainer {
             self.rank(),
         );
         // These weights will not be seen again: drop their Winograd transforms.
-        crate::kernels::winograd::clear_cache();
+        crate::nn::ops::release_caches();
         let val = val.map_err(|e| match e {
             VggError::NonFiniteOutput { what } => self.diverged(epoch, what),
             e => e,
