@@ -118,6 +118,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A run's JSON file (`config.json`, `state.json`, `weights.json`) as `T`: at most 64 MiB (a
+/// state holds one row per epoch), read whole; `what` names it in the error ("run file").
+pub(crate) fn read_run_json<T: for<'de> serde::Deserialize<'de>>(
+    path: &Path,
+    what: &str,
+) -> Result<T, VggError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| VggError::io(path, e))?
+        .len();
+    if size > 64 << 20 {
+        return Err(VggError::run_file(
+            path,
+            format!("{size} bytes is too large for a run file"),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| VggError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| VggError::run_file(path, format!("not a readable {what}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

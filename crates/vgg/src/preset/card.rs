@@ -27,23 +27,16 @@ impl Card {
     pub fn read(dir: &Path) -> Result<Self, VggError> {
         let path = dir.join(CARD);
         let bad = |reason: String| VggError::run_file(&path, reason);
-        let size = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(bad(
-                    "is missing: the run was written by a vgg older than its weights card; give \
-                     its best.safetensors as a weight file, with its network"
-                        .into(),
-                ));
-            }
-            Err(e) => return Err(VggError::io(&path, e)),
-        };
-        if size > 64 << 20 {
-            return Err(bad(format!("{size} bytes is too large for a run file")));
+        if let Err(e) = std::fs::metadata(&path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return Err(bad(
+                "is missing: the run was written by a vgg older than its weights card; give \
+                 its best.safetensors as a weight file, with its network"
+                    .into(),
+            ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| VggError::io(&path, e))?;
-        let card: Card =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not a readable card: {e}")))?;
+        let card: Card = crate::fsio::read_run_json(&path, "card")?;
         card.model
             .validate()
             .map_err(|e| VggError::bad_run_setting(&path, e))?;

@@ -12,14 +12,14 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::config::TrainConfig;
 use super::state::{EpochRecord, RunState, check_values};
 use crate::checkpoint::run_files::{BEST, FIXED};
 use crate::data::Dataset;
 use crate::error::VggError;
-use crate::fsio::{sha256_file, write_atomic};
+use crate::fsio::{read_run_json, sha256_file, write_atomic};
 use crate::preset::Card;
 
 pub use crate::checkpoint::run_files::{CARD, CONFIG, STATE, checkpoint_names, is_run_file};
@@ -232,7 +232,7 @@ impl RunFolder {
     /// The run's config, validated.
     pub fn config(&self) -> Result<TrainConfig, VggError> {
         let path = self.dir.join(CONFIG);
-        let config: TrainConfig = read_json(&path)?;
+        let config: TrainConfig = read_run_json(&path, "run file")?;
         config
             .validate()
             .map_err(|e| VggError::bad_run_setting(&path, e))?;
@@ -243,7 +243,7 @@ impl RunFolder {
     /// (`epoch-N.bpk` for its epoch N), so a crafted file cannot point outside the folder.
     pub fn state(&self) -> Result<RunState, VggError> {
         let path = self.dir.join(STATE);
-        let state: RunState = read_json(&path)?;
+        let state: RunState = read_run_json(&path, "run file")?;
         check_values(&state).map_err(|reason| VggError::run_file(&path, reason))?;
         let (model, optim) = checkpoint_names(state.epoch);
         let named = |f: &Option<String>, want: &str| f.as_deref().is_none_or(|f| f == want);
@@ -384,20 +384,4 @@ fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, VggError> {
             format!("cannot be written: {e} (a path that is not UTF-8?)"),
         )
     })
-}
-
-/// A run file: at most 64 MiB (a state holds one row per epoch), read whole.
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, VggError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| VggError::io(path, e))?
-        .len();
-    if size > 64 << 20 {
-        return Err(VggError::run_file(
-            path,
-            format!("{size} bytes is too large for a run file"),
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| VggError::io(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| VggError::run_file(path, format!("not a readable run file: {e}")))
 }
